@@ -1,0 +1,127 @@
+"""The ``flowtui`` command: argument parsing, error handling, and dispatch to the commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+from flowtui import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help="state folder (default $FLOWTUI_HOME or ~/.flowtui)")
+    common.add_argument("--pipelines", default=argparse.SUPPRESS,
+                        help="pipelines folder (default $FLOWTUI_PIPELINES, pipelines_dir in "
+                             "flowtui.toml, or ./pipelines)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="flowtui", parents=[common],
+                     description="A single-host DAG runner and a terminal UI for it.")
+    parser.add_argument("--version", action="version", version=f"flowtui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = add("run", "execute one manual run now, in the foreground; exit 0 iff it succeeded")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("--date", help="logical date: YYYY-MM-DD (midnight in the DAG's timezone) "
+                                  "or an ISO datetime; default now")
+    p.add_argument("--conf", help="JSON object that overrides the DAG's params")
+    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+
+    dags = add("dags", "list, check and show DAGs")
+    dsub = dags.add_subparsers(dest="dags_command", metavar="ACTION", parser_class=_Parser)
+    dsub.required = True
+    p = dsub.add_parser("list", parents=[common], help="the DAGs and import errors")
+    p.add_argument("--json", action="store_true")
+    p = dsub.add_parser("check", parents=[common],
+                        help="validate every pipeline file; exit 1 when any has an error")
+    p.add_argument("--json", action="store_true")
+    p = dsub.add_parser("show", parents=[common], help="a DAG's graph, tasks and next fire times")
+    p.add_argument("dag_id", metavar="DAG")
+
+    runs = add("runs", "list runs")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
+    rsub.required = True
+    p = rsub.add_parser("list", parents=[common], help="runs, newest first")
+    p.add_argument("dag_id", metavar="DAG", nargs="?")
+    p.add_argument("--state", choices=["queued", "running", "success", "failed"])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    tasks = add("tasks", "list a run's task instances")
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
+    tsub.required = True
+    p = tsub.add_parser("list", parents=[common], help="a run's tasks with state and reason")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id, or latest")
+    p.add_argument("--json", action="store_true")
+
+    p = add("logs", "print a task's log (the latest try unless --try)")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id, or latest")
+    p.add_argument("task_id", metavar="TASK")
+    p.add_argument("--try", dest="try_number", type=int, help="which try (1 is the first)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new output until the try ends")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_OK
+        from flowtui import commands
+
+        return int(commands.dispatch(args))
+    except UsageError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # every known input error maps to exit 2 and one line
+        known = _known_error(exc)
+        if known is None:
+            raise
+        _fail(known)
+    return EXIT_USAGE
+
+
+def _known_error(exc: Exception) -> str | None:
+    from flowtui.runner.config import ConfigError
+    from flowtui.runner.runs import RunError
+    from flowtui.store import StoreError
+
+    if isinstance(exc, (ConfigError, RunError, StoreError)):
+        return str(exc)
+    return None
+
+
+def _fail(message: str) -> Any:
+    print(f"flowtui: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""The CLI's commands: each reads or changes state only through the runner and the store."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from flowtui.render import GLYPHS, local_time, run_json, table, task_json, visible
+from flowtui.runner.config import Config, load_config
+from flowtui.runner.durations import format_duration
+from flowtui.runner.loader import LoadResult, load_folder
+from flowtui.runner.model import DagSpec
+from flowtui.store import Store
+from flowtui.store.models import DagRecord, ImportError_, Run
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    config = load_config(getattr(args, "home", None), getattr(args, "pipelines", None))
+    command = args.command
+    if command == "run":
+        return cmd_run(args, config)
+    if command == "dags":
+        return {"list": cmd_dags_list, "check": cmd_dags_check,
+                "show": cmd_dags_show}[args.dags_command](args, config)
+    if command == "runs":
+        return cmd_runs_list(args, config)
+    if command == "tasks":
+        return cmd_tasks_list(args, config)
+    if command == "logs":
+        return cmd_logs(args, config)
+    raise UsageError(f"unknown command {command!r}")
+
+
+def _emit_json(document: Any) -> None:
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _open_store(config: Config, readonly: bool = False) -> Store:
+    return Store.open(config.db_path, readonly=readonly)
+
+
+def _load(config: Config) -> LoadResult:
+    return load_folder(config.pipelines)
+
+
+def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:
+    if dag_id in result.dags:
+        return result.dags[dag_id]
+    broken = [e for e in result.errors if Path(e.fileloc).stem == dag_id]
+    if broken:
+        raise UsageError(f"DAG {dag_id!r} cannot be loaded: {broken[0]}")
+    known = ", ".join(sorted(result.dags)) or "none"
+    raise UsageError(f"unknown DAG {dag_id!r} in {config.pipelines} (known: {known})")
+
+
+def sync(store: Store, result: LoadResult) -> None:
+    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
+                         d.tags, d.paused, None, True, len(d.tasks), time.time())
+               for d in result.dags.values()]
+    errors = [ImportError_(e.fileloc, e.line, e.message, time.time()) for e in result.errors]
+    store.sync_dags(records, errors, result.files)
+
+
+# -- run -------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from flowtui.runner.runs import parse_date, run_in_foreground
+    from flowtui.progress import make_listener
+
+    result = _load(config)
+    dag = _dag(result, args.dag_id, config)
+    conf = _parse_conf(args.conf)
+    logical_date = parse_date(args.date, dag.timezone) if args.date else None
+    store = _open_store(config)
+    sync(store, result)
+    listener, display = make_listener(dag, live=sys.stdout.isatty() and not args.json)
+    try:
+        run = run_in_foreground(store, config, dag, logical_date=logical_date, conf=conf,
+                                listener=listener)
+    finally:
+        display.close()
+    tis = store.task_instances(run.pk)
+    if args.json:
+        document = run_json(run)
+        document["tasks"] = [task_json(ti) for ti in tis]
+        _emit_json(document)
+    else:
+        counts: dict[str, int] = {}
+        for ti in tis:
+            counts[ti.state] = counts.get(ti.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        took = format_duration((run.end_date or time.time()) - (run.start_date or time.time()))
+        print(f"run {run.run_id} of {run.dag_id}: {run.state} in {took} ({summary})")
+        for ti in tis:
+            if ti.state in ("failed", "upstream_failed"):
+                print(f"  {GLYPHS[ti.state]} {ti.task_id}: {ti.state}: {ti.reason}")
+        if run.state != "success":
+            print(f"  logs: flowtui logs {run.dag_id} {run.run_id} TASK")
+    return EXIT_OK if run.state == "success" else EXIT_FAILED
+
+
+def _parse_conf(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--conf is not valid JSON ({exc.msg} at character {exc.pos}); "
+                         "pass an object such as '{\"source\": \"staging\"}'") from None
+    if not isinstance(conf, dict):
+        raise UsageError("--conf must be a JSON object such as '{\"source\": \"staging\"}'")
+    return conf
+
+
+# -- dags ------------------------------------------------------------------------------------
+def _error_json(e: Any) -> dict[str, Any]:
+    return {"file": e.fileloc, "line": e.line, "message": e.message}
+
+
+def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
+    result = _load(config)
+    paused: dict[str, tuple[bool, str | None]] = {}
+    if config.db_path.exists():
+        store = _open_store(config, readonly=True)
+        paused = {d.dag_id: (d.paused, d.paused_reason) for d in store.dags()}
+    if args.json:
+        _emit_json({
+            "dags": [{"dag_id": d.dag_id, "file": d.fileloc, "schedule": d.schedule,
+                      "timezone": d.timezone, "tasks": len(d.tasks), "tags": d.tags,
+                      "owner": d.owner,
+                      "paused": paused.get(d.dag_id, (d.paused, None))[0],
+                      "paused_reason": paused.get(d.dag_id, (d.paused, None))[1]}
+                     for d in sorted(result.dags.values(), key=lambda d: d.dag_id)],
+            "errors": [_error_json(e) for e in result.errors],
+        })
+        return EXIT_OK
+    rows = []
+    for d in sorted(result.dags.values(), key=lambda d: d.dag_id):
+        is_paused, why = paused.get(d.dag_id, (d.paused, None))
+        rows.append([d.dag_id, d.schedule or "manual", d.timezone, str(len(d.tasks)),
+                     ("paused" + (f" ({why})" if why else "")) if is_paused else "",
+                     os.path.relpath(d.fileloc)])
+    print(table(rows, ["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "PAUSED", "FILE"]))
+    if result.errors:
+        print(f"\n{len(result.errors)} import error(s); see 'flowtui dags check'")
+    return EXIT_OK
+
+
+def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
+    started = time.perf_counter()
+    result = _load(config)
+    took = time.perf_counter() - started
+    if args.json:
+        _emit_json({"dags": sorted(result.dags), "files": len(result.files),
+                    "errors": [_error_json(e) for e in result.errors]})
+    else:
+        for error in result.errors:
+            print(visible(str(error)))
+        status = "OK" if not result.errors else f"{len(result.errors)} error(s)"
+        print(f"{len(result.files)} file(s), {len(result.dags)} DAG(s), {status} "
+              f"({took * 1000:.0f} ms)")
+    return EXIT_FAILED if result.errors else EXIT_OK
+
+
+def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
+    from flowtui.runner.graph import draw_layers, next_fire_times
+
+    result = _load(config)
+    dag = _dag(result, args.dag_id, config)
+    print(f"{dag.dag_id}  ({os.path.relpath(dag.fileloc)})")
+    if dag.description:
+        print(dag.description)
+    print(f"schedule: {dag.schedule or 'manual only'}  timezone: {dag.timezone}  "
+          f"tasks: {len(dag.tasks)}  max_active_runs: {dag.max_active_runs}")
+    print()
+    print(draw_layers(dag))
+    print()
+    rows = []
+    for task_id in dag.topological_order():
+        t = dag.tasks[task_id]
+        kind = "python" if t.python_callable else "sensor" if t.sensor else t.shell
+        rows.append([task_id, kind, t.trigger_rule, str(t.retries), str(dag.priority[task_id]),
+                     t.pool, ", ".join(t.deps) or "-"])
+    print(table(rows, ["TASK", "KIND", "TRIGGER_RULE", "RETRIES", "PRIORITY", "POOL", "DEPS"]))
+    if dag.schedule:
+        print()
+        print("next fire times:")
+        for line in next_fire_times(dag, time.time(), 5):
+            print(f"  {line}")
+    return EXIT_OK
+
+
+# -- runs and tasks --------------------------------------------------------------------------
+def _get_run(store: Store, dag_id: str, run_id: str) -> Run:
+    run = store.get_run(dag_id, run_id)
+    if run is None:
+        if not store.list_runs(dag_id, limit=1):
+            raise UsageError(f"DAG {dag_id!r} has no runs in {store.path}")
+        raise UsageError(f"DAG {dag_id!r} has no run {run_id!r}; "
+                         f"'flowtui runs list {dag_id}' lists its runs")
+    return run
+
+
+def _store_or_none(config: Config) -> Store | None:
+    if not config.db_path.exists():
+        return None
+    return _open_store(config, readonly=True)
+
+
+def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
+    store = _store_or_none(config)
+    runs = store.list_runs(args.dag_id, args.state, args.limit) if store else []
+    if args.json:
+        _emit_json([run_json(r) for r in runs])
+        return EXIT_OK
+    rows = [[r.dag_id, r.run_id, r.run_type, f"{GLYPHS.get(r.state, ' ')} {r.state}"
+             if r.state in ("success", "failed", "running") else r.state,
+             local_time(r.start_date),
+             format_duration((r.end_date or time.time()) - r.start_date) if r.start_date else "-"]
+            for r in runs]
+    print(table(rows, ["DAG", "RUN_ID", "TYPE", "STATE", "STARTED", "DURATION"]))
+    return EXIT_OK
+
+
+def cmd_tasks_list(args: argparse.Namespace, config: Config) -> int:
+    store = _store_or_none(config)
+    if store is None:
+        raise UsageError(f"no runs recorded yet in {config.home}")
+    run = _get_run(store, args.dag_id, args.run_id)
+    tis = store.task_instances(run.pk)
+    if args.json:
+        _emit_json([task_json(ti) for ti in tis])
+        return EXIT_OK
+    print(f"{run.dag_id} {run.run_id}: {run.state}")
+    rows = [[f"{GLYPHS[ti.state]} {ti.task_id}", ti.state, f"{ti.try_number}/{ti.max_tries}",
+             format_duration(ti.duration) if ti.duration is not None else "-",
+             "-" if ti.exit_code is None else str(ti.exit_code), visible(ti.reason)]
+            for ti in tis]
+    print(table(rows, ["TASK", "STATE", "TRY", "DURATION", "EXIT", "REASON"]))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, config: Config) -> int:
+    store = _store_or_none(config)
+    if store is None:
+        raise UsageError(f"no runs recorded yet in {config.home}")
+    run = _get_run(store, args.dag_id, args.run_id)
+    tries = store.tries(run.pk, args.task_id)
+    if not tries:
+        names = {ti.task_id for ti in store.task_instances(run.pk)}
+        if args.task_id not in names:
+            raise UsageError(f"run {run.run_id} of {run.dag_id} has no task {args.task_id!r}")
+        raise UsageError(f"task {args.task_id!r} has not started yet in run {run.run_id}")
+    chosen = tries[-1]
+    if args.try_number is not None:
+        match = [t for t in tries if t.try_number == args.try_number]
+        if not match:
+            raise UsageError(f"task {args.task_id!r} has tries 1 to {tries[-1].try_number}, "
+                             f"not {args.try_number}")
+        chosen = match[0]
+    tty = sys.stdout.isatty()
+    offset = _copy_log(chosen.log_path, 0, tty)
+    if not args.follow:
+        return EXIT_OK
+    while True:
+        current = [t for t in store.tries(run.pk, args.task_id)
+                   if t.try_number == chosen.try_number][0]
+        offset = _copy_log(chosen.log_path, offset, tty)
+        if current.end_date is not None:
+            _copy_log(chosen.log_path, offset, tty)
+            return EXIT_OK
+        time.sleep(0.2)
+
+
+def _copy_log(path: str, offset: int, tty: bool) -> int:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while True:
+                chunk = fh.read(1 << 16)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                if tty:
+                    sys.stdout.write(visible(chunk.decode("utf-8", "replace")))
+                else:
+                    sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    except FileNotFoundError:
+        pass
+    return offset

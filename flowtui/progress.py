@@ -1,0 +1,102 @@
+"""What ``flowtui run`` shows while a run executes: a live table on a terminal, lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+from flowtui.render import COLOURS, GLYPHS, visible
+from flowtui.runner.durations import format_duration
+from flowtui.runner.model import DagSpec
+
+
+class _Plain:
+    def __init__(self) -> None:
+        self.out = sys.stdout
+
+    def update(self, task_id: str | None, state: str, detail: str, try_number: int) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if task_id is None:
+            return
+        extra = f" (try {try_number})" if state == "running" and try_number > 1 else ""
+        tail = f": {visible(detail)}" if detail and state not in ("running", "progress") else ""
+        if state == "progress":
+            return
+        self.out.write(f"{stamp}  {GLYPHS.get(state, ' ')} {task_id} {state}{extra}{tail}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _Live:
+    """A rich Live table of every task, refreshed a few times a second."""
+
+    def __init__(self, dag: DagSpec) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.dag = dag
+        self.rows: dict[str, dict[str, Any]] = {
+            t: {"state": "none", "try": 0, "started": None, "ended": None, "detail": ""}
+            for t in dag.topological_order()}
+        self.console = Console()
+        self.live = Live(get_renderable=self._render, console=self.console,
+                         refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def update(self, task_id: str | None, state: str, detail: str, try_number: int) -> None:
+        if task_id is None:
+            return
+        row = self.rows[task_id]
+        if state == "progress":
+            row["detail"] = detail
+            return
+        if state == "running":
+            row["started"], row["ended"] = time.time(), None
+        elif state in ("success", "failed", "skipped", "upstream_failed", "up_for_retry"):
+            row["ended"] = time.time()
+        row["state"], row["try"], row["detail"] = state, try_number, detail
+
+    def _render(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        grid.add_column("task")
+        grid.add_column("state")
+        grid.add_column("try", justify="right")
+        grid.add_column("time", justify="right")
+        grid.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=60)
+        done = 0
+        for task_id, row in self.rows.items():
+            state = row["state"]
+            if state in ("success", "failed", "skipped", "upstream_failed"):
+                done += 1
+            started = row["started"]
+            took = "" if started is None else format_duration((row["ended"] or time.time()) - started)
+            style = COLOURS.get(state, "")
+            grid.add_row(Text(f"{GLYPHS.get(state, ' ')} {task_id}", style=style),
+                         Text(state, style=style), str(row["try"] or ""), took,
+                         Text(visible(row["detail"] or ""), style="dim"))
+        grid.caption = f"{done}/{len(self.rows)} tasks done"
+        return grid
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_listener(dag: DagSpec, live: bool) -> tuple[Callable[..., None], Any]:
+    display: Any = _Live(dag) if live and len(dag.tasks) <= 200 else _Plain()
+
+    def listener(run: Any, task: Any, what: str, detail: str) -> None:
+        if task is None:
+            return
+        if what == "progress":
+            watch = task.watch
+            if watch is not None and watch.progress is not None:
+                display.update(task.task_id, "progress", f"{watch.progress:.0f}%", task.try_number)
+            return
+        display.update(task.task_id, what, detail or task.reason, task.try_number)
+
+    return listener, display

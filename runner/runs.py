@@ -1,0 +1,95 @@
+"""Creating runs and executing one in the foreground (``flowtui run``)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flowtui.runner.clock import iso
+from flowtui.runner.config import Config
+from flowtui.runner.engine import Engine, Listener
+from flowtui.runner.executor import process_start_time
+from flowtui.runner.model import DagSpec
+from flowtui.store import RunState, Store, StoreError
+from flowtui.store.models import Run
+import os
+import time
+
+
+class RunError(Exception):
+    """A run cannot be created or started; the message says why and what to do."""
+
+
+def parse_date(value: str, timezone: str) -> float:
+    """A logical date from ``2026-01-01`` (midnight in the DAG's timezone) or an ISO datetime."""
+    tz = ZoneInfo(timezone)
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            return dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise RunError(f"cannot read the date {value!r}; use YYYY-MM-DD or an ISO datetime "
+                       "such as 2026-01-01T06:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.timestamp()
+
+
+def check_runnable(dag: DagSpec, config: Config) -> None:
+    """Refuse, before anything is recorded, a run that could never finish."""
+    for task in dag.tasks.values():
+        size = config.pool_size(task.pool)
+        if size is None:
+            raise RunError(f"task {task.task_id!r} uses pool {task.pool!r}, which flowtui.toml "
+                           "does not define; add it under [pools]")
+        if task.pool_slots > size:
+            raise RunError(f"task {task.task_id!r} needs {task.pool_slots} slots of pool "
+                           f"{task.pool!r}, which has {size}; lower pool_slots or grow the pool")
+
+
+def create_manual_run(store: Store, dag: DagSpec, *, logical_date: float | None,
+                      conf: dict[str, Any], run_type: str = "manual",
+                      state: str = RunState.RUNNING.value, runner_id: int | None = None) -> Run:
+    when = time.time() if logical_date is None else logical_date
+    when = float(int(when)) if logical_date is None else when
+    base = f"{run_type}__{iso(when, dag.timezone)}"
+    taken = store.run_ids(dag.dag_id)
+    run_id, n = base, 2
+    while run_id in taken:
+        run_id, n = f"{base}.{n}", n + 1
+    tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
+             for t in dag.tasks.values()]
+    try:
+        pk = store.create_run(dag_id=dag.dag_id, run_id=run_id, run_type=run_type,
+                              logical_date=when, data_interval_start=when, data_interval_end=when,
+                              conf=conf, state=state, runner_id=runner_id, tasks=tasks,
+                              cause="operator")
+    except StoreError as exc:
+        raise RunError(str(exc)) from None
+    run = store.get_run_by_pk(pk)
+    assert run is not None
+    return run
+
+
+def run_in_foreground(store: Store, config: Config, dag: DagSpec, *,
+                      logical_date: float | None, conf: dict[str, Any],
+                      listener: Listener | None = None, handle_signals: bool = True) -> Run:
+    """Create a manual run, execute it here until it ends, and return its final row."""
+    check_runnable(dag, config)
+    runner_id = store.register_runner("run", process_start_time(os.getpid()))
+    engine = Engine(store, config, runner_id, listener=listener)
+    try:
+        run = create_manual_run(store, dag, logical_date=logical_date, conf=conf,
+                                runner_id=runner_id)
+        if handle_signals:
+            engine.install_signal_handlers()
+        engine.add_run(dag, run)
+        engine.run_until_done()
+        engine._flush()
+    finally:
+        engine.close()
+        store.stop_runner(runner_id)
+    final = store.get_run_by_pk(run.pk)
+    assert final is not None
+    return final

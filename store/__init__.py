@@ -1,0 +1,13 @@
+"""flowtui's SQLite store: schema, states, and every read and write of recorded state."""
+from __future__ import annotations
+
+from flowtui.store.db import Store, StoreError, current_user
+from flowtui.store.states import (
+    ACTIVE, RUN_TERMINAL, TERMINAL, WAITING, RunState, TaskState, TransitionError,
+    check_transition,
+)
+
+__all__ = [
+    "ACTIVE", "RUN_TERMINAL", "TERMINAL", "WAITING", "RunState", "Store", "StoreError",
+    "TaskState", "TransitionError", "check_transition", "current_user",
+]

@@ -1,0 +1,311 @@
+"""The SQLite store: connections, transactions, and every read and write of flowtui's state."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from flowtui.store.models import (
+    EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
+    ImportError_, Run, TaskInstance, Try,
+)
+from flowtui.store.schema import migrations
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return str(os.getuid())
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        # WAL lets readers (TUIs, CLI) run beside the one writer at a time; NORMAL syncs at
+        # checkpoints, so a killed process loses nothing (a power cut may lose the last commits).
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{path}: cannot switch the database to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class Store:
+    """One open database. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+        self.path = path
+        self.conn = conn
+        self.readonly = readonly
+        self.db = Database(conn)
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "Store":
+        db_path = Path(path)
+        if readonly and not db_path.exists():
+            raise StoreError(f"{db_path}: no database here yet; run a DAG or start the runner first")
+        try:
+            if not readonly:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(db_path, readonly)
+            store = cls(db_path, conn, readonly)
+            if not readonly:
+                store._migrate()
+            else:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StoreError(
+                    f"{db_path} is not a flowtui SQLite database ({exc}); "
+                    "point --home at another folder or move the file away"
+                ) from None
+            raise StoreError(f"{db_path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{db_path}: {exc.strerror or exc}") from None
+        return store
+
+    def _migrate(self) -> None:
+        if not migrations.pending(self.db):
+            return
+        # One process migrates at a time; the others wait on the write lock, then see none left.
+        with self.transaction():
+            migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def execute_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Apply a list of (sql, params) in one transaction: the engine's hot path."""
+        if not ops:
+            return
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in ops:
+                conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- runners ---------------------------------------------------------------------------
+    def register_runner(self, kind: str, pid_start: float | None = None) -> int:
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, socket.gethostname(), os.getpid(), pid_start, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def runner_heartbeat_sql(self, runner_id: int, now: float) -> tuple[str, tuple]:
+        return ("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, runner_id))
+
+    def stop_runner(self, runner_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runners SET stopped_at = ? WHERE id = ?", (time.time(), runner_id))
+
+    # -- DAGs and import errors ------------------------------------------------------------
+    def sync_dags(self, dags: Iterable[DagRecord], errors: Iterable[ImportError_],
+                  parsed_files: Iterable[str]) -> None:
+        """Record the DAGs and import errors of one parse of the pipelines folder."""
+        now = time.time()
+        dags = list(dags)
+        with self.transaction() as conn:
+            for d in dags:
+                conn.execute(
+                    "INSERT INTO dags (dag_id, fileloc, description, schedule, timezone, owner, "
+                    "tags, paused, is_active, task_count, last_parsed_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) "
+                    "ON CONFLICT(dag_id) DO UPDATE SET fileloc=excluded.fileloc, "
+                    "description=excluded.description, schedule=excluded.schedule, "
+                    "timezone=excluded.timezone, owner=excluded.owner, tags=excluded.tags, "
+                    "is_active=1, task_count=excluded.task_count, "
+                    "last_parsed_at=excluded.last_parsed_at, updated_at=excluded.updated_at",
+                    (d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
+                     json.dumps(d.tags), int(d.paused), d.task_count, now, now),
+                )
+            files = list(parsed_files)
+            conn.executemany("DELETE FROM import_errors WHERE fileloc = ?", [(f,) for f in files])
+            conn.executemany(
+                "INSERT INTO import_errors (fileloc, line, message, created_at) VALUES (?, ?, ?, ?)",
+                [(e.fileloc, e.line, e.message, now) for e in errors],
+            )
+
+    def dags(self) -> list[DagRecord]:
+        rows = self.conn.execute(
+            "SELECT dag_id, fileloc, description, schedule, timezone, owner, tags, paused, "
+            "paused_reason, is_active, task_count, last_parsed_at FROM dags ORDER BY dag_id"
+        ).fetchall()
+        return [DagRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), bool(r[7]), r[8],
+                          bool(r[9]), r[10], r[11]) for r in rows]
+
+    def import_errors(self) -> list[ImportError_]:
+        rows = self.conn.execute(
+            "SELECT fileloc, line, message, created_at FROM import_errors ORDER BY fileloc, line"
+        ).fetchall()
+        return [ImportError_(*r) for r in rows]
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(
+        self, *, dag_id: str, run_id: str, run_type: str, logical_date: float,
+        data_interval_start: float, data_interval_end: float, conf: dict[str, Any],
+        state: str, runner_id: int | None,
+        tasks: Sequence[tuple[str, int, str, int, int]],
+        cause: str = "scheduler",
+    ) -> int:
+        """Insert a run and its task instances ``(task_id, max_tries, pool, slots, priority)``."""
+        now = time.time()
+        with self.transaction() as conn:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, "
+                    "data_interval_start, data_interval_end, conf, state, start_date, runner_id, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (dag_id, run_id, run_type, logical_date, data_interval_start,
+                     data_interval_end, json.dumps(conf), state,
+                     now if state == "running" else None, runner_id, now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError(f"DAG {dag_id} already has a run {run_id}") from None
+            run_pk = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, "
+                "pool, pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
+                [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], now) for t in tasks],
+            )
+            conn.execute(
+                "INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, cause) "
+                "VALUES (?, 'run', ?, ?, NULL, ?, ?)",
+                (now, dag_id, run_id, state, cause),
+            )
+        return run_pk
+
+    def run_ids(self, dag_id: str) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT run_id FROM dag_runs WHERE dag_id = ?", (dag_id,))}
+
+    def get_run(self, dag_id: str, run_id: str) -> Run | None:
+        if run_id == "latest":
+            row = self.conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ? "
+                "ORDER BY created_at DESC, id DESC LIMIT 1", (dag_id,)).fetchone()
+        else:
+            row = self.conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ? AND run_id = ?",
+                (dag_id, run_id)).fetchone()
+        return Run.from_row(row) if row else None
+
+    def get_run_by_pk(self, run_pk: int) -> Run | None:
+        row = self.conn.execute(f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE id = ?",
+                                (run_pk,)).fetchone()
+        return Run.from_row(row) if row else None
+
+    def list_runs(self, dag_id: str | None = None, state: str | None = None,
+                  limit: int | None = None) -> list[Run]:
+        where, params = [], []
+        if dag_id:
+            where.append("dag_id = ?")
+            params.append(dag_id)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        sql = f"SELECT {RUN_COLUMNS} FROM dag_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [Run.from_row(r) for r in self.conn.execute(sql, params)]
+
+    # -- task instances and tries ----------------------------------------------------------
+    def task_instances(self, run_pk: int) -> list[TaskInstance]:
+        rows = self.conn.execute(
+            f"SELECT {TI_COLUMNS} FROM task_instances WHERE run_pk = ? ORDER BY rowid", (run_pk,))
+        return [TaskInstance(*r) for r in rows]
+
+    def tries(self, run_pk: int, task_id: str | None = None) -> list[Try]:
+        if task_id is None:
+            rows = self.conn.execute(
+                f"SELECT {TRY_COLUMNS} FROM tries WHERE run_pk = ? ORDER BY task_id, try_number",
+                (run_pk,))
+        else:
+            rows = self.conn.execute(
+                f"SELECT {TRY_COLUMNS} FROM tries WHERE run_pk = ? AND task_id = ? "
+                "ORDER BY try_number", (run_pk, task_id))
+        return [Try.from_row(r) for r in rows]
+
+    def events(self, *, since_id: int = 0, dag_id: str | None = None,
+               run_id: str | None = None, limit: int = 10_000) -> list[Event]:
+        where, params = ["id > ?"], [since_id]
+        if dag_id:
+            where.append("dag_id = ?")
+            params.append(dag_id)
+        if run_id:
+            where.append("run_id = ?")
+            params.append(run_id)
+        rows = self.conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*params, limit))
+        return [Event(*r) for r in rows]
+
+    def change_counter(self) -> int:
+        """The id of the newest event: readers refetch only when it moved."""
+        row = self.conn.execute("SELECT max(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    # -- audit -----------------------------------------------------------------------------
+    def audit(self, conn: sqlite3.Connection, action: str, *, dag_id: str | None = None,
+              run_id: str | None = None, task_id: str | None = None,
+              detail: dict[str, Any] | None = None, user: str | None = None) -> None:
+        conn.execute(
+            "INSERT INTO audit_log (at, user, action, dag_id, run_id, task_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), user or current_user(), action, dag_id, run_id, task_id,
+             json.dumps(detail or {})),
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self.conn.execute(
+            "SELECT id, at, user, action, dag_id, run_id, task_id, detail FROM audit_log "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
+                for r in rows]

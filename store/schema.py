@@ -1,0 +1,152 @@
+"""The database schema, applied as forward migrations with sqlite-utils ``Migrations``."""
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+SCHEMA_VERSION = 1
+migrations = Migrations("flowtui")
+
+# Times are stored as REAL seconds since the epoch (UTC): cheap to write on the hot path,
+# exact to sort and compare; the CLI and TUI render them as ISO 8601 with offset.
+
+
+@migrations(name="0001_initial")
+def _initial(db: Database) -> None:
+    _run_statements(db, """
+        CREATE TABLE dags (
+            dag_id TEXT PRIMARY KEY,
+            fileloc TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            schedule TEXT,
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            owner TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '[]',
+            paused INTEGER NOT NULL DEFAULT 0,
+            paused_reason TEXT,
+            is_active INTEGER NOT NULL DEFAULT 1,
+            task_count INTEGER NOT NULL DEFAULT 0,
+            last_parsed_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) STRICT;
+
+        CREATE TABLE import_errors (
+            id INTEGER PRIMARY KEY,
+            fileloc TEXT NOT NULL,
+            line INTEGER,
+            message TEXT NOT NULL,
+            created_at REAL NOT NULL
+        ) STRICT;
+        CREATE INDEX import_errors_file ON import_errors(fileloc);
+
+        CREATE TABLE runners (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,             -- daemon | run | backfill
+            hostname TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            pid_start REAL,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            stopped_at REAL
+        ) STRICT;
+
+        CREATE TABLE dag_runs (
+            id INTEGER PRIMARY KEY,
+            dag_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            run_type TEXT NOT NULL,          -- scheduled | manual | backfill
+            logical_date REAL NOT NULL,
+            data_interval_start REAL NOT NULL,
+            data_interval_end REAL NOT NULL,
+            conf TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL,
+            start_date REAL,
+            end_date REAL,
+            runner_id INTEGER REFERENCES runners(id),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (dag_id, run_id)
+        ) STRICT;
+        CREATE INDEX dag_runs_dag_date ON dag_runs(dag_id, logical_date);
+        CREATE INDEX dag_runs_state ON dag_runs(state);
+        CREATE INDEX dag_runs_updated ON dag_runs(updated_at);
+
+        CREATE TABLE task_instances (
+            run_pk INTEGER NOT NULL REFERENCES dag_runs(id) ON DELETE CASCADE,
+            dag_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            try_number INTEGER NOT NULL DEFAULT 0,
+            max_tries INTEGER NOT NULL DEFAULT 1,
+            pool TEXT NOT NULL DEFAULT 'default',
+            pool_slots INTEGER NOT NULL DEFAULT 1,
+            priority INTEGER NOT NULL DEFAULT 1,
+            start_date REAL,
+            end_date REAL,
+            exit_code INTEGER,
+            pid INTEGER,
+            reason TEXT NOT NULL DEFAULT '',
+            next_try_at REAL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (run_pk, task_id)
+        ) STRICT;
+        CREATE INDEX task_instances_state ON task_instances(state);
+        CREATE INDEX task_instances_updated ON task_instances(updated_at);
+
+        CREATE TABLE tries (
+            id INTEGER PRIMARY KEY,
+            run_pk INTEGER NOT NULL REFERENCES dag_runs(id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            try_number INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            start_date REAL NOT NULL,
+            end_date REAL,
+            exit_code INTEGER,
+            reason TEXT NOT NULL DEFAULT '',
+            log_path TEXT NOT NULL,
+            exit_path TEXT NOT NULL,
+            pid INTEGER,
+            pid_start REAL,
+            heartbeat_at REAL,
+            cpu_percent REAL,
+            rss_bytes INTEGER,
+            progress REAL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            runner_id INTEGER REFERENCES runners(id),
+            UNIQUE (run_pk, task_id, try_number)
+        ) STRICT;
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,          -- the change counter readers follow
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,              -- task | run
+            dag_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            try_number INTEGER,
+            old_state TEXT,
+            new_state TEXT NOT NULL,
+            cause TEXT NOT NULL,             -- scheduler | operator | timeout | hung | zombie | signal | ...
+            detail TEXT NOT NULL DEFAULT ''
+        ) STRICT;
+        CREATE INDEX events_run ON events(dag_id, run_id);
+
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            dag_id TEXT,
+            run_id TEXT,
+            task_id TEXT,
+            detail TEXT NOT NULL DEFAULT '{}'
+        ) STRICT;
+        """)
+
+
+def _run_statements(db: Database, script: str) -> None:
+    # executescript() would COMMIT the caller's transaction; run statement by statement.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
