@@ -22,7 +22,6 @@ _boot_time: float | None = None
 class Launched:
     pid: int
     pidfd: int
-    pid_start: float | None
 
 
 def build_script(command: str, exit_path: str, cwd: str | None) -> str:
@@ -42,8 +41,7 @@ def launch(script: str, *, shell: str, log_path: str, env: dict[str, str]) -> La
     executable = _SHELLS[shell]
     pid = os.posix_spawn(executable, [shell, "-c", script], env, file_actions=file_actions,
                          setsid=True)
-    pidfd = os.pidfd_open(pid)
-    return Launched(pid, pidfd, process_start_time(pid))
+    return Launched(pid, os.pidfd_open(pid))
 
 
 def boot_time() -> float:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
+import gc
 import os
 import re
 import sys
@@ -64,6 +66,18 @@ def pipeline_files(folder: Path) -> list[Path]:
 
 def load_folder(folder: str | os.PathLike[str]) -> LoadResult:
     """Load every pipeline file; one bad file never hides the good ones."""
+    # Parsing allocates many small objects that all stay alive: the cyclic GC would only
+    # rescan them over and over.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_folder(folder)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_folder(folder: str | os.PathLike[str]) -> LoadResult:
     result = LoadResult()
     base = Path(folder)
     if not base.is_dir():
@@ -239,12 +253,33 @@ def check_schedule(schedule: Any, line: int | None) -> str | None:
     if expr.startswith("@"):
         raise _Invalid(f"unknown schedule preset {schedule!r}; use @hourly, @daily, @weekly, "
                        "@monthly, @yearly or a cron expression", line)
-    from croniter import croniter
-
-    if len(expr.split()) != 5 or not croniter.is_valid(expr):
+    if len(expr.split()) != 5 or not _cron_valid(expr):
         raise _Invalid(f"bad cron expression {schedule!r}; write five fields "
                        "(minute hour day-of-month month day-of-week), e.g. '0 6 * * *'", line)
     return schedule.strip()
+
+
+_CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*")
+_CRON_LIMITS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cron_valid(expr: str) -> bool:
+    """Plain numeric cron fields are checked here; names, L, # and the rest by croniter."""
+    fields = expr.split()
+    plain = True
+    for text, (low, high) in zip(fields, _CRON_LIMITS):
+        if not _CRON_FIELD.fullmatch(text):
+            plain = False
+            break
+        for number in re.findall(r"\d+", re.sub(r"/\d+", "", text)):
+            if not low <= int(number) <= high:
+                return False
+    if plain:
+        return True
+    from croniter import croniter
+
+    return bool(croniter.is_valid(expr))
 
 
 def _window(value: Any, line: int | None) -> str | None:
@@ -291,22 +326,16 @@ def build_task(task_id: str, raw: Any, defaults: dict[str, Any], line: int | Non
         raise _Invalid(f"task {task_id!r} must be a mapping of task keys (command, deps, ...)", line)
     if not _TASK_ID.match(str(task_id)):
         raise _Invalid(f"task id {task_id!r} may hold only letters, digits, _, - and .", line)
-    merged = dict(defaults)
-    merged.update(raw)
-    values: dict[str, Any] = {}
-    for key, value in merged.items():
-        key_line = _line(raw, key) if key in raw else line
+    values = dict(defaults)  # validated once per DAG by the caller
+    for key, value in raw.items():
         if key not in TASK_KEYS:
             raise _Invalid(f"task {task_id!r}: unknown key {key!r}{_closest(key, TASK_KEYS)}",
-                           key_line)
+                           _line(raw, key) or line)
         try:
             values[key] = _task_value(key, value, params)
         except ValueError as exc:
-            raise _Invalid(f"task {task_id!r}: {key}: {exc}", key_line) from None
-    spec = TaskSpec(task_id=str(task_id), line=line, **values)
-    if spec.command is None and spec.sensor is None and "python_callable" not in raw:
-        pass  # checked by the caller, which knows whether a Python function backs the task
-    return spec
+            raise _Invalid(f"task {task_id!r}: {key}: {exc}", _line(raw, key) or line) from None
+    return TaskSpec(task_id=str(task_id), line=line, **values)
 
 
 def _task_value(key: str, value: Any, params: dict[str, Any]) -> Any:
@@ -371,6 +400,9 @@ def _task_value(key: str, value: Any, params: dict[str, Any]) -> Any:
     if key in ("command", "cwd"):
         if value is None:
             return None
+        if isinstance(value, bool):
+            raise ValueError(f"YAML read this as the boolean {str(value).lower()}; quote it: "
+                             f"{key}: \"{str(value).lower()}\"")
         if not isinstance(value, str):
             raise ValueError(f"must be a string, not {value!r}")
         check_template(value, params)
@@ -435,10 +467,16 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
     defaults = opts["defaults"] or {}
     if not isinstance(defaults, dict):
         raise _Invalid("defaults must be a mapping of task keys", _line(data, "defaults"))
-    for key in defaults:
+    checked_defaults: dict[str, Any] = {}
+    for key, value in defaults.items():
+        where = _line(defaults, key) or _line(data, "defaults")
         if key not in TASK_KEYS or key in ("deps",):
             raise _Invalid(f"defaults: unknown task key {key!r}{_closest(str(key), TASK_KEYS)}",
-                           _line(defaults, key) or _line(data, "defaults"))
+                           where)
+        try:
+            checked_defaults[key] = _task_value(key, value, params)
+        except ValueError as exc:
+            raise _Invalid(f"defaults: {key}: {exc}", where) from None
     tasks_raw = opts["tasks"]
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise _Invalid("a DAG needs at least one task under tasks:", _line(data, "tasks") or line)
@@ -452,7 +490,7 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
     for task_id, raw in tasks_raw.items():
         tline = (task_lines or {}).get(task_id) or _line(tasks_raw, task_id)
         try:
-            spec = build_task(str(task_id), raw, defaults, tline, params)
+            spec = build_task(str(task_id), raw, checked_defaults, tline, params)
         except TemplateError as exc:
             raise _Invalid(f"task {task_id!r}: {exc}", tline) from None
         is_python = task_lines is not None and spec.command is None and spec.sensor is None
@@ -537,25 +575,29 @@ def finish_dag(spec: DagSpec) -> None:
             downstream[dep].append(task.task_id)
     spec.downstream = downstream
     order = spec.topological_order()
-    below: dict[str, set[str]] = {}
+    index = {t: i for i, t in enumerate(order)}
+    # Descendant and ancestor sets as int bitsets: cheap to union even for long chains.
+    below: dict[str, int] = {}
     for task_id in reversed(order):
-        acc: set[str] = set()
+        bits = 0
         for child in downstream[task_id]:
-            acc.add(child)
-            acc |= below[child]
-        below[task_id] = acc
-    above: dict[str, set[str]] = {}
+            bits |= below[child] | (1 << index[child])
+        below[task_id] = bits
+    above: dict[str, int] = {}
     for task_id in order:
-        acc = set()
+        bits = 0
         for dep in spec.tasks[task_id].deps:
-            acc.add(dep)
-            acc |= above[dep]
-        above[task_id] = acc
+            bits |= above[dep] | (1 << index[dep])
+        above[task_id] = bits
+    weights = [spec.tasks[t].priority_weight for t in order]
+    uniform = len(set(weights)) <= 1
     for task_id, task in spec.tasks.items():
         if task.weight_rule == "absolute":
-            weight = task.priority_weight
-        elif task.weight_rule == "upstream":
-            weight = task.priority_weight + sum(spec.tasks[t].priority_weight for t in above[task_id])
+            spec.priority[task_id] = task.priority_weight
+            continue
+        bits = above[task_id] if task.weight_rule == "upstream" else below[task_id]
+        if uniform:
+            extra = bits.bit_count() * task.priority_weight
         else:
-            weight = task.priority_weight + sum(spec.tasks[t].priority_weight for t in below[task_id])
-        spec.priority[task_id] = weight
+            extra = sum(weights[i] for i in range(bits.bit_length()) if bits >> i & 1)
+        spec.priority[task_id] = task.priority_weight + extra

@@ -50,9 +50,89 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineD
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_scalars = yaml.constructor.SafeConstructor()
+
+
+class _Composer(_Base):  # type: ignore[misc,valid-type]
+    """libyaml's composer with a leaner tag resolver (no path resolvers, first-char lookup)."""
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                table = self.yaml_implicit_resolvers
+                for tag, regexp in table.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+                for tag, regexp in table.get(None, ()):
+                    if regexp.match(value):
+                        return tag
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+
+class _Unusual(Exception):
+    """A construct the fast path leaves to PyYAML's full constructor (merge keys, tags)."""
+
+
+def _convert(node: yaml.Node) -> Any:
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    if tag == _MAP:
+        result = LineDict()
+        result.line = node.start_mark.line + 1
+        lines = result.lines
+        for key_node, value_node in node.value:
+            key = _convert(key_node)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise DuplicateKeyError(key, line, lines[key])
+            result[key] = _convert(value_node)
+            lines[key] = line
+        return result
+    if tag == _SEQ:
+        return [_convert(item) for item in node.value]
+    if tag == _INT:
+        value = node.value
+        return int(value) if value.lstrip("+-").isdigit() else _scalars.construct_yaml_int(node)
+    if tag == _BOOL:
+        return _scalars.construct_yaml_bool(node)
+    if tag == _NULL:
+        return None
+    if tag == _FLOAT:
+        return _scalars.construct_yaml_float(node)
+    if tag == _TIMESTAMP:
+        return _scalars.construct_yaml_timestamp(node)
+    raise _Unusual(tag)
+
+
 def load_yaml(text: str) -> Any:
-    """Parse one YAML document; raises ``yaml.YAMLError`` or ``DuplicateKeyError``."""
-    return yaml.load(text, Loader=_Loader)
+    """Parse one YAML document; raises ``yaml.YAMLError`` or ``DuplicateKeyError``.
+
+    libyaml composes the node tree and a small converter builds the values, several times
+    faster than PyYAML's generic constructor; anything unusual goes through that constructor.
+    """
+    node = yaml.compose(text, Loader=_Composer)
+    if node is None:
+        return None
+    try:
+        return _convert(node)
+    except _Unusual:
+        return yaml.load(text, Loader=_Loader)
 
 
 def error_line(exc: yaml.YAMLError) -> int | None:

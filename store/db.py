@@ -12,13 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from flowtui.store.models import (
     EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
     ImportError_, Run, TaskInstance, Try,
 )
-from flowtui.store.schema import migrations
+from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -61,7 +59,13 @@ class Store:
         self.path = path
         self.conn = conn
         self.readonly = readonly
-        self.db = Database(conn)
+
+    @property
+    def db(self) -> Any:
+        """A sqlite-utils ``Database`` over this connection (imported on first use)."""
+        from sqlite_utils import Database
+
+        return Database(self.conn)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -90,11 +94,21 @@ class Store:
         return store
 
     def _migrate(self) -> None:
-        if not migrations.pending(self.db):
-            return
+        if self._applied() >= MIGRATION_NAMES:
+            return  # the common case, checked without importing sqlite-utils
+        from flowtui.store.schema import migrations
+
         # One process migrates at a time; the others wait on the write lock, then see none left.
         with self.transaction():
             migrations.apply(self.db)
+
+    def _applied(self) -> frozenset[str]:
+        try:
+            rows = self.conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                                     (MIGRATION_SET,)).fetchall()
+        except sqlite3.OperationalError:  # no migrations table yet: a new database
+            return frozenset()
+        return frozenset(r[0] for r in rows)
 
     def close(self) -> None:
         self.conn.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-SCHEMA_VERSION = 1
-migrations = Migrations("flowtui")
+from flowtui.store.version import MIGRATION_SET
+
+migrations = Migrations(MIGRATION_SET)
 
 # Times are stored as REAL seconds since the epoch (UTC): cheap to write on the hot path,
 # exact to sort and compare; the CLI and TUI render them as ISO 8601 with offset.

@@ -1,0 +1,6 @@
+"""The schema's migration names, importable without sqlite-utils (a fast start-up check)."""
+from __future__ import annotations
+
+MIGRATION_SET = "flowtui"
+# Every migration in flowtui.store.schema, in order; a test keeps the two in step.
+MIGRATION_NAMES = frozenset({"0001_initial"})
