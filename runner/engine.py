@@ -188,9 +188,17 @@ class Engine:
         threading.Thread(target=work, name="flowtui-logdirs", daemon=True).start()
 
     def run_until_done(self) -> None:
-        """Loop until every run handed in has finished."""
-        while self.runs:
+        """Loop until every run handed in has finished and no killed tree outlives its grace."""
+        while self.runs or self._kill_pending():
             self._turn()
+
+    def _kill_pending(self) -> bool:
+        for _, _, kind, ref in self._timers:
+            if kind == "sigkill" and ref[0].pid is not None and ref[0].try_number == ref[1]:
+                return True
+            if kind == "sigkill_orphans":
+                return True
+        return False
 
     def wake(self) -> None:
         try:
@@ -216,7 +224,7 @@ class Engine:
     # -- the loop --------------------------------------------------------------------------
     def _turn(self) -> None:
         self._launch_ready(self.clock())
-        if not self.runs:
+        if not self.runs and not self._kill_pending():
             self._flush()
             return
         events = None
@@ -512,7 +520,9 @@ class Engine:
             code = _read_exit_file(task.exit_path)
         task.pid = None
         if task.kill_reason:  # whatever is left of the tree gets SIGKILL after the grace
-            self._timer(now + task.spec.kill_grace, "sigkill_orphans", (pid, set(task.kill_members)))
+            survivors = executor.survivors(pid, task.kill_members)
+            if survivors:
+                self._timer(now + task.spec.kill_grace, "sigkill_orphans", (pid, survivors))
         self._end_try(task, code, task.kill_reason, now)
 
     def _end_try(self, task: LiveTask, code: int | None, kill_reason: str | None,

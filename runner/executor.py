@@ -133,6 +133,16 @@ def terminate_tree(pid: int) -> set[int]:
     return members
 
 
+def survivors(sid: int, known: set[int]) -> set[int]:
+    """Processes of a killed task still alive: its session, and the known escapees."""
+    return {pid for pid in known if _alive(pid)} | set(session_members(sid))
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
 def kill_tree(pid: int, known: set[int] | None = None) -> None:
     signal_tree(pid, signal.SIGKILL, known)
 
