@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-FLOWTUI = [sys.executable, "-m", "flowtui"]
+FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -131,7 +131,7 @@ def load_seconds(folder: Path) -> float:
     code = ("import time,sys; from flowtui.runner.loader import load_folder; "
             "t=time.perf_counter(); r=load_folder(sys.argv[1]); d=time.perf_counter()-t; "
             "assert not r.errors, r.errors[:1]; print(d, len(r.dags))")
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+    out = subprocess.run([sys.executable, "-P", "-c", code, str(folder)], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout.split()
     return float(out[0])
 
@@ -139,7 +139,7 @@ def load_seconds(folder: Path) -> float:
 def version_seconds() -> float:
     start = time.perf_counter()
     subprocess.run(["flowtui" if shutil.which("flowtui") else sys.executable, *(
-        ["--version"] if shutil.which("flowtui") else ["-m", "flowtui", "--version"])],
+        ["--version"] if shutil.which("flowtui") else ["-P", "-m", "flowtui", "--version"])],
         check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 

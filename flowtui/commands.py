@@ -78,7 +78,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     logical_date = parse_date(args.date, dag.timezone) if args.date else None
     store = _open_store(config)
     sync(store, result)
-    listener, display = make_listener(dag, live=sys.stdout.isatty() and not args.json)
+    # With --json, stdout carries the one JSON document: progress lines go to stderr.
+    listener, display = make_listener(dag, live=sys.stdout.isatty() and not args.json,
+                                      out=sys.stderr if args.json else sys.stdout)
     try:
         run = run_in_foreground(store, config, dag, logical_date=logical_date, conf=conf,
                                 listener=listener)

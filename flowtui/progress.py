@@ -11,8 +11,8 @@ from flowtui.runner.model import DagSpec
 
 
 class _Plain:
-    def __init__(self) -> None:
-        self.out = sys.stdout
+    def __init__(self, out: Any) -> None:
+        self.out = out
 
     def update(self, task_id: str | None, state: str, detail: str, try_number: int) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -86,8 +86,9 @@ class _Live:
         self.live.stop()
 
 
-def make_listener(dag: DagSpec, live: bool) -> tuple[Callable[..., None], Any]:
-    display: Any = _Live(dag) if live and len(dag.tasks) <= 200 else _Plain()
+def make_listener(dag: DagSpec, live: bool, out: Any = None) -> tuple[Callable[..., None], Any]:
+    """A listener for the engine and the display it drives (``out``: where plain lines go)."""
+    display: Any = _Live(dag) if live and len(dag.tasks) <= 200 else _Plain(out or sys.stdout)
 
     def listener(run: Any, task: Any, what: str, detail: str) -> None:
         if task is None:

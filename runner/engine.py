@@ -493,7 +493,8 @@ class Engine:
         context = self._template_context(task)
         cwd = render(spec.cwd, context) if spec.cwd else None
         if spec.python_callable is not None:
-            command = f"{shlex.quote(sys.executable)} -m flowtui.runner.pytask"
+            # -P: the task's working folder must not shadow the installed flowtui package.
+            command = f"{shlex.quote(sys.executable)} -P -m flowtui.runner.pytask"
         else:
             command = render(spec.command or "", context, shell=True)
         return executor.build_script(command, task.exit_path, cwd)

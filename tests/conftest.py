@@ -43,7 +43,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 def flowtui(*args: str, home: Path | None = None, pipelines: Path | None = None,
             timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real ``flowtui`` command in a subprocess."""
-    argv = [sys.executable, "-m", "flowtui"]
+    argv = [sys.executable, "-P", "-m", "flowtui"]
     if home is not None:
         argv += ["--home", str(home)]
     if pipelines is not None:
