@@ -54,7 +54,9 @@ def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:
         return result.dags[dag_id]
     broken = [e for e in result.errors if Path(e.fileloc).stem == dag_id]
     if broken:
-        raise UsageError(f"DAG {dag_id!r} cannot be loaded: {broken[0]}")
+        first_line = str(broken[0]).splitlines()[0]
+        raise UsageError(f"DAG {dag_id!r} cannot be loaded: {first_line} "
+                         "('flowtui dags check' shows the details)")
     known = ", ".join(sorted(result.dags)) or "none"
     raise UsageError(f"unknown DAG {dag_id!r} in {config.pipelines} (known: {known})")
 

@@ -59,15 +59,13 @@ class _Live:
         row["state"], row["try"], row["detail"] = state, try_number, detail
 
     def _render(self) -> Any:
-        from rich.table import Table
+        from rich.console import Group
         from rich.text import Text
 
-        grid = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-        grid.add_column("task")
-        grid.add_column("state")
-        grid.add_column("try", justify="right")
-        grid.add_column("time", justify="right")
-        grid.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=60)
+        name_width = max(len(t) for t in self.rows) + 2
+        total = self.console.width
+        lines = [Text(f"{'task':<{name_width}} {'state':<15} {'try':>3} {'time':>8}  reason",
+                      style="bold")]
         done = 0
         for task_id, row in self.rows.items():
             state = row["state"]
@@ -76,11 +74,13 @@ class _Live:
             started = row["started"]
             took = "" if started is None else format_duration((row["ended"] or time.time()) - started)
             style = COLOURS.get(state, "")
-            grid.add_row(Text(f"{GLYPHS.get(state, ' ')} {task_id}", style=style),
-                         Text(state, style=style), str(row["try"] or ""), took,
-                         Text(visible(row["detail"] or ""), style="dim"))
-        grid.caption = f"{done}/{len(self.rows)} tasks done"
-        return grid
+            line = Text(f"{GLYPHS.get(state, ' ')} {task_id:<{name_width - 2}} ", style=style)
+            line.append(f"{state:<15} {row['try'] or '':>3} {took:>8}  ", style=style)
+            line.append(visible(row["detail"] or ""), style="dim")
+            line.truncate(total - 1, overflow="ellipsis")
+            lines.append(line)
+        lines.append(Text(f"{done}/{len(self.rows)} tasks done", style="bold"))
+        return Group(*lines)
 
     def close(self) -> None:
         self.live.stop()

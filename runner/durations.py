@@ -1,6 +1,7 @@
 """Parsing of durations (``90s``, ``5m``, ``1h30m``, ``0.5``) into seconds."""
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -15,6 +16,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
         if value < 0:
             raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
         return float(value)
@@ -25,6 +28,8 @@ def parse_duration(value: object) -> float:
         except ValueError:
             pass
         else:
+            if not math.isfinite(seconds):
+                raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
             if seconds < 0:
                 raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
             return seconds

@@ -192,7 +192,8 @@ def exec_pipeline_file(path: Path, text: str | None = None) -> tuple[list[dsl.DA
     except BaseException as exc:  # an import-time exception: report it with its traceback
         tb = traceback.extract_tb(exc.__traceback__)
         line = next((f.lineno for f in reversed(tb) if f.filename == fileloc), None)
-        detail = "".join(traceback.format_exception(exc)).rstrip()
+        user_tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # drop our exec()
+        detail = "".join(traceback.format_exception(type(exc), exc, user_tb)).rstrip()
         return [], LoadError(fileloc, line, f"exception while importing the file: "
                                             f"{type(exc).__name__}: {exc}\n{detail}")
     finally:
@@ -272,9 +273,14 @@ def _cron_valid(expr: str) -> bool:
         if not _CRON_FIELD.fullmatch(text):
             plain = False
             break
-        for number in re.findall(r"\d+", re.sub(r"/\d+", "", text)):
-            if not low <= int(number) <= high:
+        for part in text.split(","):
+            base, _, step = part.partition("/")
+            if step and not 1 <= int(step) <= high:
                 return False
+            if base != "*":
+                first, _, last = base.partition("-")
+                if not low <= int(first) <= high or (last and not int(first) <= int(last) <= high):
+                    return False
     if plain:
         return True
     from croniter import croniter
@@ -334,7 +340,12 @@ def build_task(task_id: str, raw: Any, defaults: dict[str, Any], line: int | Non
         try:
             values[key] = _task_value(key, value, params)
         except ValueError as exc:
-            raise _Invalid(f"task {task_id!r}: {key}: {exc}", _line(raw, key) or line) from None
+            message = str(exc)
+            word = getattr(raw, "words", {}).get(key)
+            if word is not None and isinstance(value, bool):
+                message = (f"YAML read {word!r} as the boolean {str(value).lower()}; "
+                           f"quote it: {key}: \"{word}\"")
+            raise _Invalid(f"task {task_id!r}: {key}: {message}", _line(raw, key) or line) from None
     return TaskSpec(task_id=str(task_id), line=line, **values)
 
 
@@ -401,8 +412,7 @@ def _task_value(key: str, value: Any, params: dict[str, Any]) -> Any:
         if value is None:
             return None
         if isinstance(value, bool):
-            raise ValueError(f"YAML read this as the boolean {str(value).lower()}; quote it: "
-                             f"{key}: \"{str(value).lower()}\"")
+            raise ValueError("YAML read this as a boolean; quote it")
         if not isinstance(value, str):
             raise ValueError(f"must be a string, not {value!r}")
         check_template(value, params)
@@ -450,6 +460,10 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
               task_lines: dict[str, int | None] | None = None) -> DagSpec:
     """Validate one DAG's raw mapping and build its ``DagSpec``; raises ``_Invalid``."""
     line = dag_line if dag_line is not None else getattr(data, "line", None)
+
+    def at(key: str) -> int | None:
+        return _line(data, key) or line
+
     for key in data:
         if key not in DAG_KEYS:
             raise _Invalid(f"unknown DAG key {key!r}{_closest(str(key), DAG_KEYS)}",
@@ -457,19 +471,19 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
     dag_id = data.get("dag_id")
     if not isinstance(dag_id, str) or not _TASK_ID.match(dag_id):
         raise _Invalid(f"dag_id {dag_id!r} may hold only letters, digits, _, - and .",
-                       _line(data, "dag_id") or line)
+                       at("dag_id"))
     opts = {k: data.get(k, v) for k, v in DAG_DEFAULTS.items()}
-    tz = _timezone(opts["timezone"], _line(data, "timezone"))
-    schedule = check_schedule(opts["schedule"], _line(data, "schedule"))
+    tz = _timezone(opts["timezone"], at("timezone"))
+    schedule = check_schedule(opts["schedule"], at("schedule"))
     params = opts["params"] or {}
     if not isinstance(params, dict):
-        raise _Invalid(f"params must be a mapping, not {params!r}", _line(data, "params"))
+        raise _Invalid(f"params must be a mapping, not {params!r}", at("params"))
     defaults = opts["defaults"] or {}
     if not isinstance(defaults, dict):
-        raise _Invalid("defaults must be a mapping of task keys", _line(data, "defaults"))
+        raise _Invalid("defaults must be a mapping of task keys", at("defaults"))
     checked_defaults: dict[str, Any] = {}
     for key, value in defaults.items():
-        where = _line(defaults, key) or _line(data, "defaults")
+        where = _line(defaults, key) or at("defaults")
         if key not in TASK_KEYS or key in ("deps",):
             raise _Invalid(f"defaults: unknown task key {key!r}{_closest(str(key), TASK_KEYS)}",
                            where)
@@ -479,13 +493,13 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
             raise _Invalid(f"defaults: {key}: {exc}", where) from None
     tasks_raw = opts["tasks"]
     if not isinstance(tasks_raw, dict) or not tasks_raw:
-        raise _Invalid("a DAG needs at least one task under tasks:", _line(data, "tasks") or line)
-    env = _str_map(opts["env"], "env", _line(data, "env"))
+        raise _Invalid("a DAG needs at least one task under tasks:", at("tasks"))
+    env = _str_map(opts["env"], "env", at("env"))
     for value in env.values():
         try:
             check_template(value, params)
         except TemplateError as exc:
-            raise _Invalid(f"env: {exc}", _line(data, "env")) from None
+            raise _Invalid(f"env: {exc}", at("env")) from None
     tasks: dict[str, TaskSpec] = {}
     for task_id, raw in tasks_raw.items():
         tline = (task_lines or {}).get(task_id) or _line(tasks_raw, task_id)
@@ -507,21 +521,21 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
     try:
         dagrun_timeout = None if dagrun_timeout is None else parse_duration(dagrun_timeout)
     except ValueError as exc:
-        raise _Invalid(f"dagrun_timeout: {exc}", _line(data, "dagrun_timeout")) from None
+        raise _Invalid(f"dagrun_timeout: {exc}", at("dagrun_timeout")) from None
     spec = DagSpec(
         dag_id=dag_id, fileloc=fileloc, tasks=tasks, description=str(opts["description"] or ""),
         schedule=schedule, timezone=tz.key,
-        start_date=_instant(opts["start_date"], tz, "start_date", _line(data, "start_date")),
-        end_date=_instant(opts["end_date"], tz, "end_date", _line(data, "end_date")),
+        start_date=_instant(opts["start_date"], tz, "start_date", at("start_date")),
+        end_date=_instant(opts["end_date"], tz, "end_date", at("end_date")),
         catchup=bool(opts["catchup"]),
         max_active_runs=_int(opts["max_active_runs"], "max_active_runs",
-                             _line(data, "max_active_runs"), 1),
+                             at("max_active_runs"), 1),
         max_active_tasks=_int(opts["max_active_tasks"], "max_active_tasks",
-                              _line(data, "max_active_tasks"), 1),
+                              at("max_active_tasks"), 1),
         dagrun_timeout=dagrun_timeout, paused=bool(opts["paused"]),
-        tags=_str_list(opts["tags"], "tags", _line(data, "tags")),
+        tags=_str_list(opts["tags"], "tags", at("tags")),
         owner=str(opts["owner"] or ""), params=dict(params), env=env,
-        alerts=_str_list(opts["alerts"], "alerts", _line(data, "alerts")),
+        alerts=_str_list(opts["alerts"], "alerts", at("alerts")),
         sla=opts["sla"], circuit_breaker=opts["circuit_breaker"], line=line,
     )
     finish_dag(spec)

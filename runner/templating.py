@@ -53,9 +53,49 @@ def _value(name: str, context: Mapping[str, Any]) -> str:
 
 
 def render(text: str, context: Mapping[str, Any], *, shell: bool = False) -> str:
-    """Substitute every ``{{ name }}``; with ``shell=True`` each value is shell-quoted."""
+    """Substitute every ``{{ name }}``; with ``shell=True`` each value stays literal text."""
     if "{{" not in text:
         return text
     if shell:
-        return TEMPLATE.sub(lambda m: shlex.quote(_value(m.group(1), context)), text)
+        return _render_shell(text, context)
     return TEMPLATE.sub(lambda m: _value(m.group(1), context), text)
+
+
+def _render_shell(text: str, context: Mapping[str, Any]) -> str:
+    """Quote each value for where it stands: unquoted, inside '...' or inside "...".
+
+    Whatever a run's conf holds (quotes, ``;``, ``$(...)``, backticks), the shell sees it
+    as one literal piece of text.
+    """
+    out: list[str] = []
+    state = ""  # "" unquoted, "'" in single quotes, '"' in double quotes
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "{" and text.startswith("{{", i):
+            match = TEMPLATE.match(text, i)
+            if match:
+                value = _value(match.group(1), context)
+                if state == "'":
+                    out.append("'" + shlex.quote(value) + "'")  # close, quoted value, reopen
+                elif state == '"':
+                    out.append(re.sub(r'([\\$`"])', r"\\\1", value))
+                else:
+                    out.append(shlex.quote(value))
+                i = match.end()
+                continue
+        if state == "'":
+            if ch == "'":
+                state = ""
+        elif ch == "\\" and i + 1 < n:
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        elif state == '"':
+            if ch == '"':
+                state = ""
+        elif ch in "'\"":
+            state = ch
+        out.append(ch)
+        i += 1
+    return "".join(out)

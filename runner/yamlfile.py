@@ -14,12 +14,13 @@ except AttributeError:  # PyYAML built without libyaml
 class LineDict(dict):
     """A mapping that remembers the 1-based line of each key."""
 
-    __slots__ = ("lines", "line")
+    __slots__ = ("lines", "line", "words")
 
     def __init__(self) -> None:
         super().__init__()
         self.lines: dict[Any, int] = {}
         self.line: int | None = None
+        self.words: dict[Any, str] = {}  # the text of values YAML read as booleans (yes, on)
 
 
 class DuplicateKeyError(ValueError):
@@ -103,6 +104,8 @@ def _convert(node: yaml.Node) -> Any:
                 raise DuplicateKeyError(key, line, lines[key])
             result[key] = _convert(value_node)
             lines[key] = line
+            if value_node.tag == _BOOL:
+                result.words[key] = value_node.value
         return result
     if tag == _SEQ:
         return [_convert(item) for item in node.value]
@@ -136,7 +139,13 @@ def load_yaml(text: str) -> Any:
 
 
 def error_line(exc: yaml.YAMLError) -> int | None:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    # At the end of the stream the problem mark is past the last line; where the unfinished
+    # construct (a quote, a flow mapping) started is what the user needs.
+    if context is not None and "end of stream" in str(getattr(exc, "problem", "")):
+        return context.line + 1
+    mark = problem or context
     return mark.line + 1 if mark is not None else None
 
 
