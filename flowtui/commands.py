@@ -129,8 +129,8 @@ def _error_json(e: Any) -> dict[str, Any]:
 def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     result = _load(config)
     paused: dict[str, tuple[bool, str | None]] = {}
-    if config.db_path.exists():
-        store = _open_store(config, readonly=True)
+    store = _store_or_none(config)
+    if store is not None:
         paused = {d.dag_id: (d.paused, d.paused_reason) for d in store.dags()}
     if args.json:
         _emit_json({
@@ -211,9 +211,11 @@ def _get_run(store: Store, dag_id: str, run_id: str) -> Run:
 
 
 def _store_or_none(config: Config) -> Store | None:
+    # Opened for writing so that a database another process is still creating gets its schema
+    # (or waits for it) instead of looking empty; nothing is written when it is up to date.
     if not config.db_path.exists():
         return None
-    return _open_store(config, readonly=True)
+    return _open_store(config)
 
 
 def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:

@@ -80,8 +80,9 @@ class Store:
             store = cls(db_path, conn, readonly)
             if not readonly:
                 store._migrate()
-            else:
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            elif not store._applied() >= MIGRATION_NAMES:
+                raise StoreError(f"{db_path} has no flowtui schema yet (or an older one); "
+                                 "open it once without --read-only, or run a DAG first")
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
                 raise StoreError(
