@@ -57,6 +57,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("show", parents=[common], help="a DAG's graph, tasks and next fire times")
     p.add_argument("dag_id", metavar="DAG")
 
+    p = dsub.add_parser("pause", parents=[common], help="stop creating and starting runs")
+    p.add_argument("dag_id", metavar="DAG")
+    p = dsub.add_parser("unpause", parents=[common], help="resume; catch-up runs follow")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the catch-up runs unpausing would create, change nothing")
+
+    add("runner", "the scheduler daemon, in the foreground (until SIGTERM or SIGINT)")
+
+    p = add("trigger", "queue a manual run for the runner; prints its run_id")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("--date", help="logical date (default now)")
+    p.add_argument("--conf", help="JSON object that overrides the DAG's params")
+
+    p = add("clear", "reset tasks to none so they run again, with their full retries")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id, or latest")
+    p.add_argument("task_ids", metavar="TASK", nargs="*", help="tasks (default: all)")
+    p.add_argument("--downstream", action="store_true", help="also every task downstream")
+    p.add_argument("--upstream", action="store_true", help="also every task upstream")
+    p.add_argument("--failed-only", action="store_true",
+                   help="only the failed and upstream_failed ones")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    p = add("retry", "start an up_for_retry task now instead of waiting for its delay")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("task_id", metavar="TASK")
+
+    p = add("mark", "set tasks' state by hand")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("task_ids", metavar="TASK", nargs="+")
+    p.add_argument("--state", required=True, choices=["success", "failed", "skipped"])
+    p.add_argument("--downstream", action="store_true")
+    p.add_argument("--upstream", action="store_true")
+
+    p = add("kill", "end a running task's process tree (then it fails or retries)")
+    p.add_argument("dag_id", metavar="DAG")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("task_id", metavar="TASK")
+
     runs = add("runs", "list runs")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
     rsub.required = True
@@ -109,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _known_error(exc: Exception) -> str | None:
+    from flowtui.runner.actions import ActionError
     from flowtui.runner.config import ConfigError
+    from flowtui.runner.daemon import RunnerError
     from flowtui.runner.runs import RunError
     from flowtui.store import StoreError
 
-    if isinstance(exc, (ConfigError, RunError, StoreError)):
+    if isinstance(exc, (ConfigError, RunError, StoreError, ActionError, RunnerError)):
         return str(exc)
     return None
 

@@ -24,9 +24,17 @@ def dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "run":
         return cmd_run(args, config)
-    if command == "dags":
+    if command == "dags" and args.dags_command in ("list", "check", "show"):
         return {"list": cmd_dags_list, "check": cmd_dags_check,
                 "show": cmd_dags_show}[args.dags_command](args, config)
+    if command == "dags" and args.dags_command in ("pause", "unpause"):
+        from flowtui.commands_ops import cmd_pause
+
+        return cmd_pause(args, config, args.dags_command == "pause")
+    if command in ("runner", "trigger", "clear", "retry", "mark", "kill"):
+        from flowtui import commands_ops
+
+        return int(getattr(commands_ops, f"cmd_{command}")(args, config))
     if command == "runs":
         return cmd_runs_list(args, config)
     if command == "tasks":

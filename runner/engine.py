@@ -36,6 +36,10 @@ S = TaskState
 HEARTBEAT_INTERVAL = 5.0
 LOG_SCAN_INTERVAL = 1.0
 COALESCE_WINDOW = 0.002
+SENSOR_TIMED_OUT = 124  # exit codes of flowtui.runner.sensor
+SENSOR_RESCHEDULE = 125
+_CAUSES = {"timeout": "timeout", "hung": "hung", "zombie": "zombie", "signal": "signal",
+           "dagrun_timeout": "timeout"}
 Listener = Callable[["LiveRun", "LiveTask | None", str, str], None]
 
 _SQL_TI_STATE = ("UPDATE task_instances SET state=?, reason=?, end_date=?, next_try_at=?, "
@@ -87,6 +91,10 @@ class LiveTask:
     kill_members: set[int] = field(default_factory=set)
     timeout_at: float | None = None
     exit_code: int | None = None
+    first_poke_at: float | None = None
+    # An operator's clear or mark of a running task: the state it takes once its process ends.
+    override: tuple[TaskState, str, str] | None = None
+    proc: Any = None  # psutil.Process, for CPU and memory samples
 
     @property
     def task_id(self) -> str:
@@ -117,7 +125,9 @@ class Engine:
     """Executes the runs handed to it with ``add_run`` until they finish."""
 
     def __init__(self, store: Store, config: Config, runner_id: int, *,
-                 listener: Listener | None = None, clock: Callable[[], float] = time.time) -> None:
+                 listener: Listener | None = None, clock: Callable[[], float] = time.time,
+                 daemon: bool = False) -> None:
+        self.daemon = daemon
         self.store = store
         self.config = config
         self.runner_id = runner_id
@@ -141,6 +151,8 @@ class Engine:
         self._base_env = dict(os.environ)
         self._next_heartbeat = 0.0
         self._dirs_made: set[str] = set()
+        self.on_run_finished: Callable[[LiveRun], None] | None = None
+        self.on_wake: Callable[[float], None] | None = None
         self._next_scan = 0.0
 
     # -- public ----------------------------------------------------------------------------
@@ -192,6 +204,16 @@ class Engine:
         while self.runs or self._kill_pending():
             self._turn()
 
+    def run_forever(self) -> None:
+        """The daemon's loop: until ``request_stop``; running tasks are left to the next runner."""
+        while not self._stopping:
+            self._turn()
+        self._flush()
+
+    def call_at(self, at: float, callback: Callable[[float], None]) -> None:
+        """Run ``callback(now)`` from the loop at ``at``."""
+        self._timer(at, "call", callback)
+
     def _kill_pending(self) -> bool:
         for _, _, kind, ref in self._timers:
             if kind == "sigkill" and ref[0].pid is not None and ref[0].try_number == ref[1]:
@@ -224,9 +246,9 @@ class Engine:
     # -- the loop --------------------------------------------------------------------------
     def _turn(self) -> None:
         self._launch_ready(self.clock())
-        if not self.runs and not self._kill_pending():
+        if not self.daemon and not self.runs and not self._kill_pending():
             self._flush()
-            return
+            return  # run_until_done is over; a daemon waits for what comes next
         events = None
         if self._ops and self._running:
             # What is left to write here (pids of tasks just started) may wait a moment to ride
@@ -257,8 +279,10 @@ class Engine:
                 pass
         except BlockingIOError:
             pass
-        if self._stopping:
+        if self._stopping and not self.daemon:
             self._stop_everything(now)
+        elif self.on_wake is not None:
+            self.on_wake(now)
 
     def _stop_everything(self, now: float) -> None:
         force = self._stopping > 1
@@ -300,6 +324,15 @@ class Engine:
                 executor.kill_tree(pid, members)
             elif kind == "dagrun_timeout":
                 self._dagrun_timeout(ref, now)
+            elif kind == "reschedule":
+                task, try_number = ref
+                if task.state == S.UP_FOR_RESCHEDULE and task.try_number == try_number:
+                    self._schedule(task, now)
+            elif kind == "window":
+                if ref.state == S.SCHEDULED:
+                    self._schedule(ref, now)
+            elif kind == "call":
+                ref(now)
         if self._running and now >= self._next_scan:
             self._scan_logs(now)
             self._next_scan = now + LOG_SCAN_INTERVAL
@@ -311,19 +344,42 @@ class Engine:
         self._ops.append(self.store.runner_heartbeat_sql(self.runner_id, now))
         if self._running:
             self._ops.append((_SQL_TRY_HEARTBEAT, (now, self.runner_id)))
+            self._sample(now)
+
+    def _sample(self, now: float) -> None:
+        """CPU and memory of each running task's process, for the TUI's task detail."""
+        import psutil
+
+        for task in self._running.values():
+            try:
+                if task.proc is None:
+                    task.proc = psutil.Process(task.pid)
+                    task.proc.cpu_percent(None)  # the first call only sets the baseline
+                    continue
+                cpu = task.proc.cpu_percent(None)
+                rss = task.proc.memory_info().rss
+            except (psutil.Error, OSError):
+                continue
+            self._ops.append(("UPDATE tries SET cpu_percent = ?, rss_bytes = ? WHERE run_pk = ? "
+                              "AND task_id = ? AND try_number = ?",
+                              (cpu, rss, task.run.pk, task.task_id, task.try_number)))
 
     def _scan_logs(self, now: float) -> None:
-        for task in self._running.values():
+        for task in list(self._running.values()):
             watch = task.watch
             if watch is None:
                 continue
+            alive = protocol.scan(watch, now)
+            limit = task.spec.heartbeat_timeout
+            if limit and not alive and task.kill_reason is None \
+                    and now - watch.last_activity >= limit:
+                self._kill(task, "hung", now, grace=task.spec.kill_grace)
             if task.pid_start is None and task.pid is not None:
                 # Read here, not at launch: /proc/PID/stat of a new process is slow to read, and
                 # a task that ends within a second never needs adopting by its start time.
                 task.pid_start = executor.process_start_time(task.pid)
                 self._ops.append((_SQL_TRY_PID_START, (task.pid_start, task.run.pk,
                                                        task.task_id, task.try_number)))
-            protocol.scan(watch, now)
             if watch.changed:
                 watch.changed = False
                 self._ops.append((_SQL_TRY_PROGRESS, (watch.progress, json.dumps(watch.metadata),
@@ -353,11 +409,26 @@ class Engine:
 
     def _schedule(self, task: LiveTask, now: float) -> None:
         """Mark a task ready; it starts in this turn's launch pass if a slot is free."""
+        if task.spec.window and self._outside_window(task, now):
+            return
         blocked = self._slot_block(task)
         if task.state != S.SCHEDULED:
             self._set_state(task, S.SCHEDULED, "scheduler", blocked or "", now, write=bool(blocked))
         heapq.heappush(self._ready, (-task.priority, task.run.seq, task.order,
                                      next(self._ready_seq), task))
+
+    def _outside_window(self, task: LiveTask, now: float) -> bool:
+        """Hold a task outside its daily window: state scheduled, a timer at the opening."""
+        opens = window_opens(task.spec.window or "", task.run.dag.timezone, now)
+        if opens is None:
+            return False
+        reason = f"outside its window {task.spec.window} (opens at {local_hms(opens)[:5]})"
+        if task.state != S.SCHEDULED:
+            self._set_state(task, S.SCHEDULED, "scheduler", reason, now)
+        else:
+            self._set_reason(task, reason, now)
+        self._timer(opens, "window", task)
+        return True
 
     def _slot_block(self, task: LiveTask) -> str | None:
         spec = task.spec
@@ -385,6 +456,8 @@ class Engine:
             entry = heapq.heappop(ready)
             task = entry[4]
             if task.state != S.SCHEDULED or task.run.timed_out:
+                continue
+            if task.spec.window and self._outside_window(task, now):
                 continue
             reason = self._slot_block(task)
             if reason is not None:
@@ -415,6 +488,10 @@ class Engine:
         task.kill_members = set()
         task.exit_code = None
         task.started_at = now
+        if task.spec.sensor is not None and task.first_poke_at is None:
+            task.first_poke_at = now  # a sensor's timeout counts from its first poke
+            self._ops.append(("UPDATE task_instances SET first_poke_at = ? WHERE run_pk = ? "
+                              "AND task_id = ?", (now, live.pk, task.task_id)))
         self._take_slots(task, +1)
         check_transition(task.state, S.RUNNING)
         old = task.state
@@ -492,7 +569,18 @@ class Engine:
         spec = task.spec
         context = self._template_context(task)
         cwd = render(spec.cwd, context) if spec.cwd else None
-        if spec.python_callable is not None:
+        if spec.sensor is not None:
+            kind, arg = next(iter(spec.sensor.items()))
+            arg = render(arg, context, shell=kind == "command")
+            env["FLOWTUI_SENSOR"] = json.dumps({kind: arg})
+            env["FLOWTUI_POKE_INTERVAL"] = repr(spec.poke_interval)
+            env["FLOWTUI_SENSOR_TIMEOUT"] = repr(spec.timeout) if spec.timeout else ""
+            env["FLOWTUI_SENSOR_MODE"] = spec.mode
+            env["FLOWTUI_FIRST_POKE_AT"] = repr(task.first_poke_at or self.clock())
+            env["FLOWTUI_HOME"] = str(self.config.home)
+            env["FLOWTUI_LOGICAL_TS"] = repr(task.run.logical_date)
+            command = f"{shlex.quote(sys.executable)} -P -m flowtui.runner.sensor"
+        elif spec.python_callable is not None:
             # -P: the task's working folder must not shadow the installed flowtui package.
             command = f"{shlex.quote(sys.executable)} -P -m flowtui.runner.pytask"
         else:
@@ -534,42 +622,21 @@ class Engine:
         if watch is not None:
             protocol.finish(watch, now)
         task.exit_code = code
-        retry_allowed = True
-        if kill_reason == "timeout":
-            reason = f"execution_timeout of {spec.execution_timeout:g}s exceeded"
-        elif kill_reason == "dagrun_timeout":
-            reason = "dagrun_timeout exceeded"
+        task.proc = None
+        new, reason, retry_allowed = self._outcome(task, code, kill_reason)
+        cause = _CAUSES.get(kill_reason or "", "operator" if kill_reason else "scheduler")
+        if task.override is not None:
+            new, reason, cause = task.override
+            task.override = None
             retry_allowed = False
-        elif kill_reason == "signal":
-            reason = "killed: the runner was asked to stop"
-            retry_allowed = False
-        elif kill_reason:
-            reason = kill_reason
-        elif code is None:
-            reason = "exit code unknown"
-        elif code < 0:
-            reason = f"killed by signal {_signal_name(-code)}"
-        elif code == 0:
-            reason = ""
-        elif spec.skip_exit_code is not None and code == spec.skip_exit_code:
-            reason = f"exited {code} (skip_exit_code)"
-        else:
-            reason = f"exited {code}"
-        if code == 0 and not kill_reason:
-            new = S.SUCCESS
-        elif code is not None and code == spec.skip_exit_code and not kill_reason:
-            new = S.SKIPPED
-        else:
-            new = S.FAILED
-            codes = spec.retry_on_exit_codes
-            if codes is not None and (code is None or code not in codes) and not kill_reason:
-                retry_allowed = False
+        elif new == S.FAILED:
             if retry_allowed and task.try_number < task.max_tries and not self._stopping \
                     and not live.timed_out:
                 new = S.UP_FOR_RETRY
         metadata = json.dumps(watch.metadata) if watch else "{}"
         progress = watch.progress if watch else None
-        try_state = "success" if new == S.SUCCESS else "skipped" if new == S.SKIPPED else "failed"
+        try_state = {S.SUCCESS: "success", S.SKIPPED: "skipped",
+                     S.UP_FOR_RESCHEDULE: "rescheduled"}.get(new, "failed")
         self._ops.append((_SQL_TRY_END, (try_state, now, code, reason, progress, metadata,
                                          live.pk, task.task_id, task.try_number)))
         next_try_at = None
@@ -578,23 +645,71 @@ class Engine:
             next_try_at = now + self._retry_delay(spec, task.try_number)
             ti_reason = (f"{reason}; retry at {local_hms(next_try_at)} "
                          f"(try {task.try_number + 1} of {task.max_tries})")
-        check_transition(task.state, new)
+        elif new == S.UP_FOR_RESCHEDULE:
+            next_try_at = now + spec.poke_interval
+            task.max_tries += 1  # a reschedule is not a failure: it uses up no retry
+            ti_reason = f"condition not met yet; next poke at {local_hms(next_try_at)}"
+            self._ops.append(("UPDATE task_instances SET max_tries = ? WHERE run_pk = ? "
+                              "AND task_id = ?", (task.max_tries, live.pk, task.task_id)))
+        check_transition(task.state, new, operator=cause.startswith("operator"))
         old = task.state
         task.state = new
         task.reason = ti_reason
         task.next_try_at = next_try_at
         self._ops.append((_SQL_TI_END, (new.value, now, code, ti_reason, next_try_at, now,
                                         live.pk, task.task_id)))
-        self._event(task, old, new, kill_reason or "scheduler", reason, now)
+        self._event(task, old, new, cause, reason, now)
         task.watch = None
         self._notify(live, task, new.value, ti_reason)
         if new == S.UP_FOR_RETRY:
             self._timer(next_try_at, "retry", (task, task.try_number))  # type: ignore[arg-type]
+        elif new == S.UP_FOR_RESCHEDULE:
+            self._timer(next_try_at, "reschedule", (task, task.try_number))  # type: ignore[arg-type]
+        elif new == S.NONE:
+            self._evaluate(task, now)  # cleared while it ran: decided again like a new task
         else:
             self._task_done(task, now)
-        if self._stopping and live.state == RunState.RUNNING and not any(
+        if self._stopping and not self.daemon and live.state == RunState.RUNNING and not any(
                 t.state == S.RUNNING for t in live.tasks.values()):
             self._finish_run(live, now, interrupted=True)
+
+    def _outcome(self, task: LiveTask, code: int | None,
+                 kill_reason: str | None) -> tuple[TaskState, str, bool]:
+        """The state a try's end leads to (before retries), its reason, and if it may retry."""
+        spec = task.spec
+        if kill_reason == "timeout":
+            return S.FAILED, f"execution_timeout of {spec.execution_timeout:g}s exceeded", True
+        if kill_reason == "hung":
+            return (S.FAILED, f"hung: no output and no heartbeat for "
+                              f"{spec.heartbeat_timeout:g}s", True)
+        if kill_reason == "zombie":
+            return (S.FAILED, "zombie: the process ended while no runner watched it and left "
+                              "no exit status", True)
+        if kill_reason == "dagrun_timeout":
+            return S.FAILED, "dagrun_timeout exceeded", False
+        if kill_reason == "signal":
+            return S.FAILED, "killed: the runner was asked to stop", False
+        if kill_reason:
+            return S.FAILED, kill_reason, True
+        if spec.sensor is not None and code is not None:
+            if code == SENSOR_RESCHEDULE:
+                return S.UP_FOR_RESCHEDULE, "", False
+            if code == SENSOR_TIMED_OUT:
+                timeout = f"{spec.timeout:g}s" if spec.timeout else "its timeout"
+                if spec.soft_fail:
+                    return S.SKIPPED, f"sensor timed out after {timeout} (soft_fail)", False
+                return S.FAILED, f"sensor timed out after {timeout}", False
+        if code is None:
+            return S.FAILED, "exit code unknown", True
+        if code < 0:
+            return S.FAILED, f"killed by signal {_signal_name(-code)}", \
+                spec.retry_on_exit_codes is None
+        if code == 0:
+            return S.SUCCESS, "", False
+        if spec.skip_exit_code is not None and code == spec.skip_exit_code:
+            return S.SKIPPED, f"exited {code} (skip_exit_code)", False
+        codes = spec.retry_on_exit_codes
+        return S.FAILED, f"exited {code}", codes is None or code in codes
 
     @staticmethod
     def _retry_delay(spec: TaskSpec, try_number: int) -> float:
@@ -643,6 +758,8 @@ class Engine:
                                        "running", new.value, cause, "")))
         self.runs.pop(live.pk, None)
         self._notify(live, None, new.value, cause)
+        if self.on_run_finished is not None:
+            self.on_run_finished(live)
 
     def _dagrun_timeout(self, live: LiveRun, now: float) -> None:
         if live.state != RunState.RUNNING or live.pk not in self.runs:
@@ -674,8 +791,9 @@ class Engine:
         self._dag_active[dag_id] = self._dag_active.get(dag_id, 0) + sign
 
     def _set_state(self, task: LiveTask, new: TaskState, cause: str, reason: str, now: float,
-                   *, end: float | None = None, write: bool = True) -> None:
-        check_transition(task.state, new)
+                   *, end: float | None = None, write: bool = True,
+                   operator: bool = False) -> None:
+        check_transition(task.state, new, operator=operator)
         old = task.state
         task.state = new
         task.reason = reason
@@ -728,6 +846,27 @@ def _run_context(dag: DagSpec, live: LiveRun) -> dict[str, Any]:
         "run_id": live.run_id,
         "params": params,
     }
+
+
+def window_opens(window: str, timezone: str, now: float) -> float | None:
+    """None when ``now`` is inside the daily window "HH:MM-HH:MM", else when it next opens."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(timezone)
+    start_text, end_text = (p.strip() for p in window.split("-"))
+    start_min = int(start_text[:-3]) * 60 + int(start_text[-2:])
+    end_min = int(end_text[:-3]) * 60 + int(end_text[-2:])
+    local = dt.datetime.fromtimestamp(now, tz)
+    minute = local.hour * 60 + local.minute + local.second / 60
+    inside = (start_min <= minute < end_min) if start_min <= end_min else (
+        minute >= start_min or minute < end_min)
+    if inside:
+        return None
+    day = local.date() if minute < start_min else local.date() + dt.timedelta(days=1)
+    opening = dt.datetime(day.year, day.month, day.day, start_min // 60, start_min % 60,
+                          tzinfo=tz)
+    return opening.timestamp()
 
 
 def _read_exit_file(path: str) -> int | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from flowtui.runner.loader import PRESETS
 from flowtui.runner.model import DagSpec
 
 
@@ -26,18 +25,18 @@ def draw_layers(dag: DagSpec) -> str:
 
 
 def next_fire_times(dag: DagSpec, now: float, count: int) -> list[str]:
-    """The next ``count`` times a scheduled run is created (interval ends), local and UTC."""
-    from croniter import croniter
+    """The next ``count`` times a scheduled run is created, in the DAG's timezone and UTC,
+    with a note on wall times that DST skips or repeats."""
+    from flowtui.runner.schedule import fire_times_local
 
     if not dag.schedule:
         return []
     tz = ZoneInfo(dag.timezone)
-    expr = PRESETS.get(dag.schedule, dag.schedule)
-    start = dt.datetime.fromtimestamp(max(now, dag.start_date or now), tz)
-    itr = croniter(expr, start)
     out = []
-    for _ in range(count):
-        fire = itr.get_next(dt.datetime)
-        utc = fire.astimezone(dt.timezone.utc)
-        out.append(f"{fire.isoformat()}  ({utc.strftime('%Y-%m-%d %H:%M')} UTC)")
+    for instant, note in fire_times_local(dag.schedule, dag.timezone,
+                                          max(now, dag.start_date or now), count):
+        local = dt.datetime.fromtimestamp(instant, tz)
+        utc = dt.datetime.fromtimestamp(instant, dt.timezone.utc)
+        line = f"{local.isoformat()}  ({utc.strftime('%Y-%m-%d %H:%M')} UTC)"
+        out.append(line + (f"  ! {note}" if note else ""))
     return out

@@ -10,9 +10,11 @@ from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, Listener
 from flowtui.runner.executor import process_start_time
 from flowtui.runner.model import DagSpec
+from flowtui.runner.operator import handle_own_requests
 from flowtui.store import RunState, Store, StoreError
 from flowtui.store.models import Run
 import os
+import signal
 import time
 
 
@@ -84,6 +86,8 @@ def run_in_foreground(store: Store, config: Config, dag: DagSpec, *,
                                 runner_id=runner_id)
         if handle_signals:
             engine.install_signal_handlers()
+            signal.signal(signal.SIGUSR1, lambda *_: None)  # operator requests wake the loop
+        engine.on_wake = lambda now: handle_own_requests(engine, now)
         engine.add_run(dag, run)
         engine.run_until_done()
         engine._flush()

@@ -234,6 +234,16 @@ class Store:
             )
         return run_pk
 
+    def add_task_instances(self, run_pk: int, dag_id: str, run_id: str,
+                           tasks: Sequence[tuple[str, int, str, int, int]]) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO task_instances (run_pk, dag_id, run_id, task_id, state, "
+                "max_tries, pool, pool_slots, priority, updated_at) "
+                "VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
+                [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], now) for t in tasks])
+
     def run_ids(self, dag_id: str) -> set[str]:
         return {r[0] for r in self.conn.execute(
             "SELECT run_id FROM dag_runs WHERE dag_id = ?", (dag_id,))}
@@ -270,6 +280,35 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [Run.from_row(r) for r in self.conn.execute(sql, params)]
+
+    def queued_runs(self, dag_id: str, limit: int) -> list[Run]:
+        rows = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ? AND state = 'queued' "
+            "ORDER BY logical_date, id LIMIT ?", (dag_id, limit))
+        return [Run.from_row(r) for r in rows]
+
+    def consecutive_failures(self, dag_id: str) -> int:
+        count = 0
+        for (state,) in self.conn.execute(
+                "SELECT state FROM dag_runs WHERE dag_id = ? AND state IN ('success', 'failed') "
+                "ORDER BY end_date DESC, id DESC LIMIT 1000", (dag_id,)):
+            if state != "failed":
+                break
+            count += 1
+        return count
+
+    def set_paused(self, dag_id: str, paused: bool, reason: str | None, user: str) -> bool:
+        """Pause or unpause a DAG (audited); False when the DAG is not known to the store."""
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE dags SET paused = ?, paused_reason = ?, updated_at = ? "
+                               "WHERE dag_id = ?", (int(paused), reason, time.time(), dag_id))
+            if cur.rowcount:
+                self.audit(conn, "pause" if paused else "unpause", dag_id=dag_id,
+                           detail={"reason": reason} if reason else {}, user=user)
+            return bool(cur.rowcount)
+
+    def pause_dag(self, dag_id: str, reason: str, user: str) -> None:
+        self.set_paused(dag_id, True, reason, user)
 
     # -- task instances and tries ----------------------------------------------------------
     def task_instances(self, run_pk: int) -> list[TaskInstance]:

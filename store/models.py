@@ -51,6 +51,7 @@ class TaskInstance:
     reason: str
     next_try_at: float | None
     updated_at: float
+    first_poke_at: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -60,7 +61,8 @@ class TaskInstance:
 
 
 TI_COLUMNS = ("run_pk, dag_id, run_id, task_id, state, try_number, max_tries, pool, pool_slots, "
-              "priority, start_date, end_date, exit_code, pid, reason, next_try_at, updated_at")
+              "priority, start_date, end_date, exit_code, pid, reason, next_try_at, updated_at, "
+              "first_poke_at")
 
 
 @dataclass(slots=True)

@@ -151,3 +151,23 @@ def _run_statements(db: Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+@migrations(name="0002_runner")
+def _runner(db: Database) -> None:
+    _run_statements(db, """
+        CREATE TABLE requests (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,            -- clear | retry | mark | kill | adopt
+            run_pk INTEGER REFERENCES dag_runs(id) ON DELETE CASCADE,
+            task_ids TEXT NOT NULL DEFAULT '[]',
+            options TEXT NOT NULL DEFAULT '{}',
+            done_at REAL,
+            result TEXT NOT NULL DEFAULT ''
+        ) STRICT;
+        CREATE INDEX requests_pending ON requests(done_at);
+        ALTER TABLE task_instances ADD COLUMN first_poke_at REAL;
+        CREATE INDEX dag_runs_runner ON dag_runs(runner_id, state)
+        """)

@@ -1,0 +1,134 @@
+"""CLI commands that change state: runner, trigger, pause/unpause, clear, retry, mark, kill."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from flowtui.cli import EXIT_OK, UsageError
+from flowtui.render import local_time
+from flowtui.runner import actions
+from flowtui.runner.config import Config
+from flowtui.store import Store, current_user
+
+
+def cmd_runner(args: argparse.Namespace, config: Config) -> int:
+    from flowtui.runner.daemon import Daemon
+
+    if not config.pipelines.is_dir():
+        raise UsageError(f"pipelines folder {config.pipelines} not found; pass --pipelines DIR")
+    daemon = Daemon(config)
+    print(f"flowtui runner: pid {daemon.runner_id and __import__('os').getpid()}, home "
+          f"{config.home}, pipelines {config.pipelines}", file=sys.stderr, flush=True)
+    daemon.serve()
+    return EXIT_OK
+
+
+def _store(config: Config) -> Store:
+    return Store.open(config.db_path)
+
+
+def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
+    from flowtui.commands import _dag, _load, _parse_conf, sync
+    from flowtui.runner.runs import create_manual_run, parse_date
+
+    result = _load(config)
+    dag = _dag(result, args.dag_id, config)
+    conf = _parse_conf(args.conf)
+    logical = parse_date(args.date, dag.timezone) if args.date else None
+    store = _store(config)
+    sync(store, result)
+    run = create_manual_run(store, dag, logical_date=logical, conf=conf, state="queued")
+    with store.transaction() as conn:
+        store.audit(conn, "trigger", dag_id=dag.dag_id, run_id=run.run_id, detail={"conf": conf})
+    print(run.run_id)
+    daemon = actions.live_daemon(store)
+    if daemon is None:
+        print("flowtui: no runner is alive for this home; 'flowtui runner' will start the run",
+              file=sys.stderr)
+    else:
+        actions.wake(daemon[1])
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
+    from flowtui.commands import _dag, _load, sync
+
+    result = _load(config)
+    dag = _dag(result, args.dag_id, config)
+    store = _store(config)
+    sync(store, result)
+    if not paused and args.dry_run:
+        from flowtui.runner.daemon import due_intervals
+
+        last = store.conn.execute("SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? "
+                                  "AND run_type = 'scheduled'", (dag.dag_id,)).fetchone()[0]
+        due = due_intervals(dag, last, time.time())
+        print(f"unpausing {dag.dag_id} would create {len(due)} run(s):")
+        for interval in due:
+            print(f"  scheduled  logical date {local_time(interval.start)}  "
+                  f"interval ends {local_time(interval.end)}")
+        return EXIT_OK
+    store.set_paused(dag.dag_id, paused, None, current_user())
+    print(f"{dag.dag_id} {'paused' if paused else 'unpaused'}")
+    daemon = actions.live_daemon(store)
+    if daemon is not None:
+        actions.wake(daemon[1])
+    return EXIT_OK
+
+
+def _target(args: argparse.Namespace, config: Config):
+    from flowtui.commands import _dag, _get_run, _load
+
+    dag = _dag(_load(config), args.dag_id, config)
+    if not config.db_path.exists():
+        raise UsageError(f"no runs recorded yet in {config.home}")
+    store = _store(config)
+    run = _get_run(store, args.dag_id, args.run_id)
+    return store, dag, run
+
+
+def _report(outcome: actions.Outcome) -> int:
+    where = "applied by " + outcome.applied_by if outcome.applied_by != "store" else (
+        "recorded; no runner is alive, the next one carries on")
+    detail = f" ({outcome.detail})" if outcome.detail else ""
+    print(f"{outcome.action} {outcome.run.dag_id} {outcome.run.run_id}: "
+          f"{', '.join(outcome.task_ids) or '-'}: {where}{detail}")
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace, config: Config) -> int:
+    store, dag, run = _target(args, config)
+    options = {"downstream": args.downstream, "upstream": args.upstream,
+               "failed_only": args.failed_only}
+    tis = {t.task_id: t for t in store.task_instances(run.pk)}
+    affected = actions.plan(dag, tis, list(args.task_ids), downstream=args.downstream,
+                            upstream=args.upstream, failed_only=args.failed_only)
+    if not affected:
+        raise UsageError("nothing to clear: no task matches (with --failed-only, none failed)")
+    if not args.yes:
+        print(f"clear {len(affected)} task(s) of {run.dag_id} {run.run_id}:")
+        for task_id in affected:
+            print(f"  {task_id} ({tis[task_id].state})")
+        if not sys.stdin.isatty():
+            raise UsageError("confirmation needed: run again with --yes (stdin is not a terminal)")
+        if input("proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return EXIT_OK
+    return _report(actions.submit(store, dag, run, "clear", list(args.task_ids), options=options))
+
+
+def cmd_retry(args: argparse.Namespace, config: Config) -> int:
+    store, dag, run = _target(args, config)
+    return _report(actions.submit(store, dag, run, "retry", [args.task_id]))
+
+
+def cmd_mark(args: argparse.Namespace, config: Config) -> int:
+    store, dag, run = _target(args, config)
+    options = {"state": args.state, "downstream": args.downstream, "upstream": args.upstream}
+    return _report(actions.submit(store, dag, run, "mark", list(args.task_ids), options=options))
+
+
+def cmd_kill(args: argparse.Namespace, config: Config) -> int:
+    store, dag, run = _target(args, config)
+    return _report(actions.submit(store, dag, run, "kill", [args.task_id]))
