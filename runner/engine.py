@@ -605,14 +605,17 @@ class Engine:
         self._running.pop(pid, None)
         self._take_slots(task, -1)
         code = os.waitstatus_to_exitcode(status) if status is not None else None
-        if code is None:
+        kill_reason = task.kill_reason
+        if code is None:  # not our child (adopted): its shell wrote the status, or nothing did
             code = _read_exit_file(task.exit_path)
+            if code is None and kill_reason is None:
+                kill_reason = "zombie"
         task.pid = None
         if task.kill_reason:  # whatever is left of the tree gets SIGKILL after the grace
             survivors = executor.survivors(pid, task.kill_members)
             if survivors:
                 self._timer(now + task.spec.kill_grace, "sigkill_orphans", (pid, survivors))
-        self._end_try(task, code, task.kill_reason, now)
+        self._end_try(task, code, kill_reason, now)
 
     def _end_try(self, task: LiveTask, code: int | None, kill_reason: str | None,
                  now: float) -> None:

@@ -76,9 +76,12 @@ def process_start_time(pid: int) -> float | None:
 
 
 def same_process(pid: int, pid_start: float | None) -> bool:
-    """True when ``pid`` is still the process that started at ``pid_start``."""
-    start = process_start_time(pid)
-    return start is not None and (pid_start is None or abs(start - pid_start) < 0.05)
+    """True when ``pid`` is still the live process that started at ``pid_start``."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == b"Z":
+        return False
+    start = boot_time() + int(fields[19]) / _CLK_TCK
+    return pid_start is None or abs(start - pid_start) < 0.05
 
 
 def session_members(sid: int) -> list[int]:
