@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flowtui.runner import dsl
 from flowtui.runner.durations import parse_duration
 from flowtui.runner.model import (
-    DAG_DEFAULTS, DAG_KEYS, DURATION_KEYS, TASK_DEFAULTS, TASK_KEYS, TRIGGER_RULES, WEIGHT_RULES,
+    DAG_DEFAULTS, DAG_KEYS, DURATION_KEYS, TASK_KEYS, TRIGGER_RULES, WEIGHT_RULES,
     DagSpec, TaskSpec,
 )
 from flowtui.runner.templating import TemplateError, check_template

@@ -56,19 +56,23 @@ def create_manual_run(store: Store, dag: DagSpec, *, logical_date: float | None,
     when = time.time() if logical_date is None else logical_date
     when = float(int(when)) if logical_date is None else when
     base = f"{run_type}__{iso(when, dag.timezone)}"
-    taken = store.run_ids(dag.dag_id)
-    run_id, n = base, 2
-    while run_id in taken:
-        run_id, n = f"{base}.{n}", n + 1
     tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
              for t in dag.tasks.values()]
-    try:
-        pk = store.create_run(dag_id=dag.dag_id, run_id=run_id, run_type=run_type,
-                              logical_date=when, data_interval_start=when, data_interval_end=when,
-                              conf=conf, state=state, runner_id=runner_id, tasks=tasks,
-                              cause="operator")
-    except StoreError as exc:
-        raise RunError(str(exc)) from None
+    taken = store.run_ids(dag.dag_id)
+    for n in range(1, 1000):
+        run_id = base if n == 1 else f"{base}.{n}"
+        if run_id in taken:
+            continue
+        try:
+            pk = store.create_run(dag_id=dag.dag_id, run_id=run_id, run_type=run_type,
+                                  logical_date=when, data_interval_start=when,
+                                  data_interval_end=when, conf=conf, state=state,
+                                  runner_id=runner_id, tasks=tasks, cause="operator")
+            break
+        except StoreError:
+            continue  # another process took this id a moment ago: try the next one
+    else:
+        raise RunError(f"DAG {dag.dag_id} has too many runs for {base}")
     run = store.get_run_by_pk(pk)
     assert run is not None
     return run
