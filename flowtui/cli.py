@@ -99,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("task_id", metavar="TASK")
 
+    p = add("backfill", "re-run a date range (one run per schedule interval), or manage backfills")
+    p.add_argument("target", metavar="DAG | list | pause ID | resume ID | cancel ID", nargs="+")
+    p.add_argument("--start", help="first logical date, YYYY-MM-DD (in the DAG's timezone)")
+    p.add_argument("--end", help="last logical date, YYYY-MM-DD (inclusive)")
+    p.add_argument("--parallelism", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--order", choices=["oldest-first", "newest-first"], default="oldest-first")
+    p.add_argument("--reprocess", choices=["none", "failed", "completed"],
+                   help="dates that already have a run: skip them (none, the default), re-run "
+                        "failed ones, or re-run all finished ones")
+    p.add_argument("--pool", help="run the backfill's tasks in this pool")
+    p.add_argument("--dry-run", action="store_true", help="list what it would do; change nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="execute here, in the foreground; exit 0 iff every run succeeded")
+    p.add_argument("--yes", "-y", action="store_true", help="allow more than 10,000 runs")
+    p.add_argument("--json", action="store_true")
+
     runs = add("runs", "list runs")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
     rsub.required = True
@@ -152,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _known_error(exc: Exception) -> str | None:
     from flowtui.runner.actions import ActionError
+    from flowtui.runner.backfill import BackfillError
     from flowtui.runner.config import ConfigError
     from flowtui.runner.daemon import RunnerError
     from flowtui.runner.runs import RunError
     from flowtui.store import StoreError
 
-    if isinstance(exc, (ConfigError, RunError, StoreError, ActionError, RunnerError)):
+    if isinstance(exc, (ConfigError, RunError, StoreError, ActionError, RunnerError,
+                        BackfillError)):
         return str(exc)
     return None
 

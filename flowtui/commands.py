@@ -31,6 +31,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from flowtui.commands_ops import cmd_pause
 
         return cmd_pause(args, config, args.dags_command == "pause")
+    if command == "backfill":
+        from flowtui.commands_backfill import cmd_backfill
+
+        return cmd_backfill(args, config)
     if command in ("runner", "trigger", "clear", "retry", "mark", "kill"):
         from flowtui import commands_ops
 

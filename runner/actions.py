@@ -235,3 +235,11 @@ def _kill_orphan(conn, run: Run, ti: TaskInstance) -> None:
                  "AND task_id = ? AND try_number = ? AND end_date IS NULL",
                  (time.time(), "killed by an operator while no runner owned it", run.pk,
                   ti.task_id, ti.try_number))
+
+
+def request_cancel(store: Store, run: Run, owner: tuple[int, int]) -> None:
+    """Ask the live runner that owns ``run`` to end it now (a backfill was cancelled)."""
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO requests (at, user, action, run_pk) VALUES (?, ?, 'cancel_run', ?)",
+                     (time.time(), current_user(), run.pk))
+    wake(owner[1])

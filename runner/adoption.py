@@ -32,7 +32,8 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     live = LiveRun(pk=run.pk, dag=dag, run_id=run.run_id, run_type=run.run_type,
                    logical_date=run.logical_date, data_interval_start=run.data_interval_start,
                    data_interval_end=run.data_interval_end, conf=run.conf,
-                   seq=next(engine._run_seq), started_at=run.start_date or now)
+                   seq=next(engine._run_seq), started_at=run.start_date or now,
+                   backfill_id=run.backfill_id)
     live.base_context = _run_context(dag, live)
     live.log_base = os.path.join(str(engine.config.logs_dir), dag.dag_id, run.run_id)
     order = {t: i for i, t in enumerate(dag.topological_order())}
@@ -47,6 +48,8 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
             task.reason = ti.reason
             task.next_try_at = ti.next_try_at
             task.first_poke_at = ti.first_poke_at
+            if ti.pool != spec.pool:
+                task.pool_override = ti.pool
         live.tasks[task_id] = task
     if len(tis) < len(dag.tasks):  # tasks added to the DAG since the run was created
         store.add_task_instances(run.pk, dag.dag_id, run.run_id, [

@@ -15,6 +15,7 @@ from typing import IO
 
 from flowtui.runner.actions import live_owner
 from flowtui.runner.adoption import adopt_run
+from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, LiveRun
@@ -177,12 +178,13 @@ class Daemon:
         dag = self.dags.get(dag_id)
         if dag is None or self._paused(dag_id):
             return
-        running = sum(1 for live in self.engine.runs.values() if live.dag.dag_id == dag_id)
+        running = sum(1 for live in self.engine.runs.values()
+                      if live.dag.dag_id == dag_id and live.backfill_id is None)
         free = dag.max_active_runs - running
-        if free <= 0:
-            return
-        for run in self.store.queued_runs(dag_id, limit=free):
-            adopt_run(self.engine, dag, run, now)
+        if free > 0:
+            for run in self.store.queued_runs(dag_id, limit=free):
+                adopt_run(self.engine, dag, run, now)
+        start_backfill_runs(self.engine, self.store, dag, now)
 
     # -- adoption and operator requests ----------------------------------------------------
     def _adopt_orphans(self, now: float) -> None:
@@ -224,6 +226,8 @@ class Daemon:
             if limit and self.store.consecutive_failures(dag.dag_id) >= limit:
                 self.store.pause_dag(dag.dag_id, f"circuit breaker: {limit} failed runs in a row",
                                      user="runner")
+        if live.backfill_id is not None:
+            finish_if_done(self.store, live.backfill_id)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._start_queued(d, at))
 
 

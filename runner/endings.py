@@ -194,7 +194,8 @@ class EndingMixin:
             failed = True
         new = RunState.FAILED if failed else RunState.SUCCESS
         live.state = new
-        cause = "signal" if interrupted else "dagrun_timeout" if live.timed_out else "scheduler"
+        cause = ("signal" if interrupted else "operator" if live.cancelled
+                 else "dagrun_timeout" if live.timed_out else "scheduler")
         self._ops.append((sql.SQL_RUN_STATE, (new.value, now, now, live.pk)))
         self._ops.append((sql.SQL_EVENT, (now, "run", live.dag.dag_id, live.run_id, None, None,
                                        "running", new.value, cause, "")))

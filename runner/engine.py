@@ -63,6 +63,11 @@ class LiveTask:
     # An operator's clear or mark of a running task: the state it takes once its process ends.
     override: tuple[TaskState, str, str] | None = None
     proc: Any = None  # psutil.Process, for CPU and memory samples
+    pool_override: str | None = None  # a backfill's --pool
+
+    @property
+    def pool(self) -> str:
+        return self.pool_override or self.spec.pool
 
     @property
     def task_id(self) -> str:
@@ -87,6 +92,8 @@ class LiveRun:
     timed_out: bool = False
     base_context: dict[str, Any] = field(default_factory=dict)
     log_base: str = ""
+    backfill_id: int | None = None
+    cancelled: bool = False
 
 
 class Engine(LaunchMixin, EndingMixin):
@@ -386,16 +393,15 @@ class Engine(LaunchMixin, EndingMixin):
                                      next(self._ready_seq), task))
 
     def _slot_block(self, task: LiveTask) -> str | None:
-        spec = task.spec
         parallelism = self.config.parallelism
         if self._active >= parallelism:
             return f"parallelism reached ({self._active}/{parallelism} tasks running)"
-        size = self.config.pool_size(spec.pool)
+        size = self.config.pool_size(task.pool)
         if size is None:
-            return f"pool {spec.pool} is not defined; add it under [pools] in flowtui.toml"
-        used = self._pool_used.get(spec.pool, 0)
-        if used + spec.pool_slots > size:
-            return f"pool {spec.pool} full ({used}/{size} slots)"
+            return f"pool {task.pool} is not defined; add it under [pools] in flowtui.toml"
+        used = self._pool_used.get(task.pool, 0)
+        if used + task.spec.pool_slots > size:
+            return f"pool {task.pool} full ({used}/{size} slots)"
         active = self._dag_active.get(task.run.dag.dag_id, 0)
         if active >= task.run.dag.max_active_tasks:
             return f"max_active_tasks reached ({active}/{task.run.dag.max_active_tasks})"
@@ -404,7 +410,7 @@ class Engine(LaunchMixin, EndingMixin):
     # -- bookkeeping -----------------------------------------------------------------------
     def _take_slots(self, task: LiveTask, sign: int) -> None:
         self._active += sign
-        pool = task.spec.pool
+        pool = task.pool
         self._pool_used[pool] = self._pool_used.get(pool, 0) + sign * task.spec.pool_slots
         dag_id = task.run.dag.dag_id
         self._dag_active[dag_id] = self._dag_active.get(dag_id, 0) + sign

@@ -28,6 +28,9 @@ def apply_request(engine: "Engine", live: "LiveRun", request: tuple, now: float)
     options = json.loads(options_json)
     cause = f"operator:{user}"
     done: list[str] = []
+    if action == "cancel_run":
+        cancel_run(engine, live, f"cancelled by {user}", cause, now)
+        done = [live.run_id]
     for task_id in task_ids:
         task = live.tasks.get(task_id)
         if task is None:
@@ -109,3 +112,17 @@ def handle_own_requests(engine: "Engine", now: float) -> None:
         live = engine.runs.get(request[3])
         if live is not None:
             apply_request(engine, live, request, now)
+
+
+def cancel_run(engine: "Engine", live: "LiveRun", reason: str, cause: str, now: float) -> None:
+    """End a run now: running trees are killed and fail, tasks not started are skipped."""
+    for task in live.tasks.values():
+        if task.state == S.RUNNING and task.pid is not None:
+            task.override = (S.FAILED, reason, cause)
+            engine._kill(task, reason, now, grace=task.spec.kill_grace)
+        elif task.state not in _TERMINAL and task.state != S.RUNNING:
+            engine._set_state(task, S.SKIPPED, cause, reason, now, end=now, operator=True)
+            live.unfinished -= 1
+    live.timed_out = live.cancelled = True  # nothing new starts in this run
+    if live.unfinished == 0:
+        engine._finish_run(live, now)

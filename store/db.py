@@ -284,7 +284,7 @@ class Store:
     def queued_runs(self, dag_id: str, limit: int) -> list[Run]:
         rows = self.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ? AND state = 'queued' "
-            "ORDER BY logical_date, id LIMIT ?", (dag_id, limit))
+            "AND backfill_id IS NULL ORDER BY logical_date, id LIMIT ?", (dag_id, limit))
         return [Run.from_row(r) for r in rows]
 
     def consecutive_failures(self, dag_id: str) -> int:

@@ -21,15 +21,17 @@ class Run:
     end_date: float | None
     runner_id: int | None
     updated_at: float
+    backfill_id: int | None = None
 
     @classmethod
     def from_row(cls, row: tuple) -> "Run":
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]),
-                   row[8], row[9], row[10], row[11], row[12])
+                   row[8], row[9], row[10], row[11], row[12], row[13])
 
 
 RUN_COLUMNS = ("id, dag_id, run_id, run_type, logical_date, data_interval_start, "
-               "data_interval_end, conf, state, start_date, end_date, runner_id, updated_at")
+               "data_interval_end, conf, state, start_date, end_date, runner_id, updated_at, "
+               "backfill_id")
 
 
 @dataclass(slots=True)
@@ -151,3 +153,25 @@ class AuditEntry:
     run_id: str | None
     task_id: str | None
     detail: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Backfill:
+    id: int
+    dag_id: str
+    start_date: float
+    end_date: float
+    parallelism: int
+    run_order: str
+    reprocess: str
+    pool: str | None
+    state: str
+    skipped: int
+    runner_id: int | None
+    user: str
+    created_at: float
+    updated_at: float
+
+
+BACKFILL_COLUMNS = ("id, dag_id, start_date, end_date, parallelism, run_order, reprocess, pool, "
+                    "state, skipped, runner_id, user, created_at, updated_at")

@@ -171,3 +171,27 @@ def _runner(db: Database) -> None:
         ALTER TABLE task_instances ADD COLUMN first_poke_at REAL;
         CREATE INDEX dag_runs_runner ON dag_runs(runner_id, state)
         """)
+
+
+@migrations(name="0003_backfills")
+def _backfills(db: Database) -> None:
+    _run_statements(db, """
+        CREATE TABLE backfills (
+            id INTEGER PRIMARY KEY,
+            dag_id TEXT NOT NULL,
+            start_date REAL NOT NULL,
+            end_date REAL NOT NULL,
+            parallelism INTEGER NOT NULL,
+            run_order TEXT NOT NULL,          -- oldest-first | newest-first
+            reprocess TEXT NOT NULL,          -- none | failed | completed
+            pool TEXT,
+            state TEXT NOT NULL,              -- running | paused | cancelled | done
+            skipped INTEGER NOT NULL DEFAULT 0,
+            runner_id INTEGER REFERENCES runners(id),   -- set while `backfill --wait` runs it
+            user TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) STRICT;
+        ALTER TABLE dag_runs ADD COLUMN backfill_id INTEGER REFERENCES backfills(id);
+        CREATE INDEX dag_runs_backfill ON dag_runs(backfill_id, state)
+        """)

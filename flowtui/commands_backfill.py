@@ -1,0 +1,150 @@
+"""``flowtui backfill``: create one (previewed, throttled), or list, pause, resume, cancel."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from flowtui.runner.clock import iso
+from flowtui.runner import actions
+from flowtui.runner import backfill as bf
+from flowtui.runner.config import Config
+from flowtui.store import Store
+
+MANAGE = ("list", "pause", "resume", "cancel")
+
+
+def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
+    if args.target[0] in MANAGE:
+        return _manage(args, config)
+    if len(args.target) != 1:
+        raise UsageError("backfill takes one DAG: flowtui backfill DAG --start D --end D")
+    if not args.start or not args.end:
+        raise UsageError("backfill needs --start and --end (YYYY-MM-DD)")
+    if args.parallelism < 1:
+        raise UsageError("--parallelism must be at least 1")
+    from flowtui.commands import _dag, _load, sync
+
+    result = _load(config)
+    dag = _dag(result, args.target[0], config)
+    first = bf.parse_day(args.start, dag.timezone, "--start")
+    last = bf.parse_day(args.end, dag.timezone, "--end")
+    intervals = bf.intervals_in_range(dag, first, last)
+    if len(intervals) > bf.MAX_WITHOUT_YES and not args.yes:
+        raise UsageError(f"that range holds {len(intervals)} runs (more than "
+                         f"{bf.MAX_WITHOUT_YES:,}); narrow it or pass --yes")
+    if args.pool and config.pool_size(args.pool) is None:
+        raise UsageError(f"pool {args.pool!r} is not defined; add it under [pools] in "
+                         "flowtui.toml")
+    store = Store.open(config.db_path)
+    sync(store, result)
+    other = bf.overlapping(store, dag.dag_id, intervals)
+    if other is not None and args.reprocess is None:
+        raise UsageError(f"these dates overlap backfill {other.id} ({other.state}); say what to do "
+                         "with dates that have runs: --reprocess none|failed|completed")
+    reprocess = args.reprocess or "none"
+    plan = bf.plan_backfill(store, dag, intervals, reprocess)
+    if args.order == "newest-first":
+        plan.create.reverse()
+    if args.dry_run:
+        return _print_plan(dag.dag_id, dag.timezone, plan, args.json)
+    if not plan.create:
+        print(f"nothing to backfill: all {len(plan.skip)} date(s) skipped "
+              f"(first reason: {plan.skip[0][1] if plan.skip else 'no intervals'})")
+        return EXIT_OK
+    backfill_id = bf.create_backfill(store, dag, plan, parallelism=args.parallelism,
+                                     order=args.order, reprocess=reprocess, pool=args.pool)
+    if not args.wait:
+        print(f"backfill {backfill_id}: {len(plan.create)} run(s) queued, {len(plan.skip)} "
+              f"skipped; 'flowtui backfill list' shows its progress")
+        daemon = actions.live_daemon(store)
+        if daemon is None:
+            print("flowtui: no runner is alive for this home; 'flowtui runner' will execute it",
+                  file=sys.stderr)
+        else:
+            actions.wake(daemon[1])
+        return EXIT_OK
+    total = len(plan.create)
+
+    def show(counts: dict[str, int]) -> None:
+        finished = counts["done"] + counts["failed"]
+        width = 30
+        filled = int(width * finished / total) if total else width
+        print(f"backfill {backfill_id} [{'#' * filled}{'.' * (width - filled)}] "
+              f"{finished}/{total} runs: {counts['done']} succeeded, {counts['failed']} failed, "
+              f"{counts['running']} running", file=sys.stderr if args.json else sys.stdout,
+              flush=True)
+
+    final = bf.run_in_foreground(store, config, dag, backfill_id, on_progress=show)
+    if args.json:
+        print(json.dumps(bf.to_json(store, bf.get_backfill(store, backfill_id)), indent=2))
+    return EXIT_OK if final["failed"] == 0 and final["left"] == 0 and final["running"] == 0 \
+        else EXIT_FAILED
+
+
+def _print_plan(dag_id: str, timezone: str, plan: bf.Plan, as_json: bool) -> int:
+    from flowtui.runner.clock import iso
+
+    def local(ts: float) -> str:
+        return (iso(ts, timezone) or "")[:16].replace("T", " ")
+
+    if as_json:
+        print(json.dumps({
+            "dag_id": dag_id,
+            "create": [{"logical_date": iso(i.start), "data_interval_end": iso(i.end)}
+                       for i in plan.create],
+            "skip": [{"logical_date": iso(i.start), "reason": why} for i, why in plan.skip],
+        }, indent=2))
+        return EXIT_OK
+    print(f"backfill of {dag_id} would create {len(plan.create)} run(s) and skip "
+          f"{len(plan.skip)} (dry run: nothing changed)")
+    for interval in plan.create:
+        print(f"  create  {local(interval.start)}  (interval ends {local(interval.end)})")
+    for interval, why in plan.skip:
+        print(f"  skip    {local(interval.start)}  {why}")
+    return EXIT_OK
+
+
+def _manage(args: argparse.Namespace, config: Config) -> int:
+    action = args.target[0]
+    if not config.db_path.exists():
+        if action == "list":
+            print("[]" if args.json else "no backfills yet")
+            return EXIT_OK
+        raise UsageError(f"no backfills recorded yet in {config.home}")
+    store = Store.open(config.db_path)
+    if action == "list":
+        items = bf.list_backfills(store)
+        if args.json:
+            print(json.dumps([bf.to_json(store, b) for b in items], indent=2))
+            return EXIT_OK
+        if not items:
+            print("no backfills yet")
+        zones = {d.dag_id: d.timezone for d in store.dags()}
+        for b in items:
+            p = bf.progress(store, b)
+            zone = zones.get(b.dag_id, "UTC")
+            print(f"{b.id:>4}  {b.dag_id}  {b.state:<9}  {(iso(b.start_date, zone) or '')[:10]} .. "
+                  f"{(iso(b.end_date, zone) or '')[:10]}  parallelism {b.parallelism}  {b.run_order}  "
+                  f"done {p['done']}, running {p['running']}, failed {p['failed']}, "
+                  f"skipped {p['skipped']}, left {p['left']}")
+        return EXIT_OK
+    if len(args.target) != 2 or not args.target[1].isdigit():
+        raise UsageError(f"usage: flowtui backfill {action} ID (see 'flowtui backfill list')")
+    backfill = bf.get_backfill(store, int(args.target[1]))
+    new_state = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[action]
+    running = bf.set_state(store, backfill, new_state)
+    for run_pk in running:
+        run = store.get_run_by_pk(run_pk)
+        if run is None:
+            continue
+        owner = actions.live_owner(store, run.runner_id)
+        if owner is not None:
+            actions.request_cancel(store, run, owner)
+    daemon = actions.live_daemon(store)
+    if daemon is not None:
+        actions.wake(daemon[1])
+    print(f"backfill {backfill.id} {new_state}" + (
+        f"; stopping {len(running)} running run(s)" if running else ""))
+    return EXIT_OK
