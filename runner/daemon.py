@@ -176,7 +176,10 @@ class Daemon:
 
     def _start_queued(self, dag_id: str, now: float) -> None:
         dag = self.dags.get(dag_id)
-        if dag is None or self._paused(dag_id):
+        if dag is None:
+            return
+        start_backfill_runs(self.engine, self.store, dag, now)  # pausing stops the schedule only
+        if self._paused(dag_id):
             return
         running = sum(1 for live in self.engine.runs.values()
                       if live.dag.dag_id == dag_id and live.backfill_id is None)
@@ -184,7 +187,6 @@ class Daemon:
         if free > 0:
             for run in self.store.queued_runs(dag_id, limit=free):
                 adopt_run(self.engine, dag, run, now)
-        start_backfill_runs(self.engine, self.store, dag, now)
 
     # -- adoption and operator requests ----------------------------------------------------
     def _adopt_orphans(self, now: float) -> None:
@@ -227,6 +229,7 @@ class Daemon:
                 self.store.pause_dag(dag.dag_id, f"circuit breaker: {limit} failed runs in a row",
                                      user="runner")
         if live.backfill_id is not None:
+            self.engine._flush()  # the run's end must be in the store before counting what is left
             finish_if_done(self.store, live.backfill_id)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._start_queued(d, at))
 

@@ -100,17 +100,36 @@ def intervals_between(dag: DagSpec, after_start: float | None, now: float) -> li
 
 
 def next_interval_end(dag: DagSpec, last_start: float | None, now: float) -> float | None:
-    """When the next scheduled run is due (its interval's end), or None without a schedule."""
+    """When the next scheduled run is due: the end of the first interval that ends after
+    ``now``, starts at or after ``start_date`` and after ``last_start``; None when there is no
+    schedule or ``end_date`` has passed. (Intervals already due are ``due_intervals``' job.)"""
     if not dag.schedule:
         return None
-    origin = dag.start_date if dag.start_date is not None else now
-    begin = origin - 1e-6 if last_start is None else last_start
-    times = fire_times(dag.schedule, dag.timezone, begin)
-    start = next(times)
+    floor = dag.start_date - 1e-6 if dag.start_date is not None else float("-inf")
+    if last_start is not None:
+        floor = max(floor, last_start + 1e-6)
+    times = fire_times(dag.schedule, dag.timezone, max(now, floor))
     end = next(times)
+    start = previous_fire(dag.schedule, dag.timezone, end)
+    while start is None or start < floor:
+        start, end = end, next(times)
     if dag.end_date is not None and start > dag.end_date:
         return None
     return end
+
+
+def previous_fire(schedule: str, timezone: str, before: float) -> float | None:
+    """The last fire instant strictly before ``before``."""
+    from croniter import croniter
+
+    tz = ZoneInfo(timezone)
+    expr = PRESETS.get(schedule, schedule)
+    itr = croniter(expr, dt.datetime.fromtimestamp(before, tz).replace(tzinfo=None))
+    for _ in range(4):
+        instant = _instant(itr.get_prev(dt.datetime), tz)
+        if instant < before:
+            return instant
+    return None
 
 
 def latest_interval(dag: DagSpec, now: float) -> Interval | None:
