@@ -11,6 +11,7 @@ import heapq
 import itertools
 import json
 import os
+import queue
 import selectors
 import signal
 import threading
@@ -126,6 +127,7 @@ class Engine(LaunchMixin, EndingMixin):
         self._base_env = dict(os.environ)
         self._next_heartbeat = 0.0
         self._dirs_made: set[str] = set()
+        self._dir_queue: queue.SimpleQueue[list[str]] | None = None
         self.on_run_finished: Callable[[LiveRun], None] | None = None
         self.on_wake: Callable[[float], None] | None = None
         self._next_scan = 0.0
@@ -156,23 +158,26 @@ class Engine(LaunchMixin, EndingMixin):
         return live
 
     def _make_log_dirs(self, live: LiveRun) -> None:
-        """Create the run's log folders in a thread, ahead of the tasks that need them.
+        """Create the run's log folders in a worker thread, ahead of the tasks that need them.
 
-        Creating a folder costs a few hundred microseconds on some file systems; done here it
+        Creating a folder costs a few hundred microseconds on some file systems; done there it
         overlaps with tasks running instead of adding to every launch.
         """
-        dirs = [os.path.join(live.log_base, t) for t in live.dag.topological_order()]
-        made = self._dirs_made
+        if self._dir_queue is None:
+            self._dir_queue = queue.SimpleQueue()
+            threading.Thread(target=self._dir_worker, name="flowtui-logdirs",
+                             daemon=True).start()
+        self._dir_queue.put([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
 
-        def work() -> None:
-            for path in dirs:
+    def _dir_worker(self) -> None:
+        assert self._dir_queue is not None
+        while True:
+            for path in self._dir_queue.get():
                 try:
                     os.makedirs(path, exist_ok=True)
                 except OSError:
-                    return  # the launch creates it, or reports why it cannot
-                made.add(path)
-
-        threading.Thread(target=work, name="flowtui-logdirs", daemon=True).start()
+                    break  # the launch creates it, or reports why it cannot
+                self._dirs_made.add(path)
 
     def run_until_done(self) -> None:
         """Loop until every run handed in has finished and no killed tree outlives its grace."""
