@@ -33,22 +33,59 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     from flowtui.runner.runs import create_manual_run, parse_date
 
     result = _load(config)
-    dag = _dag(result, args.dag_id, config)
     conf = _parse_conf(args.conf)
-    logical = parse_date(args.date, dag.timezone) if args.date else None
     store = _store(config)
     sync(store, result)
-    run = create_manual_run(store, dag, logical_date=logical, conf=conf, state="queued")
-    with store.transaction() as conn:
-        store.audit(conn, "trigger", dag_id=dag.dag_id, run_id=run.run_id, detail={"conf": conf})
-    print(run.run_id)
+    try:
+        dag = _dag(result, args.dag_id, config)
+    except UsageError:
+        run = _trigger_last_good(store, args, conf)
+        if run is None:
+            raise
+    else:
+        logical = parse_date(args.date, dag.timezone) if args.date else None
+        run = create_manual_run(store, dag, logical_date=logical, conf=conf, state="queued")
     daemon = actions.live_daemon(store)
+    paused = store.conn.execute("SELECT paused FROM dags WHERE dag_id = ?",
+                                (run.dag_id,)).fetchone()
+    reason = ("DAG paused" if paused and paused[0] else
+              "" if daemon else "no live runner: start 'flowtui runner' for this home")
+    with store.transaction() as conn:
+        store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf})
+        if reason:
+            conn.execute("UPDATE task_instances SET reason = ? WHERE run_pk = ?", (reason, run.pk))
+    print(run.run_id)
     if daemon is None:
         print("flowtui: no runner is alive for this home; 'flowtui runner' will start the run",
               file=sys.stderr)
     else:
         actions.wake(daemon[1])
     return EXIT_OK
+
+
+def _trigger_last_good(store: Store, args: argparse.Namespace, conf: dict):
+    """A DAG whose file broke after the store saw it: queue a run for the runner's last good
+    definition (the runner fills in its tasks)."""
+    from flowtui.runner.runs import RunError, parse_date
+
+    row = store.conn.execute("SELECT timezone FROM dags WHERE dag_id = ? AND is_active = 1",
+                             (args.dag_id,)).fetchone()
+    if row is None or actions.live_daemon(store) is None:
+        return None
+    logical = parse_date(args.date, row[0]) if args.date else float(int(time.time()))
+    from flowtui.runner.clock import iso
+
+    run_id = f"manual__{iso(logical, row[0])}"
+    try:
+        pk = store.create_run(dag_id=args.dag_id, run_id=run_id, run_type="manual",
+                              logical_date=logical, data_interval_start=logical,
+                              data_interval_end=logical, conf=conf, state="queued",
+                              runner_id=None, tasks=[], cause="operator")
+    except Exception as exc:
+        raise RunError(str(exc)) from None
+    print(f"flowtui: warning: {args.dag_id}'s file has errors ('flowtui dags check'); the "
+          "runner uses its last good definition", file=sys.stderr)
+    return store.get_run_by_pk(pk)
 
 
 def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:

@@ -180,6 +180,7 @@ class Daemon:
             return
         start_backfill_runs(self.engine, self.store, dag, now)  # pausing stops the schedule only
         if self._paused(dag_id):
+            self._explain_queued(dag_id, "DAG paused")
             return
         running = sum(1 for live in self.engine.runs.values()
                       if live.dag.dag_id == dag_id and live.backfill_id is None)
@@ -187,6 +188,15 @@ class Daemon:
         if free > 0:
             for run in self.store.queued_runs(dag_id, limit=free):
                 adopt_run(self.engine, dag, run, now)
+        self._explain_queued(dag_id, f"max_active_runs reached ({dag.max_active_runs}/"
+                                     f"{dag.max_active_runs} runs running)")
+
+    def _explain_queued(self, dag_id: str, reason: str) -> None:
+        """Say why the tasks of runs still queued are not running."""
+        self.engine._ops.append((
+            "UPDATE task_instances SET reason = ?, updated_at = ? WHERE state = 'none' AND "
+            "reason != ? AND run_pk IN (SELECT id FROM dag_runs WHERE dag_id = ? AND "
+            "state = 'queued' AND backfill_id IS NULL)", (reason, time.time(), reason, dag_id)))
 
     # -- adoption and operator requests ----------------------------------------------------
     def _adopt_orphans(self, now: float) -> None:
@@ -200,6 +210,7 @@ class Daemon:
                 adopt_run(self.engine, dag, run, now)
 
     def _on_wake(self, now: float) -> None:
+        self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
         for request in pending_requests(self.engine):
             run_pk = request[3]
             live = self.engine.runs.get(run_pk)
@@ -223,13 +234,13 @@ class Daemon:
     def _on_run_finished(self, live: LiveRun) -> None:
         now = time.time()
         dag = self.dags.get(live.dag.dag_id, live.dag)
+        self.engine._flush()  # the run's end must be in the store before runs are counted
         if live.state.value == "failed" and dag.circuit_breaker:
             limit = int(dag.circuit_breaker.get("consecutive_failures", 0) or 0)
             if limit and self.store.consecutive_failures(dag.dag_id) >= limit:
                 self.store.pause_dag(dag.dag_id, f"circuit breaker: {limit} failed runs in a row",
                                      user="runner")
         if live.backfill_id is not None:
-            self.engine._flush()  # the run's end must be in the store before counting what is left
             finish_if_done(self.store, live.backfill_id)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._start_queued(d, at))
 

@@ -27,14 +27,17 @@ def draw_layers(dag: DagSpec) -> str:
 def next_fire_times(dag: DagSpec, now: float, count: int) -> list[str]:
     """The next ``count`` times a scheduled run is created, in the DAG's timezone and UTC,
     with a note on wall times that DST skips or repeats."""
-    from flowtui.runner.schedule import fire_times_local
+    from flowtui.runner.schedule import fire_times, fire_times_local
 
     if not dag.schedule:
         return []
     tz = ZoneInfo(dag.timezone)
     out = []
-    for instant, note in fire_times_local(dag.schedule, dag.timezone,
-                                          max(now, dag.start_date or now), count):
+    after = now
+    if dag.start_date is not None and dag.start_date > now:
+        # The first run is created when the first interval (from start_date) ends.
+        after = next(fire_times(dag.schedule, dag.timezone, dag.start_date - 1e-6))
+    for instant, note in fire_times_local(dag.schedule, dag.timezone, after, count):
         local = dt.datetime.fromtimestamp(instant, tz)
         utc = dt.datetime.fromtimestamp(instant, dt.timezone.utc)
         line = f"{local.isoformat()}  ({utc.strftime('%Y-%m-%d %H:%M')} UTC)"

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from flowtui.runner import executor, protocol, sql
-from flowtui.runner.clock import local_hms
+from flowtui.runner.clock import iso
 from flowtui.runner.templating import render
 from flowtui.store import TaskState, check_transition
 
@@ -29,7 +29,8 @@ class LaunchMixin:
         opens = window_opens(task.spec.window or "", task.run.dag.timezone, now)
         if opens is None:
             return False
-        reason = f"outside its window {task.spec.window} (opens at {local_hms(opens)[:5]})"
+        opens_local = (iso(opens, task.run.dag.timezone) or "")[11:16]
+        reason = f"outside its window {task.spec.window} (opens at {opens_local})"
         if task.state != S.SCHEDULED:
             self._set_state(task, S.SCHEDULED, "scheduler", reason, now)
         else:

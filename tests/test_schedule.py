@@ -6,20 +6,25 @@ does not exist) and fall back on 2026-10-25 (03:00 CEST -> 02:00 CET, so 02:30 h
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from conftest import flowtui, write
-
 from flowtui.runner.loader import load_yaml_text
 from flowtui.runner.model import DagSpec
-from flowtui.runner.schedule import (fire_times, fire_times_local, intervals_between,
-                                     latest_interval, next_interval_end)
+from flowtui.runner.schedule import (
+    fire_times,
+    fire_times_local,
+    intervals_between,
+    latest_interval,
+    next_interval_end,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SPRING = dt.date(2026, 3, 29)
 AUTUMN = dt.date(2026, 10, 25)
 
@@ -79,7 +84,7 @@ def test_daily_0230_fires_once_per_calendar_day_across_spring_forward() -> None:
 def test_daily_0230_fires_once_on_the_day_0230_repeats() -> None:
     fires = first_fires("30 2 * * *", at(2026, 10, 22), at(2026, 10, 28))
     days = [local(f).date() for f in fires]
-    assert days == [dt.date(2026, 10, d) for d in range(22, 29)]
+    assert days == [dt.date(2026, 10, d) for d in range(22, 28)]
     assert len(set(fires)) == len(fires)
     repeated = fires[days.index(AUTUMN)]
     # Its first occurrence (CEST, 00:30 UTC), not the second one an hour later.
@@ -94,14 +99,16 @@ def test_daily_intervals_across_both_changes_are_contiguous_days() -> None:
     spring = intervals_between(d, None, at(2026, 3, 31, 12))
     assert [local(i.start).date() for i in spring] == [dt.date(2026, 3, n) for n in (27, 28, 29, 30)]
     assert [local(i.end).date() for i in spring] == [dt.date(2026, 3, n) for n in (28, 29, 30, 31)]
-    # The interval that ends on the gap day is 23 hours long; the next one starts at 03:30.
+    # 03-28 02:30 CET -> 03-29 03:30 CEST is 24 real hours (01:30 UTC both); the interval that
+    # starts at the shifted 03:30 CEST and ends 03-30 02:30 CEST is 23 hours.
     lengths = [(i.end - i.start) / 3600 for i in spring]
-    assert lengths == [24, 24, 24, 23]  # 27->28, 28->29 03:30 CEST (=01:30 UTC), 29 03:30->30 02:30
+    assert lengths == [24, 24, 23, 24]
+    assert local(spring[2].start).isoformat() == "2026-03-29T03:30:00+02:00"
     autumn = intervals_between(d, at(2026, 10, 23, 2, 30), at(2026, 10, 27, 12))
     assert [local(i.start).date() for i in autumn] == [dt.date(2026, 10, n) for n in (24, 25, 26)]
     assert [(i.end - i.start) / 3600 for i in autumn] == [24, 25, 24]
     for intervals in (spring, autumn):
-        assert all(a.end == b.start for a, b in zip(intervals, intervals[1:]))
+        assert all(a.end == b.start for a, b in itertools.pairwise(intervals))
 
 
 # -- hourly across both changes --------------------------------------------------------------
@@ -124,7 +131,7 @@ def test_hourly_intervals_are_contiguous_across_both_changes() -> None:
     for day in (SPRING, AUTUMN):
         intervals = _hourly_intervals_on(day)
         assert len(intervals) > 24
-        for a, b in zip(intervals, intervals[1:]):
+        for a, b in itertools.pairwise(intervals):
             assert a.end == b.start, (day, local(a.end), local(b.start))
         assert all(i.end > i.start for i in intervals)
         starts = [i.start for i in intervals]
@@ -144,7 +151,7 @@ def test_catchup_from_start_date_yields_every_interval_once() -> None:
     assert len(intervals) == 30
     assert local(intervals[0].start).isoformat() == "2026-03-01T02:30:00+01:00"
     assert local(intervals[-1].end).isoformat() == "2026-03-31T02:30:00+02:00"
-    assert all(a.end == b.start for a, b in zip(intervals, intervals[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(intervals))
     # An interval ending exactly now is complete; a start_date on a fire time is its first start.
     d_on = dag("0 * * * *", start_date="2026-03-01T05:00:00+01:00")
     hourly = intervals_between(d_on, None, at(2026, 3, 1, 10))
@@ -207,8 +214,8 @@ def test_next_interval_end() -> None:
     # After the run for 03-27: due at the end of the gap, 03:30 CEST.
     assert local(next_interval_end(d, at(2026, 3, 27, 2, 30), at(2026, 3, 28, 3))).isoformat() \
         == "2026-03-29T03:30:00+02:00"
-    # Autumn: due at the first occurrence of the repeated 02:30.
-    assert next_interval_end(d, at(2026, 10, 24, 2, 30), at(2026, 10, 25)) \
+    # Autumn: after the run for 10-23, due at the first occurrence of the repeated 02:30.
+    assert next_interval_end(d, at(2026, 10, 23, 2, 30), at(2026, 10, 24, 12)) \
         == at(2026, 10, 25, 2, 30, fold=0)
     manual = DagSpec(dag_id="m", fileloc="/m.yaml", tasks={}, schedule=None)
     assert next_interval_end(manual, None, at(2026, 3, 27)) is None
@@ -238,7 +245,7 @@ def test_fire_times_local_notes_flag_skipped_and_repeated_wall_times() -> None:
     notes = [n for _, n in spring]
     assert notes[0] == "" and notes[2] == ""
     assert "skips" in notes[1]
-    autumn = fire_times_local("30 2 * * *", "Europe/Berlin", at(2026, 10, 24, 12), 3)
+    autumn = fire_times_local("30 2 * * *", "Europe/Berlin", at(2026, 10, 23, 12), 3)
     assert [t for t, _ in autumn][1] == at(2026, 10, 25, 2, 30, fold=0)
     assert [bool(n) for _, n in autumn] == [False, True, False]
     assert "repeats" in autumn[1][1]
