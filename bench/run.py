@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import write_section
+
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,16 +250,16 @@ def main() -> int:
     if args.write:
         machine = (f"{platform.node()}: {platform.system()} {platform.release()}, "
                    f"{os.cpu_count()} cores, Python {platform.python_version()}")
-        text = (f"# Benchmarks\n\nMeasured {dt.date.today().isoformat()} on {machine}.\n\n"
+        text = (f"Measured {dt.date.today().isoformat()} on {machine}.\n\n"
                 f"Command: `python -m bench.run --repeat {args.repeat}` (medians of "
                 f"{args.repeat} rounds; ratios are taken per round against the floor measured "
                 "in that round).\n\nThe floor launches the same `sh -c true` processes from a "
                 "bare Python loop with `os.posix_spawn` and `waitpid` (chain) or `os.wait` "
-                "(8-wide pool), writing nothing. flowtui's figures are the whole `flowtui run` "
-                "command as a user types it: interpreter start, loading the pipeline, "
-                "every state, try and event committed to SQLite (WAL), a log file per try.\n\n"
-                + table + "\n" + NOTES)
-        Path(args.write).write_text(text)
+                "(4- or 8-wide pool), writing nothing. flowtui's figures are the whole command "
+                "as a user types it (`flowtui run`, `flowtui backfill --wait`): interpreter "
+                "start, loading the pipeline, every state, try and event committed to SQLite "
+                "(WAL), a log file and an exit-status file per try.\n\n" + table + "\n" + NOTES)
+        write_section(args.write, "Engine and loading", text)
     return 0
 
 

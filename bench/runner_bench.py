@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import write_section
+
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -206,14 +208,17 @@ def main() -> int:
     if args.write:
         machine = (f"{platform.node()}: {platform.system()} {platform.release()}, "
                    f"{os.cpu_count()} cores, Python {platform.python_version()}")
-        Path(args.write).write_text(
-            f"## Runner daemon\n\nMeasured {dt.date.today().isoformat()} on {machine}.\n\n"
+        write_section(args.write, "Runner daemon", (
+            f"Measured {dt.date.today().isoformat()} on {machine}.\n\n"
             f"Command: `python -m bench.runner_bench --idle-seconds {args.idle_seconds:g}`.\n\n"
             "A real `flowtui runner` process on a fresh home; CPU from /proc (user + system "
-            "time over wall time), heartbeat ages from the store. Recovery is timed from the "
-            "restart of a `kill -9`ed daemon to the moment every orphaned running try is "
-            "recorded as adopted; a dead runner on the same host is recognised at once from its "
-            "pid and start time, so no staleness wait applies.\n\n" + table + "\n")
+            "time over wall time), heartbeat ages from the store. Retry latency runs from the "
+            "moment the `flowtui retry` command commits its request to the start of the new "
+            "try. Recovery is timed from the restart of a `kill -9`ed daemon to the moment "
+            "every orphaned running try is recorded as adopted; a dead runner on the same host "
+            "is recognised at once from its pid and start time, so no staleness wait applies "
+            "(a runner on another host would be declared dead after 15 s without a "
+            "heartbeat).\n\n" + table + "\n"))
     return 0
 
 
