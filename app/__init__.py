@@ -1,0 +1,1 @@
+"""flowtui's terminal UI (Textual). Import ``make_app`` from ``flowtui.app.app``."""

@@ -29,15 +29,27 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _ui_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                        help="open the database read-only and hide every action")
+    parser.add_argument("--no-runner", action="store_true", default=argparse.SUPPRESS,
+                        help="do not start a runner when none is alive")
+    parser.add_argument("--theme", choices=["dark", "light", "high-contrast"],
+                        default=argparse.SUPPRESS, help="colour theme (default dark)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="flowtui", parents=[common],
                      description="A single-host DAG runner and a terminal UI for it.")
     parser.add_argument("--version", action="version", version=f"flowtui {__version__}")
+    _ui_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    _ui_options(add("ui", "open the terminal UI (the default command)"))
 
     p = add("run", "execute one manual run now, in the foreground; exit 0 iff it succeeded")
     p.add_argument("dag_id", metavar="DAG")
@@ -147,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return EXIT_OK
+            args.command = "ui"
         from flowtui import commands
 
         return int(commands.dispatch(args))

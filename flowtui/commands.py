@@ -31,6 +31,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from flowtui.commands_ops import cmd_pause
 
         return cmd_pause(args, config, args.dags_command == "pause")
+    if command == "ui":
+        from flowtui.commands_ui import cmd_ui
+
+        return cmd_ui(args, config)
     if command == "backfill":
         from flowtui.commands_backfill import cmd_backfill
 

@@ -28,25 +28,13 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
 
     result = _load(config)
     dag = _dag(result, args.target[0], config)
-    first = bf.parse_day(args.start, dag.timezone, "--start")
-    last = bf.parse_day(args.end, dag.timezone, "--end")
-    intervals = bf.intervals_in_range(dag, first, last)
-    if len(intervals) > bf.MAX_WITHOUT_YES and not args.yes:
-        raise UsageError(f"that range holds {len(intervals)} runs (more than "
-                         f"{bf.MAX_WITHOUT_YES:,}); narrow it or pass --yes")
     if args.pool and config.pool_size(args.pool) is None:
         raise UsageError(f"pool {args.pool!r} is not defined; add it under [pools] in "
                          "flowtui.toml")
     store = Store.open(config.db_path)
     sync(store, result)
-    other = bf.overlapping(store, dag.dag_id, intervals)
-    if other is not None and args.reprocess is None:
-        raise UsageError(f"these dates overlap backfill {other.id} ({other.state}); say what to do "
-                         "with dates that have runs: --reprocess none|failed|completed")
-    reprocess = args.reprocess or "none"
-    plan = bf.plan_backfill(store, dag, intervals, reprocess)
-    if args.order == "newest-first":
-        plan.create.reverse()
+    plan, reprocess = bf.prepare(store, dag, args.start, args.end, reprocess=args.reprocess,
+                                 order=args.order, allow_many=args.yes)
     if args.dry_run:
         return _print_plan(dag.dag_id, dag.timezone, plan, args.json)
     if not plan.create:

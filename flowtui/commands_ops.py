@@ -9,7 +9,7 @@ from flowtui.cli import EXIT_OK, UsageError
 from flowtui.render import local_time
 from flowtui.runner import actions
 from flowtui.runner.config import Config
-from flowtui.store import Store, current_user
+from flowtui.store import Store
 
 
 def cmd_runner(args: argparse.Namespace, config: Config) -> int:
@@ -30,7 +30,7 @@ def _store(config: Config) -> Store:
 
 def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     from flowtui.commands import _dag, _load, _parse_conf, sync
-    from flowtui.runner.runs import create_manual_run, parse_date
+    from flowtui.runner.runs import parse_date
 
     result = _load(config)
     conf = _parse_conf(args.conf)
@@ -44,21 +44,17 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
             raise
     else:
         logical = parse_date(args.date, dag.timezone) if args.date else None
-        run = create_manual_run(store, dag, logical_date=logical, conf=conf, state="queued")
-    daemon = actions.live_daemon(store)
-    paused = store.conn.execute("SELECT paused FROM dags WHERE dag_id = ?",
-                                (run.dag_id,)).fetchone()
-    reason = ("DAG paused" if paused and paused[0] else
-              "" if daemon else "no live runner: start 'flowtui runner' for this home")
+        run = actions.trigger(store, dag, logical_date=logical, conf=conf)
+        print(run.run_id)
+        if actions.live_daemon(store) is None:
+            print("flowtui: no runner is alive for this home; 'flowtui runner' will start the "
+                  "run", file=sys.stderr)
+        return EXIT_OK
     with store.transaction() as conn:
         store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf})
-        if reason:
-            conn.execute("UPDATE task_instances SET reason = ? WHERE run_pk = ?", (reason, run.pk))
     print(run.run_id)
-    if daemon is None:
-        print("flowtui: no runner is alive for this home; 'flowtui runner' will start the run",
-              file=sys.stderr)
-    else:
+    daemon = actions.live_daemon(store)
+    if daemon is not None:
         actions.wake(daemon[1])
     return EXIT_OK
 
@@ -106,11 +102,8 @@ def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
             print(f"  scheduled  logical date {local_time(interval.start)}  "
                   f"interval ends {local_time(interval.end)}")
         return EXIT_OK
-    store.set_paused(dag.dag_id, paused, None, current_user())
+    actions.set_paused(store, dag.dag_id, paused)
     print(f"{dag.dag_id} {'paused' if paused else 'unpaused'}")
-    daemon = actions.live_daemon(store)
-    if daemon is not None:
-        actions.wake(daemon[1])
     return EXIT_OK
 
 

@@ -243,3 +243,34 @@ def request_cancel(store: Store, run: Run, owner: tuple[int, int]) -> None:
         conn.execute("INSERT INTO requests (at, user, action, run_pk) VALUES (?, ?, 'cancel_run', ?)",
                      (time.time(), current_user(), run.pk))
     wake(owner[1])
+
+
+def trigger(store: Store, dag: DagSpec, *, logical_date: float | None, conf: dict,
+            user: str | None = None) -> Run:
+    """Queue a manual run for the runner (audited) and wake the daemon; the CLI and TUI's
+    trigger. Its tasks say why they wait when the DAG is paused or no runner lives."""
+    from flowtui.runner.runs import create_manual_run
+
+    run = create_manual_run(store, dag, logical_date=logical_date, conf=conf, state="queued")
+    daemon = live_daemon(store)
+    paused = store.conn.execute("SELECT paused FROM dags WHERE dag_id = ?",
+                                (run.dag_id,)).fetchone()
+    reason = ("DAG paused" if paused and paused[0] else
+              "" if daemon else "no live runner: start 'flowtui runner' for this home")
+    with store.transaction() as conn:
+        store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf},
+                    user=user)
+        if reason:
+            conn.execute("UPDATE task_instances SET reason = ? WHERE run_pk = ?", (reason, run.pk))
+    if daemon is not None:
+        wake(daemon[1])
+    return run
+
+
+def set_paused(store: Store, dag_id: str, paused: bool, user: str | None = None) -> None:
+    """Pause or unpause a DAG (audited) and let the daemon know at once."""
+    if not store.set_paused(dag_id, paused, None, user or current_user()):
+        raise ActionError(f"DAG {dag_id!r} is not known to the store yet")
+    daemon = live_daemon(store)
+    if daemon is not None:
+        wake(daemon[1])

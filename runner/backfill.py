@@ -215,6 +215,26 @@ def to_json(store: Store, backfill: Backfill) -> dict:
             "created_at": iso(backfill.created_at)}
 
 
+def prepare(store: Store, dag: DagSpec, start: str, end: str, *, reprocess: str | None,
+            order: str, allow_many: bool = False) -> tuple[Plan, str]:
+    """Validate a backfill request and plan it: what the CLI and the TUI's dialog preview."""
+    first = parse_day(start, dag.timezone, "--start")
+    last = parse_day(end, dag.timezone, "--end")
+    intervals = intervals_in_range(dag, first, last)
+    if len(intervals) > MAX_WITHOUT_YES and not allow_many:
+        raise BackfillError(f"that range holds {len(intervals)} runs (more than "
+                            f"{MAX_WITHOUT_YES:,}); narrow it or pass --yes")
+    other = overlapping(store, dag.dag_id, intervals)
+    if other is not None and reprocess is None:
+        raise BackfillError(f"these dates overlap backfill {other.id} ({other.state}); say what "
+                            "to do with dates that have runs: --reprocess none|failed|completed")
+    chosen = reprocess or "none"
+    plan = plan_backfill(store, dag, intervals, chosen)
+    if order == "newest-first":
+        plan.create.reverse()
+    return plan, chosen
+
+
 def start_backfill_runs(engine, store: Store, dag: DagSpec, now: float) -> None:
     """Start queued runs of the DAG's active backfills, at most ``parallelism`` each."""
     from flowtui.runner.actions import live_owner

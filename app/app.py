@@ -1,0 +1,134 @@
+"""The flowtui Textual app: modes for the top-level screens, live refresh, themes."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from flowtui.app.data import Data
+from flowtui.app.lists import (
+    AlertsScreen, DagsScreen, ImportErrorsScreen, NowScreen, RunnerScreen, RunsScreen, SlaScreen,
+)
+from flowtui.app.operations import Operations
+from flowtui.runner.config import Config
+from flowtui.themes import CSS_PATH, THEMES
+
+REFRESH_SECONDS = 1.0
+MODE_NAMES = ("now", "dags", "runs", "alerts", "sla", "runner")
+
+
+class FlowtuiApp(App[None]):
+    CSS_PATH = str(CSS_PATH)
+    TITLE = "flowtui"
+    MODES = {"now": NowScreen, "dags": DagsScreen, "runs": RunsScreen, "alerts": AlertsScreen,
+             "sla": SlaScreen, "runner": RunnerScreen}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, config: Config, *, read_only: bool = False, theme: str = "dark",
+                 start_mode: str = "now", refresh_seconds: float = REFRESH_SECONDS) -> None:
+        super().__init__()
+        self.config = config
+        self.read_only = read_only
+        self.ops = Operations(config)
+        self.start_mode = start_mode
+        self.refresh_seconds = refresh_seconds
+        self._local = threading.local()
+        self._last_change: tuple[int, float] | None = None
+        self.first_paint_at: float | None = None
+        for item in THEMES.values():
+            self.register_theme(item)
+        self.theme = THEMES.get(theme, THEMES["dark"]).name
+
+    # -- data ------------------------------------------------------------------------------
+    def thread_data(self) -> Data:
+        data = getattr(self._local, "data", None)
+        if data is None:
+            data = self._local.data = Data(self.config, self.read_only)
+        return data
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.start_mode)
+        self.set_timer(self.refresh_seconds, self._poll)
+
+    def _poll(self) -> None:
+        self.run_worker(self._check_changes, thread=True, exclusive=True, group="poll",
+                        exit_on_error=False)
+
+    def _check_changes(self) -> None:
+        try:
+            change = self.thread_data().changes()
+        finally:
+            self.call_from_thread(self.set_timer, self.refresh_seconds, self._poll)
+        if change != self._last_change:
+            self._last_change = change
+            self.call_from_thread(self._refresh_visible)
+
+    def _refresh_visible(self) -> None:
+        screen = self.screen
+        if hasattr(screen, "reload") and not isinstance(screen, _Modal):
+            screen.reload()
+
+    def painted(self, screen: Screen) -> None:
+        if self.first_paint_at is None:
+            self.first_paint_at = time.perf_counter()
+
+    # -- navigation ------------------------------------------------------------------------
+    def action_mode(self, name: str) -> None:
+        self.switch_mode(name)
+
+    def action_help(self) -> None:
+        from flowtui.app.help import LOG_KEYS, HelpScreen
+        from flowtui.app.log_screen import LogScreen
+
+        screen = self.screen
+        seen: dict[str, str] = {}
+        for key, binding in screen._bindings:  # type: ignore[attr-defined]
+            for b in binding if isinstance(binding, list) else [binding]:
+                if b.description and b.action not in ("app.help",):
+                    seen.setdefault(b.key_display or _key_name(key), b.description)
+        lines = [(k, v) for k, v in seen.items()]
+        lines.append(("0-5", "Now, DAGs, runs, alerts, SLA, runner"))
+        if isinstance(screen, LogScreen):
+            lines.append(("log", LOG_KEYS))
+        self.push_screen(HelpScreen(lines, getattr(screen, "TITLE", "") or "flowtui"))
+
+    def action_import_errors(self) -> None:
+        self.push_screen(ImportErrorsScreen())
+
+    def get_system_commands(self, screen: Screen) -> Any:
+        yield from super().get_system_commands(screen)
+        for index, name in enumerate(MODE_NAMES):
+            yield SystemCommand(f"Go to {name} ({index})", f"Open the {name} screen",
+                                lambda n=name: self.switch_mode(n))
+        yield SystemCommand("Import errors", "Files that do not load, and why",
+                            self.action_import_errors)
+        for key, binding in screen._bindings:  # type: ignore[attr-defined]
+            for b in binding if isinstance(binding, list) else [binding]:
+                if b.description and not b.action.startswith("app.") and (
+                        not self.read_only or b.action not in _MUTATING):
+                    yield SystemCommand(f"{b.description} ({b.key_display or _key_name(key)})",
+                                        f"{b.description} on this screen",
+                                        lambda a=b.action, s=screen: s.run_action(a))
+        for name in THEMES:
+            yield SystemCommand(f"Theme: {name}", "Switch the colour theme",
+                                lambda n=name: setattr(self, "theme", THEMES[n].name))
+
+
+_MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause"}
+
+
+def _key_name(key: str) -> str:
+    return {"question_mark": "?", "slash": "/", "colon": ":", "left_square_bracket": "[",
+            "right_square_bracket": "]", "space": "space", "escape": "esc"}.get(key, key)
+
+
+class _Modal:  # placeholder type: modal screens have no reload
+    pass
+
+
+def make_app(config: Config, **options: Any) -> FlowtuiApp:
+    """The one factory for the CLI and the tests."""
+    return FlowtuiApp(config, **options)

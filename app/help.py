@@ -1,0 +1,31 @@
+"""``?``: every key of the screen below, with what it does."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+LOG_KEYS = "F follow · e first error · / search · n/N next/previous match · [ ] tries · w wrap"
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help-close")]
+
+    def __init__(self, bindings: list[tuple[str, str]], title: str) -> None:
+        super().__init__()
+        self.bindings_list = bindings
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        width = max((len(k) for k, _ in self.bindings_list), default=4) + 2
+        lines = [f"{key:<{width}} {text}" for key, text in self.bindings_list]
+        with Vertical(classes="dialog"):
+            yield Label(f"Keys: {self.title_text}", classes="title")
+            yield Static("\n".join(lines))
+            yield Static("\nctrl+p or : opens the command palette (every action); "
+                         "ctrl+q quits.", classes="hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

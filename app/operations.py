@@ -1,0 +1,123 @@
+"""What the TUI's keys do: the same runner and store functions as the CLI commands."""
+from __future__ import annotations
+
+from typing import Any
+
+from flowtui.runner import actions
+from flowtui.runner import backfill as bf
+from flowtui.runner.config import Config
+from flowtui.runner.loader import load_folder, pipeline_files
+from flowtui.runner.model import DagSpec
+from flowtui.store import Store
+
+
+class Operations:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._dags: dict[str, DagSpec] = {}
+        self._snapshot: tuple = ()
+
+    def dags(self) -> dict[str, DagSpec]:
+        """The pipelines folder, re-read when a file changed."""
+        files = pipeline_files(self.config.pipelines) if self.config.pipelines.is_dir() else []
+        snapshot = tuple((str(p), p.stat().st_mtime_ns) for p in files)
+        if snapshot != self._snapshot:
+            self._dags = load_folder(self.config.pipelines).dags
+            self._snapshot = snapshot
+        return self._dags
+
+    def dag(self, dag_id: str) -> DagSpec:
+        dag = self.dags().get(dag_id)
+        if dag is None:
+            raise actions.ActionError(f"DAG {dag_id!r} is not loaded from "
+                                      f"{self.config.pipelines} (see import errors)")
+        return dag
+
+    def _store(self) -> Store:
+        return Store.open(self.config.db_path)
+
+    def plan(self, dag_id: str, run_pk: int, task_ids: list[str], options: dict) -> list[str]:
+        store = self._store()
+        try:
+            tis = {t.task_id: t for t in store.task_instances(run_pk)}
+            return actions.plan(self.dag(dag_id), tis, task_ids,
+                                downstream=options.get("downstream", False),
+                                upstream=options.get("upstream", False),
+                                failed_only=options.get("failed_only", False))
+        finally:
+            store.close()
+
+    def submit(self, dag_id: str, run_pk: int, action: str, task_ids: list[str],
+               options: dict | None = None) -> actions.Outcome:
+        store = self._store()
+        try:
+            run = store.get_run_by_pk(run_pk)
+            if run is None:
+                raise actions.ActionError("that run no longer exists")
+            return actions.submit(store, self.dag(dag_id), run, action, task_ids,
+                                  options=options or {})
+        finally:
+            store.close()
+
+    def trigger(self, dag_id: str, date: str | None, conf: dict[str, Any]) -> str:
+        from flowtui.runner.runs import parse_date
+
+        dag = self.dag(dag_id)
+        store = self._store()
+        try:
+            logical = parse_date(date, dag.timezone) if date else None
+            return actions.trigger(store, dag, logical_date=logical, conf=conf).run_id
+        finally:
+            store.close()
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        store = self._store()
+        try:
+            actions.set_paused(store, dag_id, paused)
+        finally:
+            store.close()
+
+    def backfill_plan(self, dag_id: str, values: dict) -> tuple[list[str], str | None]:
+        from flowtui.runner.clock import iso
+
+        try:
+            dag = self.dag(dag_id)
+            int(values["parallelism"])
+            store = self._store()
+            try:
+                plan, _ = bf.prepare(store, dag, values["start"], values["end"],
+                                     reprocess=values["reprocess"], order=values["order"])
+            finally:
+                store.close()
+        except (bf.BackfillError, actions.ActionError) as exc:
+            return [], str(exc)
+        except ValueError:
+            return [], "parallelism must be a whole number"
+        if not plan.create:
+            return [f"nothing to run: {len(plan.skip)} date(s) skipped"], "nothing to backfill"
+        lines = [f"creates {len(plan.create)} run(s), skips {len(plan.skip)}:"]
+        lines += [f"  run   {(iso(i.start, dag.timezone) or '')[:16]}" for i in plan.create[:8]]
+        if len(plan.create) > 8:
+            lines.append(f"  ... and {len(plan.create) - 8} more")
+        lines += [f"  skip  {(iso(i.start, dag.timezone) or '')[:16]}  {why}"
+                  for i, why in plan.skip[:4]]
+        return lines, None
+
+    def backfill_start(self, dag_id: str, values: dict) -> int:
+        dag = self.dag(dag_id)
+        store = self._store()
+        try:
+            plan, reprocess = bf.prepare(store, dag, values["start"], values["end"],
+                                         reprocess=values["reprocess"], order=values["order"])
+            backfill_id = bf.create_backfill(store, dag, plan,
+                                             parallelism=int(values["parallelism"]),
+                                             order=values["order"], reprocess=reprocess,
+                                             pool=None)
+            daemon = actions.live_daemon(store)
+            if daemon is not None:
+                actions.wake(daemon[1])
+            return backfill_id
+        finally:
+            store.close()
+
+

@@ -1,0 +1,39 @@
+"""Helpers for driving the real app headless against a real store."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+
+async def until(pilot: Any, check: Callable[[], Any], timeout: float = 10.0,
+                what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def screen_text(app: Any) -> str:
+    """Everything on screen as plain text."""
+    from textual.widgets import DataTable, RichLog, Static
+
+    parts = []
+    for widget in app.screen.query("*"):
+        if isinstance(widget, Static):
+            parts.append(str(widget.render()))
+        elif isinstance(widget, DataTable):
+            for row_key in widget.rows:
+                parts.append(" ".join(str(c) for c in widget.get_row(row_key)))
+            parts.extend(str(c.label) for c in widget.columns.values())
+        elif isinstance(widget, RichLog):
+            parts.extend(line.text for line in widget.lines)
+    return "\n".join(parts)
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)

@@ -1,0 +1,224 @@
+"""The TUI driven headless (App.run_test + Pilot) against a real store with real runs."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from app_support import run_async, screen_text, until
+from conftest import write
+from helpers import run_dag
+
+from flowtui.app.app import make_app
+from flowtui.runner.config import load_config
+
+PIPE = """
+dag_id: shop
+schedule: "@daily"
+start_date: 2026-01-01
+tasks:
+  extract:
+    command: 'echo "calling API"; printf "\\033]0;pwned\\007 title\\n"; echo "Error 503" >&2; exit 1'
+  load: {command: 'echo load', deps: [extract]}
+  report: {command: 'echo report', deps: [load]}
+"""
+GOOD = """
+dag_id: fine
+tasks:
+  a: {command: 'echo ok'}
+  b: {command: 'echo ok', deps: [a]}
+"""
+
+
+@pytest.fixture
+def world(home: Path, pipelines: Path) -> tuple[Path, Path]:
+    write(pipelines, "shop.yaml", PIPE)
+    write(pipelines, "fine.yaml", GOOD)
+    run_dag(home, pipelines, "fine")
+    run_dag(home, pipelines, "shop")
+    write(pipelines, "broken.yaml", "dag_id: broken\ntasks: [\n")
+    from flowtui.commands import sync
+    from flowtui.runner.loader import load_folder
+    from flowtui.store import Store
+
+    sync(Store.open(home / "flowtui.db"), load_folder(pipelines))
+    return home, pipelines
+
+
+def app_for(world: tuple[Path, Path], **options):
+    home, pipelines = world
+    return make_app(load_config(home, pipelines), refresh_seconds=0.2, **options)
+
+
+def query(home: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    rows = conn.execute(sql).fetchall()
+    conn.close()
+    return rows
+
+
+def test_triage_failed_task_log_in_one_key(world) -> None:
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: "extract" in screen_text(app), what="the Now screen")
+            text = screen_text(app)
+            assert "failed" in text and "upstream_failed" in text and "shop" in text
+            await pilot.press("l")
+            await until(pilot, lambda: "Error 503" in screen_text(app), what="the log")
+            shown = screen_text(app)
+            assert "^[]0;pwned^G title" in shown  # escape codes as visible text
+            assert "\x1b" not in shown
+
+    run_async(go())
+
+
+def test_every_screen_opens(world) -> None:
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(120, 40)) as pilot:
+            expectations = {"1": "fine", "2": "manual", "3": "open alert", "4": "SLA",
+                            "5": "pools", "0": "extract"}
+            for key, word in expectations.items():
+                await pilot.press(key)
+                await until(pilot, lambda w=word: w in screen_text(app), what=f"screen {key}")
+            await pilot.press("1")
+            await until(pilot, lambda: "import error" in screen_text(app), what="DAGs")
+            await pilot.press("i")
+            await until(pilot, lambda: "broken.yaml" in screen_text(app), what="import errors")
+            await pilot.press("escape")
+            # DAG grid -> graph -> chart -> gantt -> task detail
+            await pilot.press("enter")
+            await until(pilot, lambda: "view: grid" in screen_text(app), what="the grid")
+            for key, word in (("g", "critical path"), ("D", "Recent run durations"),
+                              ("G", "where the time went")):
+                await pilot.press(key)
+                await until(pilot, lambda w=word: w in screen_text(app), what=key)
+            await pilot.press("G")
+            await until(pilot, lambda: "view: grid" in screen_text(app), what="back to grid")
+            await pilot.press("enter")
+            await until(pilot, lambda: "why not running" in screen_text(app) or
+                        "finished successfully" in screen_text(app), what="task detail")
+            await pilot.press("question_mark")
+            await until(pilot, lambda: "Keys:" in screen_text(app), what="help")
+            assert "Clear" in screen_text(app) and "Logs" in screen_text(app)
+
+    run_async(go())
+
+
+def test_clear_from_the_grid_resets_the_task_and_downstream(world) -> None:
+    home, _ = world
+
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("1")
+            await until(pilot, lambda: "shop" in screen_text(app), what="DAGs")
+            table = app.screen.query_one("#table")
+            table.move_cursor(row=[str(k.value) for k in table.rows].index("shop"))
+            await pilot.press("enter")
+            await until(pilot, lambda: "view: grid" in screen_text(app), what="grid")
+            await pilot.press("c")
+            await until(pilot, lambda: "go back to none" in screen_text(app), what="dialog")
+            text = screen_text(app)
+            assert "extract" in text and "load" in text and "report" in text
+            await pilot.press("y")
+            await until(pilot, lambda: query(home, "SELECT state FROM task_instances "
+                                                   "WHERE task_id = 'extract' AND dag_id = "
+                                                   "'shop'")[0][0] == "none", what="the clear")
+
+    run_async(go())
+    states = dict(query(home, "SELECT task_id, state FROM task_instances WHERE dag_id = 'shop'"))
+    assert states == {"extract": "none", "load": "none", "report": "none"}
+    audit = query(home, "SELECT action, task_id, user FROM audit_log")
+    assert audit and audit[-1][0] == "clear" and audit[-1][1] == "extract,load,report"
+
+
+def test_mark_and_trigger_and_pause_from_the_keyboard(world) -> None:
+    home, _ = world
+
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: "extract" in screen_text(app), what="Now")
+            await pilot.press("m")
+            await until(pilot, lambda: "Set them to" in screen_text(app), what="mark dialog")
+            await pilot.press("s")
+            await until(pilot, lambda: query(home, "SELECT state FROM task_instances WHERE "
+                                                   "task_id = 'extract'")[0][0] == "success",
+                        what="the mark")
+            await pilot.press("1")
+            await until(pilot, lambda: "fine" in screen_text(app), what="DAGs")
+            table = app.screen.query_one("#table")
+            table.move_cursor(row=[str(k.value) for k in table.rows].index("fine"))
+            await pilot.press("t")
+            await until(pilot, lambda: "Trigger a run of fine" in screen_text(app), what="dialog")
+            conf = app.screen.query_one("#conf")
+            conf.value = "{not json"
+            await pilot.press("enter")
+            await until(pilot, lambda: "not valid JSON" in screen_text(app), what="JSON check")
+            conf.value = '{"source": "staging"}'
+            await pilot.click("#confirm")
+            await until(pilot, lambda: query(home, "SELECT count(*) FROM dag_runs WHERE dag_id = "
+                                                   "'fine' AND state = 'queued'")[0][0] == 1,
+                        what="the trigger")
+            await pilot.press("p")
+            await until(pilot, lambda: "Pause fine?" in screen_text(app), what="pause dialog")
+            await pilot.press("y")
+            await until(pilot, lambda: query(home, "SELECT paused FROM dags WHERE dag_id = "
+                                                   "'fine'")[0][0] == 1, what="the pause")
+
+    run_async(go())
+    actions = [a[0] for a in query(home, "SELECT action FROM audit_log ORDER BY id")]
+    assert actions == ["mark", "trigger", "pause"]
+    conf = query(home, "SELECT conf FROM dag_runs WHERE state = 'queued'")[0][0]
+    assert '"staging"' in conf
+
+
+def test_backfill_dialog_previews_before_it_starts(world) -> None:
+    home, _ = world
+
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("1")
+            await until(pilot, lambda: "shop" in screen_text(app), what="DAGs")
+            table = app.screen.query_one("#table")
+            table.move_cursor(row=[str(k.value) for k in table.rows].index("shop"))
+            await pilot.press("b")
+            await until(pilot, lambda: "Backfill shop" in screen_text(app), what="dialog")
+            app.screen.query_one("#start").value = "2026-03-01"
+            app.screen.query_one("#end").value = "2026-03-03"
+            app.screen.query_one("#parallelism").value = "2"
+            assert app.screen.query_one("#start-backfill").disabled
+            await pilot.click("#preview")
+            await until(pilot, lambda: "creates 3 run(s)" in screen_text(app), what="preview")
+            await pilot.click("#start-backfill")
+            await until(pilot, lambda: query(home, "SELECT count(*) FROM backfills")[0][0] == 1,
+                        what="the backfill")
+
+    run_async(go())
+    assert query(home, "SELECT parallelism, state FROM backfills") == [(2, "running")]
+    assert query(home, "SELECT count(*) FROM dag_runs WHERE run_type = 'backfill'")[0][0] == 3
+
+
+def test_read_only_hides_every_action(world) -> None:
+    home, _ = world
+
+    async def go() -> None:
+        app = app_for(world, read_only=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: "extract" in screen_text(app), what="Now")
+            assert "read-only" in screen_text(app)
+            await pilot.press("c")
+            await pilot.press("m")
+            await pilot.pause(0.3)
+            assert "go back to none" not in screen_text(app)
+            assert "Set them to" not in screen_text(app)
+            enabled = [a.binding.description for a in app.screen.active_bindings.values()
+                       if a.enabled]
+            assert "Logs" in enabled
+            assert not {"Clear", "Mark", "Retry now", "Kill"} & set(enabled)
+
+    run_async(go())
+    assert query(home, "SELECT count(*) FROM audit_log")[0][0] == 0
