@@ -22,6 +22,7 @@ def sync_table(table: DataTable, rows: list[tuple[str, tuple]]) -> None:
     added, removed or reordered (keeps the cursor and avoids flicker on live updates)."""
     keys = [key for key, _ in rows]
     current = [str(k.value) for k in table.rows]
+    _size_columns(table, rows)
     with table.app.batch_update():
         if current != keys:
             cursor = table.cursor_row
@@ -36,6 +37,24 @@ def sync_table(table: DataTable, rows: list[tuple[str, tuple]]) -> None:
             for column, old, new in zip(columns, table.get_row(key), cells):
                 if str(old) != str(new):
                     table.update_cell(key, column, new)
+
+
+def _size_columns(table: DataTable, rows: list[tuple[str, tuple]], cap: int = 70) -> None:
+    """Give each column the width of its widest cell now, instead of DataTable measuring new
+    rows later when idle (a frame drawn before that shows every column cut to its label)."""
+    from rich.cells import cell_len
+
+    for index, column in enumerate(table.ordered_columns):
+        widest = cell_len(column.label.plain)
+        for _, cells in rows:
+            if index < len(cells):
+                cell = cells[index]
+                widest = max(widest, cell_len(cell.plain if isinstance(cell, Text) else str(cell)))
+        width = min(widest, cap)
+        if column.auto_width or column.width != width:
+            column.auto_width = False
+            column.width = width
+            table.refresh()
 
 
 class TableScreen(FlowScreen):

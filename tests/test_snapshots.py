@@ -1,0 +1,165 @@
+"""Snapshot tests of every screen at 80x24 and 160x48, in the dark and high-contrast themes.
+
+The store is filled with fixed times and the clock is frozen, so a snapshot changes only when
+the layout does. Update after reading the diff: ``pytest tests/test_snapshots.py --snapshot-update``.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from app_support import screen_text, until
+from textual.widgets import DataTable
+
+from flowtui.app.app import make_app
+from flowtui.runner.config import load_config
+from flowtui.runner.loader import load_folder
+from flowtui.store import Store
+
+NOW = 1772366400.0  # 2026-03-01 12:00:00 UTC
+ROOT = Path("/tmp/flowtui-snapshots")
+PIPE = """
+dag_id: orders
+schedule: "0 6 * * *"
+start_date: 2026-01-01
+tasks:
+  extract_orders: {command: 'echo extract'}
+  extract_customers: {command: 'echo extract'}
+  transform: {command: 'echo t', deps: [extract_orders, extract_customers]}
+  load: {command: 'echo l', deps: [transform]}
+  notify_failure: {command: 'echo n', deps: [load], trigger_rule: one_failed}
+"""
+BROKEN = "dag_id: broken\ntasks:\n  a: {command: 'true', retires: 2}\n"
+
+
+def build_store(home: Path, pipelines: Path) -> None:
+    from flowtui.commands import sync
+
+    result = load_folder(pipelines)
+    store = Store.open(home / "flowtui.db")
+    sync(store, result)
+    dag = result.dags["orders"]
+    logs = home / "logs"
+    import datetime as dt
+
+    for day, outcome in ((25, "success"), (26, "success"), (27, "failed"), (28, "running")):
+        logical = dt.datetime(2026, 2, day, 6, tzinfo=dt.timezone.utc).timestamp()
+        start = logical + 86400  # created when its interval ends
+        run_id = f"scheduled__2026-02-{day:02d}T06:00:00+00:00"
+        tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
+                 for t in dag.tasks.values()]
+        pk = store.create_run(dag_id="orders", run_id=run_id, run_type="scheduled",
+                              logical_date=logical, data_interval_start=logical,
+                              data_interval_end=start, conf={}, state="running", runner_id=None,
+                              tasks=tasks)
+        timeline = {"extract_orders": (0, 40), "extract_customers": (0, 25),
+                    "transform": (40, 160), "load": (160, 200)}
+        with store.transaction() as conn:
+            for task_id, (a, b) in timeline.items():
+                state, code, reason = "success", 0, ""
+                if outcome == "failed" and task_id == "transform":
+                    state, code, reason = "failed", 1, "exited 1"
+                if outcome == "failed" and task_id == "load":
+                    conn.execute("UPDATE task_instances SET state = 'upstream_failed', reason = "
+                                 "'trigger rule all_success can no longer be met' WHERE run_pk = ? "
+                                 "AND task_id = 'load'", (pk,))
+                    continue
+                if outcome == "running" and task_id == "load":
+                    conn.execute("UPDATE task_instances SET reason = 'waiting for upstream "
+                                 "transform' WHERE run_pk = ? AND task_id = 'load'", (pk,))
+                    continue
+                end = start + b
+                if outcome == "running" and task_id == "transform":
+                    state, code, end = "running", None, None
+                log = logs / "orders" / run_id / task_id / "1.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(f"{task_id} starting\nrows=1500\n" + (
+                    "Traceback (most recent call last):\nValueError: bad row 17\n"
+                    if code == 1 else "done\n"))
+                conn.execute("UPDATE task_instances SET state = ?, try_number = 1, "
+                             "start_date = ?, end_date = ?, exit_code = ?, reason = ?, pid = ? "
+                             "WHERE run_pk = ? AND task_id = ?",
+                             (state, start + a, end, code, reason,
+                              4242 if state == "running" else None, pk, task_id))
+                conn.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, "
+                             "end_date, exit_code, reason, log_path, exit_path, progress, "
+                             "metadata) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (pk, task_id, state, start + a, end, code, reason, str(log),
+                              str(log.with_suffix(".exit")),
+                              45.0 if state == "running" else None,
+                              '{"rows": 1500}'))
+            notify = {"success": "skipped", "failed": "success", "running": "none"}[outcome]
+            conn.execute("UPDATE task_instances SET state = ? WHERE run_pk = ? AND task_id = "
+                         "'notify_failure'", (notify, pk))
+            final = {"success": "success", "failed": "failed", "running": "running"}[outcome]
+            conn.execute("UPDATE dag_runs SET state = ?, start_date = ?, end_date = ?, "
+                         "updated_at = ? WHERE id = ?",
+                         (final, start, None if final == "running" else start + 205, NOW, pk))
+            conn.execute("UPDATE task_instances SET updated_at = ? WHERE run_pk = ?", (NOW - 300, pk))
+    store.close()
+
+
+@pytest.fixture
+def snapshot_app(monkeypatch: pytest.MonkeyPatch):
+    shutil.rmtree(ROOT, ignore_errors=True)
+    home, pipelines = ROOT / "home", ROOT / "pipelines"
+    home.mkdir(parents=True)
+    pipelines.mkdir(parents=True)
+    (pipelines / "orders.yaml").write_text(PIPE.lstrip())
+    build_store(home, pipelines)
+    (pipelines / "broken.yaml").write_text(BROKEN)
+    from flowtui.commands import sync
+
+    sync(Store.open(home / "flowtui.db"), load_folder(pipelines))
+    monkeypatch.setattr(time, "time", lambda: NOW)
+
+    def make(theme: str):
+        return make_app(load_config(home, pipelines), theme=theme, refresh_seconds=3600)
+
+    yield make
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def tables_settled(app) -> bool:
+    """Every table has measured the rows just added (DataTable does it when idle)."""
+    return all(not table._new_rows and not table._require_update_dimensions
+               for table in app.screen.query(DataTable))
+
+
+SCREENS = {
+    "now": ([], "transform"),
+    "dags": (["1"], "orders"),
+    "runs": (["2"], "scheduled"),
+    "runner": (["5"], "pools"),
+    "import_errors": (["1", "i"], "retires"),
+    "grid": (["1", "enter"], "view: grid"),
+    "graph": (["1", "enter", "g"], "critical path"),
+    "gantt": (["1", "enter", "G"], "where the time went"),
+    "task": (["enter"], "try 1 of 1"),
+    "log": (["l"], "ValueError"),
+    "help": (["question_mark"], "Keys:"),
+    "clear_dialog": (["c"], "go back to none"),
+}
+
+
+@pytest.mark.parametrize("theme", ["dark", "high-contrast"])
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@pytest.mark.parametrize("name", list(SCREENS))
+def test_screen(snap_compare, snapshot_app, name: str, size: tuple[int, int], theme: str) -> None:
+    keys, marker = SCREENS[name]
+    app = snapshot_app(theme)
+
+    async def run_before(pilot) -> None:
+        await until(pilot, lambda: "transform" in screen_text(app), what="first paint")
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.05)
+        await until(pilot, lambda: marker in screen_text(app), what=marker)
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: tables_settled(app), what="tables to size their columns")
+        await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
