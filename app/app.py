@@ -87,7 +87,7 @@ class FlowtuiApp(App[None]):
         seen: dict[str, str] = {}
         for key, binding in screen._bindings:  # type: ignore[attr-defined]
             for b in binding if isinstance(binding, list) else [binding]:
-                if b.description and b.action not in ("app.help",):
+                if b.description and b.id and b.action not in ("app.help",):
                     seen.setdefault(b.key_display or _key_name(key), b.description)
         lines = [(k, v) for k, v in seen.items()]
         lines.append(("0-5", "Now, DAGs, runs, alerts, SLA, runner"))

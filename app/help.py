@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -20,10 +20,15 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         width = max((len(k) for k, _ in self.bindings_list), default=4) + 2
-        lines = [f"{key:<{width}} {text}" for key, text in self.bindings_list]
+        cells = [f"{key:<{width}} {text}" for key, text in self.bindings_list]
+        half = (len(cells) + 1) // 2
+        column = max((len(c) for c in cells[:half]), default=0) + 3
+        lines = [f"{left:<{column}}{right}" for left, right in
+                 zip(cells[:half], cells[half:] + [""])]
         with Vertical(classes="dialog"):
-            yield Label(f"Keys: {self.title_text}", classes="title")
-            yield Static("\n".join(lines))
+            yield Label(f"Keys: {self.title_text}"[:70], classes="title")
+            with VerticalScroll(classes="changes"):
+                yield Static("\n".join(lines))
             yield Static("\nctrl+p or : opens the command palette (every action); "
                          "ctrl+q quits.", classes="hint")
 
