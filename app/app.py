@@ -51,7 +51,7 @@ class FlowtuiApp(App[None]):
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_mode)
-        self.set_timer(self.refresh_seconds, self._poll)
+        self._poll()
 
     def _poll(self) -> None:
         self.run_worker(self._check_changes, thread=True, exclusive=True, group="poll",
@@ -65,6 +65,11 @@ class FlowtuiApp(App[None]):
         if change != self._last_change:
             self._last_change = change
             self.call_from_thread(self._refresh_visible)
+
+    @property
+    def last_change(self) -> tuple[int, float] | None:
+        """The store's change counter as the app last saw it (events id, newest heartbeat)."""
+        return self._last_change
 
     def _refresh_visible(self) -> None:
         screen = self.screen

@@ -44,10 +44,16 @@ class FlowScreen(Screen):
     def body(self) -> ComposeResult:
         yield from ()
 
+    _fetched_at_change: object = None
+
     def on_mount(self) -> None:
         self.reload()
 
     def on_screen_resume(self) -> None:
+        if self._fetched_at_change is not None and self._fetched_at_change == self.app.last_change:
+            # Nothing was written since this screen last read the store: show it as it is.
+            self.call_after_refresh(self.app.painted, self)
+            return
         self.reload()
 
     # -- data ------------------------------------------------------------------------------
@@ -64,15 +70,17 @@ class FlowScreen(Screen):
     @work(thread=True, exclusive=True, group="fetch", exit_on_error=False)
     def _fetch_worker(self) -> Any:
         data = self.app.thread_data()
-        return self.fetch(data), data.runner_health(), data.open_alerts()
+        change = data.changes()
+        return self.fetch(data), data.runner_health(), data.open_alerts(), change
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.group == "fetch" and event.state == WorkerState.SUCCESS:
-            result, health, alerts = worker.result
+            result, health, alerts, change = worker.result
+            self._fetched_at_change = change
             self._paint_health(health, alerts)
             self.show(result)
-            self.app.painted(self)
+            self.call_after_refresh(self.app.painted, self)
         elif event.state == WorkerState.ERROR:
             self.notify(f"{type(worker.error).__name__}: {worker.error}", severity="error",
                         timeout=8)

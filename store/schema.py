@@ -193,5 +193,6 @@ def _backfills(db: Database) -> None:
             updated_at REAL NOT NULL
         ) STRICT;
         ALTER TABLE dag_runs ADD COLUMN backfill_id INTEGER REFERENCES backfills(id);
-        CREATE INDEX dag_runs_backfill ON dag_runs(backfill_id, state)
+        CREATE INDEX dag_runs_backfill ON dag_runs(backfill_id, state);
+        CREATE INDEX dag_runs_created ON dag_runs(created_at)
         """)
