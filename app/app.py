@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from textual.app import App, SystemCommand
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from flowtui.app.data import Data
 from flowtui.app.lists import (
@@ -73,7 +73,7 @@ class FlowtuiApp(App[None]):
 
     def _refresh_visible(self) -> None:
         screen = self.screen
-        if hasattr(screen, "reload") and not isinstance(screen, _Modal):
+        if hasattr(screen, "reload") and not isinstance(screen, ModalScreen):
             screen.reload()
 
     def painted(self, screen: Screen) -> None:
@@ -128,10 +128,6 @@ _MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause"}
 def _key_name(key: str) -> str:
     return {"question_mark": "?", "slash": "/", "colon": ":", "left_square_bracket": "[",
             "right_square_bracket": "]", "space": "space", "escape": "esc"}.get(key, key)
-
-
-class _Modal:  # placeholder type: modal screens have no reload
-    pass
 
 
 def make_app(config: Config, **options: Any) -> FlowtuiApp:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -18,8 +19,8 @@ def cmd_runner(args: argparse.Namespace, config: Config) -> int:
     if not config.pipelines.is_dir():
         raise UsageError(f"pipelines folder {config.pipelines} not found; pass --pipelines DIR")
     daemon = Daemon(config)
-    print(f"flowtui runner: pid {daemon.runner_id and __import__('os').getpid()}, home "
-          f"{config.home}, pipelines {config.pipelines}", file=sys.stderr, flush=True)
+    print(f"flowtui runner: pid {os.getpid()}, home {config.home}, pipelines "
+          f"{config.pipelines}", file=sys.stderr, flush=True)
     daemon.serve()
     return EXIT_OK
 
