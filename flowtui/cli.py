@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="allow more than 10,000 runs")
     p.add_argument("--json", action="store_true")
 
+    p = add("alerts", "list alerts, or ack or resolve one")
+    asub = p.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    q = asub.add_parser("list", parents=[common], help="alerts, newest first")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--all", action="store_true", help="resolved ones too")
+    for name, text in (("ack", "acknowledge: stops escalation, acks the page"),
+                       ("resolve", "resolve by hand")):
+        q = asub.add_parser(name, parents=[common], help=text)
+        q.add_argument("alert_id", metavar="ID", type=int)
+
+    p = add("sla", "each run's deadline, predicted finish and verdict")
+    p.add_argument("--json", action="store_true")
+
     runs = add("runs", "list runs")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
     rsub.required = True
@@ -179,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _known_error(exc: Exception) -> str | None:
     from flowtui.runner.actions import ActionError
+    from flowtui.runner.alerting import AlertError
     from flowtui.runner.backfill import BackfillError
     from flowtui.runner.config import ConfigError
     from flowtui.runner.daemon import RunnerError
@@ -186,7 +201,7 @@ def _known_error(exc: Exception) -> str | None:
     from flowtui.store import StoreError
 
     if isinstance(exc, (ConfigError, RunError, StoreError, ActionError, RunnerError,
-                        BackfillError)):
+                        BackfillError, AlertError)):
         return str(exc)
     return None
 

@@ -35,6 +35,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from flowtui.commands_ui import cmd_ui
 
         return cmd_ui(args, config)
+    if command in ("alerts", "sla"):
+        from flowtui import commands_alerts
+
+        return int(getattr(commands_alerts, f"cmd_{command}")(args, config))
     if command == "backfill":
         from flowtui.commands_backfill import cmd_backfill
 
@@ -175,6 +179,15 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
     started = time.perf_counter()
     result = _load(config)
     took = time.perf_counter() - started
+    from flowtui.runner.alerting import dag_policy_errors, parse_alerting
+    from flowtui.runner.loader import LoadError
+
+    toml = str(config.home / "flowtui.toml")
+    alerting = parse_alerting(config.raw, toml)
+    result.errors.extend(LoadError(toml, None, e.split(": ", 1)[1] if e.startswith(toml) else e)
+                         for e in alerting.errors)
+    result.errors.extend(LoadError(e.split(": ", 1)[0], None, e.split(": ", 1)[1])
+                         for e in dag_policy_errors(alerting, result.dags))
     if args.json:
         _emit_json({"dags": sorted(result.dags), "files": len(result.files),
                     "errors": [_error_json(e) for e in result.errors]})

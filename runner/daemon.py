@@ -9,19 +9,22 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flowtui.runner.actions import live_owner
 from flowtui.runner.adoption import adopt_run
+from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, LiveRun
 from flowtui.runner.executor import process_start_time
-from flowtui.runner.loader import LoadResult, load_folder, pipeline_files
+from flowtui.runner.loader import LoadError, LoadResult, load_folder, pipeline_files
 from flowtui.runner.model import DagSpec
+from flowtui.runner.notify import Sender
 from flowtui.runner.operator import apply_request, pending_requests
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import Store, StoreError
@@ -75,6 +78,11 @@ class Daemon:
         self.dags: dict[str, DagSpec] = {}
         self._snapshot: dict[str, tuple[int, int]] = {}
         self._fire_at: dict[str, float] = {}
+        self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
+        self.sender = Sender(config.db_path, self.alert_config)
+        self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake)
+        self.engine.on_task_end = self._on_task_end
+        self._sla_seen: dict[tuple[str, str], str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -82,13 +90,18 @@ class Daemon:
         engine.install_signal_handlers()
         signal.signal(signal.SIGUSR1, lambda *_: None)  # wakes the loop through the wake fd
         now = time.time()
+        for error in self.alert_config.errors:
+            print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
+        self.sender.start()
         self._reload(now, force=True)
         self._adopt_orphans(now)
         self._on_wake(now)
         engine.call_at(now + self.scan_interval, self._rescan)
+        engine.call_at(now + ALERT_TICK, self._alert_tick)
         try:
             engine.run_forever()
         finally:
+            self.sender.stop()
             engine.close()
             self.store.stop_runner(self.runner_id)
             self.lock.close()
@@ -120,6 +133,11 @@ class Daemon:
                 if dag_id not in result.dags and spec.fileloc in broken_files
                 and spec.fileloc in snapshot}
         self.dags = {**kept, **result.dags}  # a broken file keeps its last good DAGs
+        self.alerts.dags = self.dags
+        toml = str(self.config.home / "flowtui.toml")
+        problems = self.alert_config.errors + dag_policy_errors(self.alert_config, self.dags)
+        result.errors.extend(LoadError(toml, None, p) for p in problems)
+        result.files.append(toml)
         sync_dags(self.store, result)
         with self.store.transaction() as conn:
             if self.dags:
@@ -211,6 +229,7 @@ class Daemon:
 
     def _on_wake(self, now: float) -> None:
         self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
+        self.sender.wake()  # an ack or resolve from the CLI may have queued deliveries
         for request in pending_requests(self.engine):
             run_pk = request[3]
             live = self.engine.runs.get(run_pk)
@@ -238,11 +257,61 @@ class Daemon:
         if live.state.value == "failed" and dag.circuit_breaker:
             limit = int(dag.circuit_breaker.get("consecutive_failures", 0) or 0)
             if limit and self.store.consecutive_failures(dag.dag_id) >= limit:
-                self.store.pause_dag(dag.dag_id, f"circuit breaker: {limit} failed runs in a row",
-                                     user="runner")
+                why = f"circuit breaker: {limit} failed runs in a row"
+                self.store.pause_dag(dag.dag_id, why, user="runner")
+                self.alerts.raise_alert("circuit_open", dag.dag_id, summary=f"DAG paused: {why}")
+        if live.state.value == "success":
+            self.alerts.resolve_matching(dag.dag_id, live.run_id, None, now, RESOLVED_BY_RUN)
+            self.alerts.resolve_matching(dag.dag_id, "", None, now, ("circuit_open",))
         if live.backfill_id is not None:
             finish_if_done(self.store, live.backfill_id)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._start_queued(d, at))
+
+
+    # -- alerts and SLAs --------------------------------------------------------------------
+    def _on_task_end(self, task: Any, state: Any, kill_reason: str | None) -> None:
+        live = task.run
+        dag_id, run_id, task_id = live.dag.dag_id, live.run_id, task.task_id
+        value = state.value
+        if kill_reason in ("zombie", "hung"):
+            self.alerts.raise_alert(kill_reason, dag_id, run_id, task_id, task.reason)
+        if value == "failed":
+            self.alerts.raise_alert("task_failed", dag_id, run_id, task_id,
+                                    task.reason or "failed")
+        elif value == "up_for_retry" and self.alerts._policies(dag_id, "task_retry"):
+            self.alerts.raise_alert("task_retry", dag_id, run_id, task_id, task.reason)
+        elif value == "success":
+            self.alerts.resolve_matching(dag_id, run_id, task_id, time.time(),
+                                         ("task_failed", "task_retry", "zombie", "hung"))
+
+    def _alert_tick(self, now: float) -> None:
+        self.engine._flush()
+        self.alerts.escalate(now)
+        self._check_slas(now)
+        self.engine.call_at(time.time() + ALERT_TICK, self._alert_tick)
+
+    def _check_slas(self, now: float) -> None:
+        from flowtui.runner.sla import active_statuses
+
+        if not any(d.sla for d in self.dags.values()):
+            return
+        for item in active_statuses(self.store, self.dags, now):
+            key = (item.dag_id, item.run_id)
+            if self._sla_seen.get(key) == item.verdict:
+                continue
+            self._sla_seen[key] = item.verdict
+            if item.verdict == "at risk":
+                self.alerts.raise_alert(
+                    "sla_at_risk", item.dag_id, item.run_id, "",
+                    f"predicted to finish at {iso(item.predicted)}, after the deadline "
+                    f"{iso(item.deadline)} (critical path: {' -> '.join(item.critical_path)})")
+            elif item.verdict == "missed" and item.run_state != "success":
+                self.alerts.raise_alert("sla_miss", item.dag_id, item.run_id, "",
+                                        f"not done by its deadline {iso(item.deadline)}")
+
+
+RESOLVED_BY_RUN = ("task_failed", "task_retry", "zombie", "hung", "sla_at_risk", "sla_miss")
+ALERT_TICK = 1.0
 
 
 def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:

@@ -103,6 +103,8 @@ class EndingMixin:
         self._event(task, old, new, cause, reason, now)
         task.watch = None
         self._notify(live, task, new.value, ti_reason)
+        if self.on_task_end is not None:
+            self.on_task_end(task, new, kill_reason)
         if new == S.UP_FOR_RETRY:
             self._timer(next_try_at, "retry", (task, task.try_number))  # type: ignore[arg-type]
         elif new == S.UP_FOR_RESCHEDULE:

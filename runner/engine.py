@@ -129,6 +129,7 @@ class Engine(LaunchMixin, EndingMixin):
         self._dirs_made: set[str] = set()
         self._dir_queue: queue.SimpleQueue[list[str]] | None = None
         self.on_run_finished: Callable[[LiveRun], None] | None = None
+        self.on_task_end: Callable[[LiveTask, TaskState, str | None], None] | None = None
         self.on_wake: Callable[[float], None] | None = None
         self._next_scan = 0.0
 

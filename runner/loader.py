@@ -522,6 +522,9 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
         dagrun_timeout = None if dagrun_timeout is None else parse_duration(dagrun_timeout)
     except ValueError as exc:
         raise _Invalid(f"dagrun_timeout: {exc}", at("dagrun_timeout")) from None
+    sla = opts["sla"]
+    if sla is not None:
+        sla = _sla(sla, at("sla"))
     spec = DagSpec(
         dag_id=dag_id, fileloc=fileloc, tasks=tasks, description=str(opts["description"] or ""),
         schedule=schedule, timezone=tz.key,
@@ -536,10 +539,25 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
         tags=_str_list(opts["tags"], "tags", at("tags")),
         owner=str(opts["owner"] or ""), params=dict(params), env=env,
         alerts=_str_list(opts["alerts"], "alerts", at("alerts")),
-        sla=opts["sla"], circuit_breaker=opts["circuit_breaker"], line=line,
+        sla=sla, circuit_breaker=opts["circuit_breaker"], line=line,
     )
     finish_dag(spec)
     return spec
+
+
+def _sla(value: Any, line: int | None) -> dict[str, Any]:
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in (
+            "deadline", "within"):
+        raise _Invalid("sla must be {deadline: \"08:00\"} or {within: 2h}", line)
+    key, arg = next(iter(value.items()))
+    if key == "deadline":
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", str(arg)):
+            raise _Invalid(f"sla.deadline must be a time like \"08:00\", not {arg!r}", line)
+        return {"deadline": str(arg)}
+    try:
+        return {"within": parse_duration(arg)}
+    except ValueError as exc:
+        raise _Invalid(f"sla.within: {exc}", line) from None
 
 
 def _closest_task(name: str, tasks: dict[str, TaskSpec]) -> str:

@@ -196,3 +196,48 @@ def _backfills(db: Database) -> None:
         CREATE INDEX dag_runs_backfill ON dag_runs(backfill_id, state);
         CREATE INDEX dag_runs_created ON dag_runs(created_at)
         """)
+
+
+@migrations(name="0004_alerts")
+def _alerts(db: Database) -> None:
+    _run_statements(db, """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            dag_id TEXT NOT NULL,
+            run_id TEXT NOT NULL DEFAULT '',
+            task_id TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,             -- open | acked | resolved
+            severity TEXT NOT NULL,          -- critical | error | warning | info
+            level INTEGER NOT NULL DEFAULT 0,   -- escalation steps fired so far
+            summary TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            acked_at REAL,
+            acked_by TEXT,
+            resolved_at REAL,
+            next_step_at REAL,
+            UNIQUE (kind, dag_id, run_id, task_id)
+        ) STRICT;
+        CREATE INDEX alerts_state ON alerts(state);
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,
+            action TEXT NOT NULL,            -- trigger | acknowledge | resolve
+            status TEXT NOT NULL,            -- pending | sent | failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_status TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) STRICT;
+        CREATE INDEX deliveries_pending ON deliveries(status);
+        CREATE TABLE delivery_attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            ok INTEGER NOT NULL,
+            detail TEXT NOT NULL
+        ) STRICT
+        """)

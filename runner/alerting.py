@@ -1,0 +1,312 @@
+"""Alert policies and channels from flowtui.toml, and the alerts the runner raises.
+
+An alert is one row per (kind, dag, run, task): ``open`` -> ``acked`` -> ``resolved``. Raising
+one fires its policies' first step; later steps fire while it stays un-acked; a success of the
+task or run resolves it. Each notification is a queued delivery that a sender thread sends (so
+a slow endpoint never slows the runner).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowtui.runner.durations import parse_duration
+from flowtui.store import Store, current_user
+
+KINDS = ("task_failed", "task_retry", "sla_at_risk", "sla_miss", "zombie", "hung", "circuit_open")
+CHANNEL_TYPES = ("slack", "pagerduty", "webhook", "command")
+SEVERITY = {"task_failed": "error", "task_retry": "info", "sla_at_risk": "warning",
+            "sla_miss": "critical", "zombie": "error", "hung": "error", "circuit_open": "critical"}
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+@dataclass(slots=True)
+class Channel:
+    name: str
+    type: str
+    settings: dict[str, Any]
+
+    def secret(self, key: str) -> str | None:
+        """The value of a setting, reading ``env:NAME`` references at the moment of use."""
+        value = self.settings.get(key)
+        if isinstance(value, str) and value.startswith("env:"):
+            return os.environ.get(value[4:])
+        return value
+
+    def target(self) -> str:
+        """Where it sends, redacted (no path, no query, no key): safe to show and log."""
+        if self.type == "command":
+            return "command"
+        raw = self.settings.get("url") or (PAGERDUTY_URL if self.type == "pagerduty" else "")
+        if isinstance(raw, str) and raw.startswith("env:"):
+            return f"${raw[4:]} (redacted)"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(str(raw))
+        return f"{parts.scheme}://{parts.hostname}/…" if parts.hostname else "(redacted)"
+
+
+@dataclass(slots=True)
+class Step:
+    after: float
+    notify: list[str]
+
+
+@dataclass(slots=True)
+class Policy:
+    name: str
+    on: list[str]
+    steps: list[Step]
+    on_sla_miss: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AlertConfig:
+    channels: dict[str, Channel] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_alerting(raw: dict[str, Any], where: str = "flowtui.toml") -> AlertConfig:
+    """Channels and policies; every problem is one line naming the key. A broken channel or
+    policy is left out and the rest still work."""
+    config = AlertConfig()
+    channels = raw.get("channels", {}) or {}
+    if not isinstance(channels, dict):
+        config.errors.append(f"{where}: [channels] must be tables such as [channels.slack]")
+        channels = {}
+    for name, settings in channels.items():
+        key = f"channels.{name}"
+        if not isinstance(settings, dict):
+            config.errors.append(f"{where}: {key} must be a table")
+            continue
+        kind = settings.get("type")
+        if kind not in CHANNEL_TYPES:
+            config.errors.append(f"{where}: {key}.type: unknown channel type {kind!r}; use "
+                                 f"{', '.join(CHANNEL_TYPES)}")
+            continue
+        needed = {"slack": "url", "webhook": "url", "pagerduty": "routing_key",
+                  "command": "command"}[kind]
+        if not settings.get(needed):
+            config.errors.append(f"{where}: {key}.{needed} is required for a {kind} channel")
+            continue
+        missing = [f"{key}.{k} (env:{v[4:]} is not set)" for k, v in settings.items()
+                   if isinstance(v, str) and v.startswith("env:") and v[4:] not in os.environ]
+        if missing:
+            config.errors.append(f"{where}: {', '.join(missing)}; set the variable in the "
+                                 "runner's environment")
+            continue
+        config.channels[name] = Channel(name, kind, dict(settings))
+    policies = raw.get("policies", {}) or {}
+    for name, settings in (policies.items() if isinstance(policies, dict) else []):
+        key = f"policies.{name}"
+        try:
+            config.policies[name] = _policy(name, settings, key, set(channels))
+        except ValueError as exc:
+            config.errors.append(f"{where}: {exc}")
+    return config
+
+
+def _policy(name: str, settings: Any, key: str, channel_names: set[str]) -> Policy:
+    if not isinstance(settings, dict):
+        raise ValueError(f"{key} must be a table")
+    kinds = settings.get("on", list(KINDS))
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"{key}.on: unknown alert kind {kind!r}; use {', '.join(KINDS)}")
+    steps = []
+    for index, step in enumerate(settings.get("steps", []) or []):
+        where = f"{key}.steps[{index}]"
+        if not isinstance(step, dict):
+            raise ValueError(f"{where} must be a table like {{after = \"0m\", notify = [\"slack\"]}}")
+        try:
+            after = parse_duration(step.get("after", 0))
+        except ValueError as exc:
+            raise ValueError(f"{where}.after: {exc}") from None
+        notify = list(step.get("notify", []) or [])
+        for channel in notify:
+            if channel not in channel_names:
+                raise ValueError(f"{where}.notify: unknown channel {channel!r}; define "
+                                 f"[channels.{channel}]")
+        steps.append(Step(after, notify))
+    on_sla_miss = list(settings.get("on_sla_miss", []) or [])
+    for channel in on_sla_miss:
+        if channel not in channel_names:
+            raise ValueError(f"{key}.on_sla_miss: unknown channel {channel!r}; define "
+                             f"[channels.{channel}]")
+    steps.sort(key=lambda s: s.after)
+    return Policy(name, list(kinds), steps, on_sla_miss)
+
+
+def dag_policy_errors(config: AlertConfig, dags: dict[str, Any]) -> list[str]:
+    errors = []
+    for dag in dags.values():
+        for name in dag.alerts:
+            if name not in config.policies:
+                errors.append(f"{dag.fileloc}: DAG {dag.dag_id!r}: alerts: unknown policy "
+                              f"{name!r}; define [policies.{name}] in flowtui.toml")
+    return errors
+
+
+class Alerts:
+    """Raising, escalating, acking and resolving alerts (runs in the daemon's loop)."""
+
+    def __init__(self, store: Store, config: AlertConfig, dags: dict[str, Any],
+                 wake_sender: Any = None) -> None:
+        self.store = store
+        self.config = config
+        self.dags = dags
+        self.wake_sender = wake_sender or (lambda: None)
+
+    def _policies(self, dag_id: str, kind: str) -> list[Policy]:
+        dag = self.dags.get(dag_id)
+        names = dag.alerts if dag is not None else []
+        return [self.config.policies[n] for n in names
+                if n in self.config.policies and kind in self.config.policies[n].on]
+
+    def raise_alert(self, kind: str, dag_id: str, run_id: str = "", task_id: str = "",
+                    summary: str = "", now: float | None = None) -> int | None:
+        """Open an alert (or reopen a resolved one); fire its first steps. None if it was
+        already open or acked (one alert per kind, DAG, run and task)."""
+        now = now or time.time()
+        policies = self._policies(dag_id, kind)
+        severity = SEVERITY[kind]
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT id, state FROM alerts WHERE kind = ? AND dag_id = ? AND "
+                               "run_id = ? AND task_id = ?", (kind, dag_id, run_id, task_id)
+                               ).fetchone()
+            if row is not None and row[1] != "resolved":
+                return None
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO alerts (kind, dag_id, run_id, task_id, state, severity, summary, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)",
+                    (kind, dag_id, run_id, task_id, severity, summary, now, now))
+                alert_id = int(cur.lastrowid or 0)
+            else:
+                alert_id = row[0]
+                conn.execute("UPDATE alerts SET state = 'open', level = 0, summary = ?, "
+                             "created_at = ?, updated_at = ?, acked_at = NULL, acked_by = NULL, "
+                             "resolved_at = NULL WHERE id = ?", (summary, now, now, alert_id))
+            self._fire_due(conn, alert_id, policies, 0, now, now)
+            if kind == "sla_miss":
+                for policy in policies:
+                    for channel in policy.on_sla_miss:
+                        _enqueue(conn, alert_id, channel, "trigger", now)
+        self.wake_sender()
+        return alert_id
+
+    def _fire_due(self, conn: Any, alert_id: int, policies: list[Policy], level: int,
+                  created: float, now: float) -> None:
+        """Fire every step due by ``now`` from ``level`` on; set the next step's time."""
+        steps = sorted((step for p in policies for step in p.steps), key=lambda s: s.after)
+        while level < len(steps) and created + steps[level].after <= now + 1e-6:
+            for channel in steps[level].notify:
+                _enqueue(conn, alert_id, channel, "trigger", now)
+            level += 1
+        next_at = created + steps[level].after if level < len(steps) else None
+        conn.execute("UPDATE alerts SET level = ?, next_step_at = ?, updated_at = ? WHERE id = ?",
+                     (level, next_at, now, alert_id))
+
+    def escalate(self, now: float) -> None:
+        """Fire the steps that came due for alerts still open (acked ones never escalate)."""
+        due = self.store.conn.execute(
+            "SELECT id, kind, dag_id, level, created_at FROM alerts WHERE state = 'open' AND "
+            "next_step_at IS NOT NULL AND next_step_at <= ?", (now,)).fetchall()
+        if not due:
+            return
+        with self.store.transaction() as conn:
+            for alert_id, kind, dag_id, level, created in due:
+                self._fire_due(conn, alert_id, self._policies(dag_id, kind), level, created, now)
+        self.wake_sender()
+
+    def next_escalation(self) -> float | None:
+        row = self.store.conn.execute("SELECT min(next_step_at) FROM alerts WHERE state = 'open'"
+                                      ).fetchone()
+        return row[0] if row else None
+
+    def resolve_matching(self, dag_id: str, run_id: str, task_id: str | None, now: float,
+                         kinds: tuple[str, ...]) -> None:
+        """The task (or run) succeeded: its alerts resolve themselves."""
+        where = "dag_id = ? AND run_id = ? AND state != 'resolved' AND kind IN (%s)" % (
+            ",".join("?" * len(kinds)))
+        params: list[Any] = [dag_id, run_id, *kinds]
+        if task_id is not None:
+            where += " AND task_id = ?"
+            params.append(task_id)
+        ids = [r[0] for r in self.store.conn.execute(f"SELECT id FROM alerts WHERE {where}",
+                                                     params)]
+        for alert_id in ids:
+            set_alert_state(self.store, alert_id, "resolved", user="runner", now=now)
+        if ids:
+            self.wake_sender()
+
+
+def _enqueue(conn: Any, alert_id: int, channel: str, action: str, now: float) -> None:
+    conn.execute("INSERT INTO deliveries (alert_id, channel, action, status, next_attempt_at, "
+                 "created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                 (alert_id, channel, action, now, now, now))
+
+
+class AlertError(Exception):
+    """An alert action that cannot apply; the message says why."""
+
+
+def set_alert_state(store: Store, alert_id: int, state: str, *, user: str | None = None,
+                    now: float | None = None) -> None:
+    """Ack or resolve (audited); channels that were paged get an acknowledge or a resolve."""
+    now = now or time.time()
+    user = user or current_user()
+    with store.transaction() as conn:
+        row = conn.execute("SELECT state, dag_id, run_id, task_id FROM alerts WHERE id = ?",
+                           (alert_id,)).fetchone()
+        if row is None:
+            raise AlertError(f"no alert {alert_id}; 'flowtui alerts list' lists them")
+        old = row[0]
+        if old == state or old == "resolved" or (state == "acked" and old != "open"):
+            raise AlertError(f"alert {alert_id} is {old}; it cannot become {state}")
+        if state == "acked":
+            conn.execute("UPDATE alerts SET state = 'acked', acked_at = ?, acked_by = ?, "
+                         "next_step_at = NULL, updated_at = ? WHERE id = ?",
+                         (now, user, now, alert_id))
+        else:
+            conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, "
+                         "next_step_at = NULL, updated_at = ? WHERE id = ?", (now, now, alert_id))
+        action = "acknowledge" if state == "acked" else "resolve"
+        paged = [r[0] for r in conn.execute(
+            "SELECT DISTINCT channel FROM deliveries WHERE alert_id = ? AND action = 'trigger'",
+            (alert_id,))]
+        for channel in paged:
+            _enqueue(conn, alert_id, channel, action, now)
+        if user != "runner":
+            store.audit(conn, "ack" if state == "acked" else "resolve", dag_id=row[1],
+                        run_id=row[2] or None, task_id=row[3] or None, user=user,
+                        detail={"alert_id": alert_id})
+
+
+def alert_json(row: tuple) -> dict[str, Any]:
+    from flowtui.runner.clock import iso
+
+    keys = ("id", "kind", "dag_id", "run_id", "task_id", "state", "severity", "level",
+            "created_at", "summary", "next_step_at", "acked_by")
+    data = dict(zip(keys, row))
+    data["created_at"] = iso(data["created_at"])
+    data["next_step_at"] = iso(data["next_step_at"])
+    return data
+
+
+ALERT_COLUMNS = ("id, kind, dag_id, run_id, task_id, state, severity, level, created_at, summary, "
+                 "next_step_at, acked_by")
+
+
+def list_alerts(store: Store, include_resolved: bool = True, limit: int = 500) -> list[tuple]:
+    where = "" if include_resolved else "WHERE state != 'resolved'"
+    return store.conn.execute(f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY id DESC "
+                              "LIMIT ?", (limit,)).fetchall()
+
+
+__all__ = ["AlertConfig", "AlertError", "Alerts", "Channel", "json", "parse_alerting",
+           "set_alert_state"]

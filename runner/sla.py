@@ -1,0 +1,123 @@
+"""SLAs: each run's deadline, a predicted finish along the remaining critical path, and the
+at-risk / missed verdicts the runner turns into alerts."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from flowtui.runner.durations import parse_duration
+from flowtui.runner.model import DagSpec
+from flowtui.store import Store
+from flowtui.store.models import Run
+
+FINISHED = {"success", "failed", "skipped", "upstream_failed"}
+
+
+@dataclass(slots=True)
+class SlaStatus:
+    dag_id: str
+    run_id: str
+    run_state: str
+    deadline: float
+    predicted: float | None
+    critical_path: list[str] = field(default_factory=list)
+    verdict: str = "on track"  # on track | at risk | missed | met
+
+    @property
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+def deadline_for(dag: DagSpec, run: Run) -> float | None:
+    """``deadline: "08:00"``: that time (DAG timezone) on the day the interval ends;
+    ``within: 2h``: that long after the interval ends (manual runs: after they start)."""
+    sla = dag.sla or {}
+    if run.run_type == "backfill":
+        return None  # history re-run on purpose: its deadlines are long gone
+    if "deadline" in sla:
+        if run.run_type != "scheduled":
+            return None  # a clock-time deadline belongs to the schedule's own runs
+        tz = ZoneInfo(dag.timezone)
+        hours, minutes = (int(x) for x in str(sla["deadline"]).split(":"))
+        day = dt.datetime.fromtimestamp(run.data_interval_end, tz).date()
+        return dt.datetime(day.year, day.month, day.day, hours, minutes, tzinfo=tz).timestamp()
+    if "within" in sla:
+        base = run.data_interval_end
+        if run.run_type == "manual":
+            base = run.start_date or run.data_interval_end
+        return base + parse_duration(sla["within"])
+    return None
+
+
+def typical_durations(store: Store, dag_id: str, limit: int = 20) -> dict[str, float]:
+    """Median duration of each task's recent successful tries."""
+    rows = store.conn.execute(
+        "SELECT t.task_id, t.end_date - t.start_date FROM tries t JOIN dag_runs r ON "
+        "r.id = t.run_pk WHERE r.dag_id = ? AND t.state = 'success' ORDER BY t.id DESC "
+        "LIMIT ?", (dag_id, limit * 50)).fetchall()
+    by_task: dict[str, list[float]] = {}
+    for task_id, seconds in rows:
+        values = by_task.setdefault(task_id, [])
+        if seconds is not None and len(values) < limit:
+            values.append(seconds)
+    return {t: sorted(v)[len(v) // 2] for t, v in by_task.items() if v}
+
+
+def predict(store: Store, dag: DagSpec, run: Run, now: float) -> tuple[float, list[str]]:
+    """Now plus the longest path of remaining work (elapsed time of running tasks counted)."""
+    typical = typical_durations(store, dag.dag_id)
+    tis = {t.task_id: t for t in store.task_instances(run.pk)}
+    best: dict[str, tuple[float, list[str]]] = {}
+    for task_id in dag.topological_order():
+        ti = tis.get(task_id)
+        state = ti.state if ti else "none"
+        if state in FINISHED:
+            remaining = 0.0
+        elif state == "running" and ti is not None and ti.start_date is not None:
+            remaining = max(0.0, typical.get(task_id, 0.0) - (now - ti.start_date))
+        else:
+            remaining = typical.get(task_id, 0.0)
+        deps = dag.tasks[task_id].deps
+        base = max((best[d] for d in deps), key=lambda b: b[0], default=(0.0, []))
+        path = base[1] + ([task_id] if state not in FINISHED else [])
+        best[task_id] = (base[0] + remaining, path)
+    longest = max(best.values(), key=lambda b: b[0], default=(0.0, []))
+    return now + longest[0], longest[1]
+
+
+def status(store: Store, dag: DagSpec, run: Run, now: float) -> SlaStatus | None:
+    deadline = deadline_for(dag, run)
+    if deadline is None:
+        return None
+    if run.state == "success":
+        met = (run.end_date or now) <= deadline
+        return SlaStatus(dag.dag_id, run.run_id, run.state, deadline, run.end_date, [],
+                         "met" if met else "missed")
+    predicted, path = predict(store, dag, run, now)
+    if now >= deadline:
+        verdict = "missed"
+    elif predicted > deadline:
+        verdict = "at risk"
+    else:
+        verdict = "on track"
+    return SlaStatus(dag.dag_id, run.run_id, run.state, deadline, predicted, path, verdict)
+
+
+def active_statuses(store: Store, dags: dict[str, DagSpec], now: float,
+                    recent: float = 86400.0) -> list[SlaStatus]:
+    """SLA status of unfinished runs and of runs that ended in the last day."""
+    out = []
+    runs = store.conn.execute(
+        "SELECT id FROM dag_runs WHERE state IN ('queued', 'running') OR end_date >= ? "
+        "ORDER BY logical_date DESC LIMIT 500", (now - recent,)).fetchall()
+    for (pk,) in runs:
+        run = store.get_run_by_pk(pk)
+        dag = dags.get(run.dag_id) if run else None
+        if run is None or dag is None or not dag.sla:
+            continue
+        result = status(store, dag, run, now)
+        if result is not None:
+            out.append(result)
+    return out

@@ -1,0 +1,275 @@
+"""Alerts and SLAs with a real runner and a real HTTP server on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import flowtui, write
+from daemon_support import Runner, wait_for
+
+SLACK_SECRET = "xoxb-SLACKSECRET-4242"
+PD_SECRET = "R0UTINGKEY-SECRET-9999"
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict, float]] = []
+        self.failures: dict[str, int] = {"/flaky": 1}
+        self.lock = threading.Lock()
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                path = self.path.split("?")[0]
+                with hooks.lock:
+                    hooks.calls.append((path, body, time.time()))
+                    fail = hooks.failures.get(path, 0)
+                    if fail:
+                        hooks.failures[path] = fail - 1
+                if path == "/hang":
+                    time.sleep(20)
+                self.send_response(500 if fail else 202)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def to(self, path: str) -> list[dict]:
+        with self.lock:
+            return [body for p, body, _ in self.calls if p == path]
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    server = Hooks()
+    yield server
+    server.server.shutdown()
+
+
+def configure(home: Path, hooks: Hooks, slack_path: str = "/slack", escalate: str = "2s") -> dict:
+    (home / "flowtui.toml").write_text(f"""
+[channels.slack]
+type = "slack"
+url = "env:SLACK_URL"
+[channels.pager]
+type = "pagerduty"
+routing_key = "env:PD_KEY"
+url = "{hooks.url}/pd"
+[channels.jira]
+type = "webhook"
+url = "{hooks.url}/jira"
+[channels.flaky]
+type = "webhook"
+url = "{hooks.url}/flaky"
+[policies.oncall]
+on = ["task_failed", "sla_miss", "sla_at_risk", "zombie", "hung", "circuit_open"]
+steps = [{{after = "0m", notify = ["slack", "flaky"]}}, {{after = "{escalate}", notify = ["pager"]}}]
+on_sla_miss = ["jira"]
+""")
+    return {"SLACK_URL": f"{hooks.url}{slack_path}?token={SLACK_SECRET}", "PD_KEY": PD_SECRET}
+
+
+def query(home: Path, sql: str, *params: object) -> list[tuple]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    rows = conn.execute(sql, params).fetchall()
+    conn.close()
+    return rows
+
+
+def start(home: Path, pipelines: Path, env: dict, monkeypatch: pytest.MonkeyPatch) -> Runner:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Runner(home, pipelines)
+
+
+def test_escalation_ack_and_resolve(home: Path, pipelines: Path, hooks: Hooks, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    env = configure(home, hooks)
+    flag = tmp_path / "fixed"
+    write(pipelines, "a.yaml", f"""
+        dag_id: shop
+        alerts: [oncall]
+        tasks:
+          load: {{command: '[ -e {flag} ] || {{ echo "warehouse refused"; exit 3; }}'}}
+    """)
+    runner = start(home, pipelines, env, monkeypatch)
+    try:
+        assert flowtui("trigger", "shop", home=home, pipelines=pipelines).returncode == 0
+        wait_for(lambda: hooks.to("/slack"), what="the slack message")
+        slack = hooks.to("/slack")[0]
+        assert list(slack) == ["text"]
+        assert "task_failed" in slack["text"] and "shop" in slack["text"]
+        assert "load" in slack["text"] and "exited 3" in slack["text"]
+        alert_id = query(home, "SELECT id FROM alerts")[0][0]
+        raised = query(home, "SELECT created_at FROM alerts")[0][0]
+        # The 500 from /flaky was retried until a 202.
+        wait_for(lambda: query(home, "SELECT status, attempts FROM deliveries WHERE channel = "
+                                     "'flaky'") == [("sent", 2)], what="the retry of a 500")
+        # Un-acked: the pager step fires after 2 s.
+        wait_for(lambda: hooks.to("/pd"), 10, "the page")
+        page = hooks.to("/pd")[0]
+        paged_at = [t for p, _, t in hooks.calls if p == "/pd"][0]
+        assert 2.0 <= paged_at - raised < 3.5
+        assert page["routing_key"] == PD_SECRET and page["event_action"] == "trigger"
+        assert page["dedup_key"] == f"flowtui-{alert_id}"
+        assert page["payload"]["severity"] == "error" and page["payload"]["class"] == "task_failed"
+        assert {"summary", "source", "component", "group", "custom_details"} <= set(page["payload"])
+        # Ack: the page is acknowledged with the same dedup key.
+        ack = flowtui("alerts", "ack", str(alert_id), home=home)
+        assert ack.returncode == 0, ack.stderr
+        wait_for(lambda: len(hooks.to("/pd")) == 2, what="the acknowledge")
+        assert hooks.to("/pd")[1] == {"routing_key": PD_SECRET, "event_action": "acknowledge",
+                                       "dedup_key": f"flowtui-{alert_id}"}
+        # A later success resolves the alert and the page.
+        flag.write_text("ok")
+        assert flowtui("clear", "shop", "latest", "load", "--yes", home=home,
+                       pipelines=pipelines).returncode == 0
+        wait_for(lambda: query(home, "SELECT state FROM alerts")[0][0] == "resolved",
+                 what="the resolve")
+        wait_for(lambda: len(hooks.to("/pd")) == 3, what="the PagerDuty resolve")
+        assert hooks.to("/pd")[2]["event_action"] == "resolve"
+        listed = json.loads(flowtui("alerts", "list", "--all", "--json", home=home).stdout)
+        assert set(listed[0]) >= {"id", "kind", "dag_id", "run_id", "task_id", "state",
+                                  "severity", "level", "created_at"}
+        assert listed[0]["level"] == 2
+    finally:
+        runner.stop()
+    # The secrets never reach the database, the runner's output, or the CLI.
+    blob = b"".join(p.read_bytes() for p in home.glob("flowtui.db*"))
+    blob += (home / "runner.out").read_bytes()
+    blob += flowtui("alerts", "list", "--all", "--json", home=home).stdout.encode()
+    blob += flowtui("dags", "check", home=home, pipelines=pipelines).stdout.encode()
+    assert SLACK_SECRET.encode() not in blob and PD_SECRET.encode() not in blob
+
+
+def test_an_acked_alert_does_not_escalate(home: Path, pipelines: Path, hooks: Hooks,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    env = configure(home, hooks, escalate="3s")
+    write(pipelines, "a.yaml", """
+        dag_id: shop
+        alerts: [oncall]
+        tasks:
+          load: {command: 'exit 1'}
+    """)
+    runner = start(home, pipelines, env, monkeypatch)
+    try:
+        flowtui("trigger", "shop", home=home, pipelines=pipelines)
+        wait_for(lambda: query(home, "SELECT id FROM alerts"), what="the alert")
+        assert flowtui("alerts", "ack", str(query(home, "SELECT id FROM alerts")[0][0]),
+                       home=home).returncode == 0
+        time.sleep(4.0)  # past the escalation delay: nothing may have been paged
+        assert hooks.to("/pd") == []
+        assert query(home, "SELECT state, level FROM alerts") == [("acked", 1)]
+    finally:
+        runner.stop()
+
+
+def test_a_hanging_endpoint_does_not_slow_the_runner(home: Path, pipelines: Path, hooks: Hooks,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    env = configure(home, hooks, slack_path="/hang")
+    write(pipelines, "a.yaml", """
+        dag_id: shop
+        alerts: [oncall]
+        tasks:
+          breaks: {command: 'exit 1'}
+          a: {command: 'sleep 0.3', deps: [breaks], trigger_rule: all_done}
+          b: {command: 'true', deps: [a]}
+          c: {command: 'true', deps: [b]}
+    """)
+    runner = start(home, pipelines, env, monkeypatch)
+    try:
+        flowtui("trigger", "shop", home=home, pipelines=pipelines)
+        wait_for(lambda: query(home, "SELECT state FROM dag_runs") == [("success",)], 15,
+                 "the run")
+        assert hooks.to("/hang")  # the send is under way, hanging
+        ends = dict(query(home, "SELECT task_id, end_date FROM tries"))
+        starts = dict(query(home, "SELECT task_id, start_date FROM tries"))
+        assert starts["b"] - ends["a"] < 0.05 and starts["c"] - ends["b"] < 0.05
+    finally:
+        runner.stop()
+
+
+def test_sla_at_risk_before_the_deadline_and_missed_at_it(
+        home: Path, pipelines: Path, hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = configure(home, hooks, escalate="1h")
+    write(pipelines, "a.yaml", """
+        dag_id: report
+        alerts: [oncall]
+        sla: {within: 3s}
+        tasks:
+          build: {command: 'sleep 4'}
+    """)
+    runner = start(home, pipelines, env, monkeypatch)
+    try:
+        flowtui("trigger", "report", home=home, pipelines=pipelines)  # history: build takes 4 s
+        wait_for(lambda: query(home, "SELECT count(*) FROM dag_runs WHERE state = 'success'"
+                               )[0][0] == 1, 15, "the first run")
+        run_id = flowtui("trigger", "report", home=home, pipelines=pipelines).stdout.strip()
+        wait_for(lambda: query(home, "SELECT start_date FROM dag_runs WHERE run_id = ?",
+                               run_id)[0][0], what="the start")
+        started = query(home, "SELECT start_date FROM dag_runs WHERE run_id = ?", run_id)[0][0]
+        deadline = started + 3.0
+        wait_for(lambda: query(home, "SELECT created_at FROM alerts WHERE kind = 'sla_miss' "
+                                     "AND run_id = ?", run_id), 10, "the miss")
+        at_risk = query(home, "SELECT created_at, summary FROM alerts WHERE kind = "
+                              "'sla_at_risk' AND run_id = ?", run_id)
+        assert at_risk and at_risk[0][0] < deadline  # predicted from the 4 s history
+        assert "critical path: build" in at_risk[0][1]
+        missed = query(home, "SELECT created_at FROM alerts WHERE kind = 'sla_miss' AND "
+                             "run_id = ?", run_id)[0][0]
+        assert deadline <= missed < deadline + 1.5
+        wait_for(lambda: hooks.to("/jira"), what="the incident webhook")
+        incident = [b for b in hooks.to("/jira") if b["alert"]["kind"] == "sla_miss"]
+        assert incident and incident[0]["event"] == "trigger"
+        assert set(incident[0]["alert"]) >= {"id", "kind", "dag_id", "run_id", "severity",
+                                             "level", "summary", "state"}
+        sla = json.loads(flowtui("sla", "--json", home=home, pipelines=pipelines).stdout)
+        assert {s["run_id"] for s in sla} >= {run_id}
+    finally:
+        runner.stop()
+
+
+def test_bad_alert_config(home: Path, pipelines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(pipelines, "ok.yaml", "dag_id: ok\ntasks:\n  t: {command: 'true'}\n")
+    write(pipelines, "uses.yaml", "dag_id: uses\nalerts: [nope]\ntasks:\n  t: {command: 'true'}\n")
+    (home / "flowtui.toml").write_text("""
+[channels.slack]
+type = "slack"
+url = "env:FLOWTUI_TEST_MISSING_VAR"
+[channels.chat]
+type = "telegram"
+url = "http://127.0.0.1:9/"
+[policies.oncall]
+steps = [{after = "0m", notify = ["pagr"]}]
+""")
+    check = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert check.returncode == 1
+    out = check.stdout
+    assert "channels.slack.url (env:FLOWTUI_TEST_MISSING_VAR is not set)" in out
+    assert "channels.chat.type: unknown channel type 'telegram'" in out
+    assert "policies.oncall.steps[0].notify: unknown channel 'pagr'" in out
+    assert "alerts: unknown policy 'nope'" in out
+    # The runner keeps running the DAGs the bad config does not touch.
+    runner = Runner(home, pipelines)
+    try:
+        flowtui("trigger", "ok", home=home, pipelines=pipelines)
+        wait_for(lambda: query(home, "SELECT state FROM dag_runs WHERE dag_id = 'ok'") ==
+                 [("success",)], what="an unaffected DAG")
+    finally:
+        runner.stop()
+    (home / "flowtui.toml").write_text("[channels.slack\ntype = 'slack'\n")
+    broken = flowtui("dags", "list", home=home, pipelines=pipelines)
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1
+    assert "flowtui.toml" in broken.stderr and "malformed TOML" in broken.stderr
