@@ -122,7 +122,7 @@ class FlowtuiApp(App[None]):
                                 lambda n=name: setattr(self, "theme", THEMES[n].name))
 
 
-_MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause"}
+_MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "ack", "resolve"}
 
 
 def _key_name(key: str) -> str:

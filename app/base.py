@@ -113,7 +113,7 @@ class FlowScreen(Screen):
         return True
 
 
-MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause"}
+MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "ack", "resolve"}
 
 
 def time_of(health: Any) -> float | None:

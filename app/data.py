@@ -222,3 +222,45 @@ class Data:
     def audit(self, limit: int = 50) -> list[tuple]:
         return [(a.at, a.user, a.action, a.dag_id or "", a.run_id or "", a.task_id or "",
                  json.dumps(a.detail)) for a in self.store.audit_log(limit)]
+
+
+@dataclass(slots=True)
+class AlertRow:
+    id: int
+    kind: str
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: str
+    severity: str
+    level: int
+    created_at: float
+    summary: str
+    next_step_at: float | None
+    acked_by: str | None
+    deliveries: str
+
+
+def alert_rows(data: Data, include_resolved: bool = False) -> list[AlertRow]:
+    from flowtui.runner.alerting import list_alerts
+
+    try:
+        rows = list_alerts(data.store, include_resolved=include_resolved, limit=300)
+    except Exception:  # an older database without the alerts table
+        return []
+    out = []
+    for r in rows:
+        parts = []
+        for channel, action, status, attempts in data.store.conn.execute(
+                "SELECT channel, action, status, attempts FROM deliveries WHERE alert_id = ? "
+                "ORDER BY id", (r[0],)):
+            retry = f" x{attempts}" if attempts > 1 else ""
+            parts.append(f"{channel} {action} {status}{retry}")
+        out.append(AlertRow(*r, deliveries="; ".join(parts[-4:])))
+    return out
+
+
+def sla_rows(data: Data, dags: dict) -> list:
+    from flowtui.runner.sla import active_statuses
+
+    return active_statuses(data.store, dags, time.time())

@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
@@ -147,7 +147,7 @@ class NowScreen(TaskActions, TableScreen):
 
 class DagsScreen(DagActions, TableScreen):
     TITLE = "DAGs"
-    COLUMNS = ("dag", "schedule", "last runs", "running", "paused", "problems")
+    COLUMNS = ("dag", "schedule", "last runs", "running", "sla", "paused", "problems")
     BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-dag"),
                 Binding("t", "trigger", "Trigger", id="trigger"),
                 Binding("b", "backfill", "Backfill", id="backfill"),
@@ -159,10 +159,17 @@ class DagsScreen(DagActions, TableScreen):
         self.rows_by_key: dict[str, Any] = {}
 
     def fetch(self, data: Any) -> Any:
-        return data.dag_rows(), len(data.import_errors())
+        from flowtui.app.data import sla_rows
+
+        dags = self.app.ops.dags()
+        slas: dict[str, Any] = {}
+        if any(d.sla for d in dags.values()):
+            for item in sla_rows(data, dags):  # newest run first: keep that one per DAG
+                slas.setdefault(item.dag_id, item)
+        return data.dag_rows(), len(data.import_errors()), slas
 
     def show(self, result: Any) -> None:
-        rows_data, error_count = result
+        rows_data, error_count, slas = result
         rows = []
         self.rows_by_key = {}
         for row in rows_data:
@@ -179,7 +186,8 @@ class DagsScreen(DagActions, TableScreen):
                 problems.append("file gone")
             paused = ("⏸ " + (row.paused_reason or "paused")) if row.paused else ""
             rows.append((row.dag_id, (row.dag_id, row.schedule or "manual", glyphs,
-                                      str(row.running or ""), paused, ", ".join(problems))))
+                                      str(row.running or ""), _sla_cell(slas.get(row.dag_id)),
+                                      paused, ", ".join(problems))))
         sync_table(self.table, rows)
         suffix = f"   ({error_count} import error(s): press i)" if error_count else ""
         self.query_one(".title", Static).update(f"DAGs{suffix}")
@@ -200,6 +208,18 @@ class DagsScreen(DagActions, TableScreen):
 
     def action_errors(self) -> None:
         self.app.push_screen(ImportErrorsScreen())
+
+def _sla_cell(item: Any) -> Text:
+    """The DAG's SLA at a glance: a countdown to the deadline of its newest run, or the verdict."""
+    if item is None:
+        return Text("")
+    if item.verdict in ("met", "missed") or item.run_state == "success":
+        return Text(item.verdict, style="green" if item.verdict == "met" else "bold red")
+    left = item.deadline - time.time()
+    style = "yellow" if item.verdict == "at risk" else ""
+    label = f"⏱ {format_duration(left)}" + (" at risk" if item.verdict == "at risk" else "")
+    return Text(label, style=style)
+
 
 def _run_colour(app: Any, state: str) -> str:
     from flowtui.app.render import state_colour
@@ -277,32 +297,96 @@ class ImportErrorsScreen(FlowScreen):
         self.query_one("#graph", Static).update(Text(text))
 
 
-class AlertsScreen(FlowScreen):
-    TITLE = "Alerts"
-
-    def body(self) -> ComposeResult:
-        yield Static("", id="graph")
-
-    def fetch(self, data: Any) -> Any:
-        return data.open_alerts()
-
-    def show(self, count: int) -> None:
-        self.query_one("#graph", Static).update(
-            f"{count} open alert(s).\n\nAlert policies and channels are configured in "
-            "flowtui.toml (section 7 of the product contract); until they are, failures show "
-            "on the Now screen (0).")
-
-
-class SlaScreen(FlowScreen):
-    TITLE = "SLA"
-
-    def body(self) -> ComposeResult:
-        yield Static("", id="graph")
+class AlertsScreen(TableScreen):
+    TITLE = "Alerts: open and acked, newest first (a acks, R resolves)"
+    COLUMNS = ("id", "state", "severity", "kind", "level", "next step", "age", "where",
+               "deliveries", "summary")
+    BINDINGS = [*NAV, Binding("a", "ack", "Ack", id="ack"),
+                Binding("R", "resolve", "Resolve", id="resolve"), FILTER]
 
     def fetch(self, data: Any) -> Any:
-        return [r for r in data.dag_rows() if r]
+        from flowtui.app.data import alert_rows
 
-    def show(self, rows: list) -> None:
-        self.query_one("#graph", Static).update(
-            "SLA deadlines (sla: {deadline: ...} or {within: ...} in a DAG) and predicted "
-            "finishes appear here once SLA tracking is enabled for this home.")
+        return alert_rows(data)
+
+    def show(self, alerts: list) -> None:
+        self.alerts = {str(a.id): a for a in alerts}
+        now = time.time()
+        rows = []
+        for a in alerts:
+            where = " / ".join(x for x in (a.dag_id, short_run(a.run_id) if a.run_id else "",
+                                           a.task_id) if x)
+            if not self.keep(where, a.kind, a.state, a.summary):
+                continue
+            colour = {"critical": "bold red", "error": "red", "warning": "yellow"}.get(
+                a.severity, "")
+            nxt = ("-" if a.next_step_at is None else
+                   f"in {format_duration(max(0.0, a.next_step_at - now))}")
+            state = a.state + (f" by {a.acked_by}" if a.acked_by else "")
+            rows.append((str(a.id), (str(a.id), state, Text(a.severity, style=colour), a.kind,
+                                     str(a.level), nxt, ago(a.created_at), where,
+                                     a.deliveries or "-", Text(a.summary))))
+        sync_table(self.table, rows)
+        self.query_one(".title", Static).update(self.TITLE if rows else "Alerts: none open ✓")
+
+    def _current(self) -> Any:
+        return getattr(self, "alerts", {}).get(self.current_key() or "")
+
+    def action_ack(self) -> None:
+        self._set("acked", "Ack", "stops its escalation and acknowledges the page")
+
+    def action_resolve(self) -> None:
+        self._set("resolved", "Resolve", "closes it and resolves the page")
+
+    def _set(self, state: str, verb: str, what: str) -> None:
+        from flowtui.app.dialogs import ConfirmDialog
+
+        alert = self._current()
+        if alert is None:
+            return
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._apply(alert.id, state)
+
+        lines = [f"  {alert.kind} {alert.dag_id} {alert.task_id}", f"  {what}"]
+        self.app.push_screen(ConfirmDialog(f"{verb} alert {alert.id}?", lines, verb), done)
+
+    @work(thread=True, group="act", exit_on_error=False)
+    def _apply(self, alert_id: int, state: str) -> None:
+        try:
+            self.app.ops.set_alert(alert_id, state)
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, f"alert {alert_id} {state}", timeout=4)
+        self.app.call_from_thread(self.reload)
+
+
+class SlaScreen(TableScreen):
+    TITLE = "SLA: deadlines, predicted finish and the critical path"
+    COLUMNS = ("verdict", "dag", "run", "deadline", "left", "predicted", "critical path")
+    BINDINGS = [*NAV, FILTER]
+
+    def fetch(self, data: Any) -> Any:
+        from flowtui.app.data import sla_rows
+
+        return sla_rows(data, self.app.ops.dags())
+
+    def show(self, items: list) -> None:
+        now = time.time()
+        rows = []
+        for i in items:
+            if not self.keep(i.dag_id, i.run_id, i.verdict):
+                continue
+            colour = {"missed": "bold red", "at risk": "yellow", "met": "green",
+                      "on track": "green"}.get(i.verdict, "")
+            left = i.deadline - now
+            rows.append((f"{i.dag_id}:{i.run_id}", (
+                Text(i.verdict, style=colour), i.dag_id, short_run(i.run_id), clock(i.deadline),
+                format_duration(left) if left > 0 else f"-{format_duration(-left)}",
+                clock(i.predicted), " -> ".join(i.critical_path) or "-")))
+        sync_table(self.table, rows)
+        self.query_one(".title", Static).update(
+            self.TITLE if rows else "SLA: no run with an SLA (sla: {deadline: \"08:00\"} or "
+                                    "{within: 2h}) in the last day")

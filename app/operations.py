@@ -77,6 +77,18 @@ class Operations:
         finally:
             store.close()
 
+    def set_alert(self, alert_id: int, state: str) -> None:
+        from flowtui.runner.alerting import set_alert_state
+
+        store = self._store()
+        try:
+            set_alert_state(store, alert_id, state)
+            daemon = actions.live_daemon(store)
+            if daemon is not None:
+                actions.wake(daemon[1])
+        finally:
+            store.close()
+
     def backfill_plan(self, dag_id: str, values: dict) -> tuple[list[str], str | None]:
         from flowtui.runner.clock import iso
 

@@ -77,7 +77,7 @@ def test_every_screen_opens(world) -> None:
     async def go() -> None:
         app = app_for(world)
         async with app.run_test(size=(120, 40)) as pilot:
-            expectations = {"1": "fine", "2": "manual", "3": "open alert", "4": "SLA",
+            expectations = {"1": "fine", "2": "manual", "3": "Alerts", "4": "SLA",
                             "5": "pools", "0": "extract"}
             for key, word in expectations.items():
                 await pilot.press(key)
@@ -222,3 +222,29 @@ def test_read_only_hides_every_action(world) -> None:
 
     run_async(go())
     assert query(home, "SELECT count(*) FROM audit_log")[0][0] == 0
+
+
+def test_ack_an_alert_from_the_alerts_screen(world) -> None:
+    home, _ = world
+    conn = sqlite3.connect(home / "flowtui.db")
+    conn.execute("INSERT INTO alerts (kind, dag_id, run_id, task_id, state, severity, level, "
+                 "summary, created_at, updated_at, next_step_at) VALUES ('task_failed', 'shop', "
+                 "'r', 'extract', 'open', 'error', 1, 'exited 1', 1, 1, 9e9)")
+    conn.commit()
+    conn.close()
+
+    async def go() -> None:
+        app = app_for(world)
+        async with app.run_test(size=(140, 30)) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "task_failed" in screen_text(app), what="alerts")
+            assert "alerts open: 1" in screen_text(app)
+            await pilot.press("a")
+            await until(pilot, lambda: "Ack alert 1?" in screen_text(app), what="dialog")
+            await pilot.press("y")
+            await until(pilot, lambda: query(home, "SELECT state FROM alerts")[0][0] == "acked",
+                        what="the ack")
+
+    run_async(go())
+    assert query(home, "SELECT action FROM audit_log") == [("ack",)]
+    assert query(home, "SELECT next_step_at FROM alerts") == [(None,)]

@@ -24,6 +24,8 @@ PIPE = """
 dag_id: orders
 schedule: "0 6 * * *"
 start_date: 2026-01-01
+sla: {within: 8h}
+alerts: []
 tasks:
   extract_orders: {command: 'echo extract'}
   extract_customers: {command: 'echo extract'}
@@ -98,6 +100,14 @@ def build_store(home: Path, pipelines: Path) -> None:
                          "updated_at = ? WHERE id = ?",
                          (final, start, None if final == "running" else start + 205, NOW, pk))
             conn.execute("UPDATE task_instances SET updated_at = ? WHERE run_pk = ?", (NOW - 300, pk))
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO alerts (kind, dag_id, run_id, task_id, state, severity, level, "
+                     "summary, created_at, updated_at, next_step_at) VALUES ('task_failed', "
+                     "'orders', 'scheduled__2026-02-27T06:00:00+00:00', 'transform', 'open', "
+                     "'error', 1, 'exited 1', ?, ?, ?)", (NOW - 600, NOW - 600, NOW + 300))
+        conn.execute("INSERT INTO deliveries (alert_id, channel, action, status, attempts, "
+                     "next_attempt_at, last_status, created_at, updated_at) VALUES (1, 'slack', "
+                     "'trigger', 'sent', 1, ?, 'HTTP 200', ?, ?)", (NOW, NOW, NOW))
     store.close()
 
 
@@ -133,6 +143,8 @@ SCREENS = {
     "dags": (["1"], "orders"),
     "runs": (["2"], "scheduled"),
     "runner": (["5"], "pools"),
+    "alerts": (["3"], "task_failed"),
+    "sla": (["4"], "critical path"),
     "import_errors": (["1", "i"], "retires"),
     "grid": (["1", "enter"], "view: grid"),
     "graph": (["1", "enter", "g"], "critical path"),
