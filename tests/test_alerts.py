@@ -273,3 +273,27 @@ steps = [{after = "0m", notify = ["pagr"]}]
     broken = flowtui("dags", "list", home=home, pipelines=pipelines)
     assert broken.returncode == 2 and broken.stderr.count("\n") == 1
     assert "flowtui.toml" in broken.stderr and "malformed TOML" in broken.stderr
+
+
+def test_hung_tasks_and_the_circuit_breaker_raise_their_alerts(
+        home: Path, pipelines: Path, hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = configure(home, hooks, escalate="1h")
+    write(pipelines, "a.yaml", """
+        dag_id: stuck
+        alerts: [oncall]
+        circuit_breaker: {consecutive_failures: 1}
+        tasks:
+          silent: {command: 'sleep 30', heartbeat_timeout: 1s, kill_grace: 1s}
+    """)
+    runner = start(home, pipelines, env, monkeypatch)
+    try:
+        flowtui("trigger", "stuck", home=home, pipelines=pipelines)
+        wait_for(lambda: {r[0] for r in query(home, "SELECT kind FROM alerts")} >= {
+            "hung", "task_failed", "circuit_open"}, 15, "hung, failed and circuit alerts")
+        assert query(home, "SELECT paused FROM dags WHERE dag_id = 'stuck'") == [(1,)]
+        circuit = query(home, "SELECT severity, run_id, summary FROM alerts WHERE kind = "
+                              "'circuit_open'")[0]
+        assert circuit[0] == "critical" and circuit[1] == "" and "circuit breaker" in circuit[2]
+        wait_for(lambda: len(hooks.to("/slack")) >= 3, what="their messages")
+    finally:
+        runner.stop()
