@@ -74,36 +74,28 @@ class TaskActions:
             self.app.push_screen(LogScreen(current))
 
     def action_clear(self) -> None:
-        targets = self.targets()
-        if not targets:
-            return
-        first = targets[0]
-        ops = self.app.ops
-
-        def plan(options: dict) -> list[str]:
-            return ops.plan(first.dag_id, first.run_pk, [t.task_id for t in targets], options)
-
-        def done(options: dict | None) -> None:
-            if options is not None:
-                self._submit(first, "clear", [t.task_id for t in targets], options)
-
-        self.app.push_screen(ClearDialog(f"{first.dag_id} {first.run_id}", plan), done)
+        self._planned("clear", ClearDialog)
 
     def action_mark(self) -> None:
+        self._planned("mark", MarkDialog)
+
+    def _planned(self, action: str, dialog: Any) -> None:
+        """A dialog that shows the tasks the action changes as its options are toggled."""
         targets = self.targets()
         if not targets:
             return
         first = targets[0]
         ops = self.app.ops
+        task_ids = [t.task_id for t in targets]
 
         def plan(options: dict) -> list[str]:
-            return ops.plan(first.dag_id, first.run_pk, [t.task_id for t in targets], options)
+            return ops.plan(first.dag_id, first.run_pk, task_ids, options)
 
         def done(options: dict | None) -> None:
             if options is not None:
-                self._submit(first, "mark", [t.task_id for t in targets], options)
+                self._submit(first, action, task_ids, options)
 
-        self.app.push_screen(MarkDialog(f"{first.dag_id} {first.run_id}", plan), done)
+        self.app.push_screen(dialog(f"{first.dag_id} {first.run_id}", plan), done)
 
     def action_retry(self) -> None:
         self._confirm_simple("retry", "Retry now", "start again now, instead of waiting for "

@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from flowtui.app.render import ago
+from flowtui.app.render import ago, display_path
 
 NAV = [
     Binding("0", "app.mode('now')", "Now", show=False, id="mode-now"),
@@ -94,7 +94,8 @@ class FlowScreen(Screen):
             runner = f"runner ✗ DOWN (last heartbeat {ago(time_of(health))})"
         mode = "  read-only" if self.app.read_only else ""
         self.query_one("#health", Static).update(
-            f"flowtui  {runner}   alerts open: {alerts}{mode}   {self.app.config.home}")
+            f"flowtui  {runner}   alerts open: {alerts}{mode}   "
+            f"{display_path(self.app.config.home)}")
 
     # -- keys ------------------------------------------------------------------------------
     def action_back(self) -> None:

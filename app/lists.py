@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
-from flowtui.app.render import ago, clock, short_run, state_text
+from flowtui.app.render import ago, clock, display_path, short_run, state_text
 from flowtui.render import GLYPHS
 from flowtui.runner.durations import format_duration
 
@@ -292,8 +292,9 @@ class ImportErrorsScreen(FlowScreen):
     def show(self, errors: list) -> None:
         from flowtui.render import visible
 
-        text = "\n\n".join(f"{f}:{line}\n  {visible(msg)}" if line else f"{f}\n  {visible(msg)}"
-                           for f, line, msg in errors) or "No import errors ✓"
+        text = "\n\n".join(
+            f"{display_path(f)}:{line}\n  {visible(msg)}" if line else
+            f"{display_path(f)}\n  {visible(msg)}" for f, line, msg in errors) or "No import errors ✓"
         self.query_one("#graph", Static).update(Text(text))
 
 

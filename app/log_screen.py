@@ -16,7 +16,7 @@ from textual.widgets import Input, RichLog, Static
 
 from flowtui.app.acting import TaskRef
 from flowtui.app.base import NAV, FlowScreen
-from flowtui.app.render import log_line
+from flowtui.app.render import display_path, log_line
 
 TAIL_BYTES = 512 * 1024   # what is shown on opening: the end of the file
 WINDOW_BYTES = 256 * 1024  # around a jump target
@@ -171,7 +171,8 @@ class LogScreen(FlowScreen):
         tries = f"try {self.try_number} of {len(self.tries)}" if self.tries else ""
         found = f"  match {self.match_index + 1}/{len(self.matches)}" if self.matches else ""
         self.query_one("#logbar", Static).update(
-            message or f"{tries}  {status}  {len(self.lines)} lines{found}  {self.path}")
+            message or f"{tries}  {status}  {len(self.lines)} lines{found}  "
+                       f"{display_path(self.path)}")
 
     # -- keys ------------------------------------------------------------------------------
     def action_follow(self) -> None:

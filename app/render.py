@@ -58,3 +58,14 @@ def short_run(run_id: str) -> str:
         extra = stamp[25:] if len(stamp) > 25 else ""
         return f"{kind} {stamp[5:10]} {stamp[11:16]}{extra}"
     return run_id
+
+
+def display_path(path: object) -> str:
+    """A path with the user's home folder shown as ``~`` (shorter, and the same on every box)."""
+    import os
+
+    text = str(path)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and (text == home or text.startswith(home + os.sep)):
+        return "~" + text[len(home):]
+    return text

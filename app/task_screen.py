@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 from flowtui.app.acting import TASK_BINDINGS, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.lists import sync_table
-from flowtui.app.render import clock, state_text
+from flowtui.app.render import clock, display_path, state_text
 from flowtui.render import visible
 from flowtui.runner.durations import format_duration
 
@@ -63,7 +63,7 @@ class TaskScreen(TaskActions, FlowScreen):
                 detail.append(f"\nmetadata {json.dumps(last.metadata)}")
             if last.end_date is None and last.pid:
                 detail.append(f"\npid {last.pid}  heartbeat {clock(last.heartbeat_at)}")
-            detail.append(f"\nlog {last.log_path}", style="dim")
+            detail.append(f"\nlog {display_path(last.log_path)}", style="dim")
         self.query_one("#detail", Static).update(detail)
         rows = []
         for t in tries:

@@ -58,7 +58,7 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     for task in live.tasks.values():
         if task.state in _TERMINAL:
             for child in dag.downstream[task.task_id]:
-                _count(live.tasks[child].counts, task.state)
+                live.tasks[child].counts.add(task.state.value)
     live.unfinished = sum(1 for t in live.tasks.values() if t.state not in _TERMINAL)
     engine.runs[live.pk] = live
     if not settle and live.unfinished == 0:
@@ -81,17 +81,6 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     if live.unfinished == 0 and settle:
         engine._finish_run(live, now)
     return live
-
-
-def _count(counts: Counts, state: TaskState) -> None:
-    if state == S.SUCCESS:
-        counts.success += 1
-    elif state == S.FAILED:
-        counts.failed += 1
-    elif state == S.SKIPPED:
-        counts.skipped += 1
-    else:
-        counts.upstream_failed += 1
 
 
 def _resume(engine: "Engine", task: "LiveTask", now: float) -> None:

@@ -173,15 +173,7 @@ class EndingMixin:
         state = task.state
         for child_id in live.dag.downstream[task.task_id]:
             child = live.tasks[child_id]
-            counts = child.counts
-            if state == S.SUCCESS:
-                counts.success += 1
-            elif state == S.FAILED:
-                counts.failed += 1
-            elif state == S.SKIPPED:
-                counts.skipped += 1
-            else:
-                counts.upstream_failed += 1
+            child.counts.add(state.value)
             self._evaluate(child, now)
         if live.unfinished == 0 and live.state == RunState.RUNNING:
             self._finish_run(live, now)

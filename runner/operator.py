@@ -83,15 +83,7 @@ def _recount(engine: "Engine", live: "LiveRun", now: float) -> None:
     for task in live.tasks.values():
         if task.state in _TERMINAL:
             for child in live.dag.downstream[task.task_id]:
-                counts = live.tasks[child].counts
-                if task.state == S.SUCCESS:
-                    counts.success += 1
-                elif task.state == S.FAILED:
-                    counts.failed += 1
-                elif task.state == S.SKIPPED:
-                    counts.skipped += 1
-                else:
-                    counts.upstream_failed += 1
+                live.tasks[child].counts.add(task.state.value)
     live.unfinished = sum(1 for t in live.tasks.values()
                           if t.state not in _TERMINAL or getattr(t, "override", None))
     if live.state != RunState.RUNNING:

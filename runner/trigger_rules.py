@@ -19,6 +19,17 @@ class Counts:
     skipped: int = 0
     upstream_failed: int = 0
 
+    def add(self, state: str) -> None:
+        """Count one upstream that reached a terminal state."""
+        if state == "success":
+            self.success += 1
+        elif state == "failed":
+            self.failed += 1
+        elif state == "skipped":
+            self.skipped += 1
+        else:
+            self.upstream_failed += 1
+
     @property
     def done(self) -> int:
         return self.success + self.failed + self.skipped + self.upstream_failed

@@ -19,7 +19,7 @@ from flowtui.runner.loader import load_folder
 from flowtui.store import Store
 
 NOW = 1772366400.0  # 2026-03-01 12:00:00 UTC
-ROOT = Path("/tmp/flowtui-snapshots")
+ROOT_NAME = "flowtui-snapshots"  # under the test's own $HOME: shown as ~/flowtui-snapshots
 PIPE = """
 dag_id: orders
 schedule: "0 6 * * *"
@@ -113,8 +113,11 @@ def build_store(home: Path, pipelines: Path) -> None:
 
 @pytest.fixture
 def snapshot_app(monkeypatch: pytest.MonkeyPatch):
-    shutil.rmtree(ROOT, ignore_errors=True)
-    home, pipelines = ROOT / "home", ROOT / "pipelines"
+    import os
+
+    root = Path(os.environ["HOME"]) / ROOT_NAME
+    shutil.rmtree(root, ignore_errors=True)
+    home, pipelines = root / "home", root / "pipelines"
     home.mkdir(parents=True)
     pipelines.mkdir(parents=True)
     (pipelines / "orders.yaml").write_text(PIPE.lstrip())
@@ -129,7 +132,7 @@ def snapshot_app(monkeypatch: pytest.MonkeyPatch):
         return make_app(load_config(home, pipelines), theme=theme, refresh_seconds=3600)
 
     yield make
-    shutil.rmtree(ROOT, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def tables_settled(app) -> bool:
