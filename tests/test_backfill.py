@@ -222,3 +222,18 @@ def test_bad_backfill_input(home: Path, pipelines: Path) -> None:
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert result.stderr.count("\n") == 1 and words in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_backfill_pool_keeps_its_tasks_apart(home: Path, pipelines: Path) -> None:
+    (home / "flowtui.toml").write_text("[pools]\nbackfills = 1\n")
+    write(pipelines, "daily.yaml", DAILY)
+    result = flowtui("backfill", "daily", "--start", "2026-03-01", "--end", "2026-03-04",
+                     "--parallelism", "3", "--pool", "backfills", "--wait", home=home,
+                     pipelines=pipelines, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {r[0] for r in rows(home, "SELECT pool FROM task_instances")} == {"backfills"}
+    spans = rows(home, "SELECT start_date, end_date FROM tries")
+    assert peak_overlap(spans) == 1  # the pool's one slot, whatever the run parallelism
+    unknown = flowtui("backfill", "daily", "--start", "2026-03-05", "--end", "2026-03-06",
+                      "--pool", "nope", home=home, pipelines=pipelines)
+    assert unknown.returncode == 2 and "pool 'nope' is not defined" in unknown.stderr
