@@ -199,7 +199,7 @@ class Engine(LaunchMixin, EndingMixin):
         for _, _, kind, ref in self._timers:
             if kind == "sigkill" and ref[0].pid is not None and ref[0].try_number == ref[1]:
                 return True
-            if kind == "sigkill_orphans":
+            if kind == "sigkill_orphans" and executor.survivors(*ref):
                 return True
         return False
 
@@ -252,6 +252,9 @@ class Engine(LaunchMixin, EndingMixin):
             deadline = min(deadline, self._timers[0][0])
         if self._running:
             deadline = min(deadline, self._next_scan)
+        if not self.runs and not self.daemon:
+            # Only a killed tree's grace is left: look again soon, it usually ends at SIGTERM.
+            deadline = min(deadline, self.clock() + 0.05)
         return max(0.0, deadline - self.clock())
 
     def _drain_wake(self, now: float) -> None:
