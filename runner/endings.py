@@ -104,7 +104,7 @@ class EndingMixin:
         task.watch = None
         self._notify(live, task, new.value, ti_reason)
         if self.on_task_end is not None:
-            self.on_task_end(task, new, kill_reason)
+            self._hook(self.on_task_end, task, new, kill_reason)
         if new == S.UP_FOR_RETRY:
             self._timer(next_try_at, "retry", (task, task.try_number))  # type: ignore[arg-type]
         elif new == S.UP_FOR_RESCHEDULE:
@@ -196,7 +196,7 @@ class EndingMixin:
         self.runs.pop(live.pk, None)
         self._notify(live, None, new.value, cause)
         if self.on_run_finished is not None:
-            self.on_run_finished(live)
+            self._hook(self.on_run_finished, live)
 
     def _dagrun_timeout(self, live: LiveRun, now: float) -> None:
         if live.state != RunState.RUNNING or live.pk not in self.runs:

@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import selectors
+import sys
 import signal
 import threading
 import time
@@ -266,7 +267,7 @@ class Engine(LaunchMixin, EndingMixin):
         if self._stopping and not self.daemon:
             self._stop_everything(now)
         elif self.on_wake is not None:
-            self.on_wake(now)
+            self._hook(self.on_wake, now)
 
     def _stop_everything(self, now: float) -> None:
         force = self._stopping > 1
@@ -316,7 +317,7 @@ class Engine(LaunchMixin, EndingMixin):
                 if ref.state == S.SCHEDULED:
                     self._schedule(ref, now)
             elif kind == "call":
-                ref(now)
+                self._hook(ref, now)
         if self._running and now >= self._next_scan:
             self._scan_logs(now)
             self._next_scan = now + LOG_SCAN_INTERVAL
@@ -453,6 +454,22 @@ class Engine(LaunchMixin, EndingMixin):
     def _notify(self, live: LiveRun, task: LiveTask | None, what: str, detail: str) -> None:
         if self.listener is not None:
             self.listener(live, task, what, detail)
+
+    def _hook(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Call a daemon's hook; a bug or a store error there is logged, and the loop (and every
+        task it watches) carries on. In a foreground run it surfaces as usual."""
+        if not self.daemon:
+            callback(*args)
+            return
+        try:
+            callback(*args)
+        except Exception:
+            import traceback
+
+            print(f"flowtui runner: error in {getattr(callback, '__name__', callback)}; carrying on",
+                  file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
 
     def _flush(self) -> None:
         if self._ops:
