@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -41,7 +42,12 @@ class Sender(threading.Thread):
         store = Store.open(self.db_path)
         try:
             while not self.stopping:
-                wait = self._send_due(store)
+                try:
+                    wait = self._send_due(store)
+                except Exception as exc:  # the store was busy, a bug: keep delivering anyway
+                    print(f"flowtui runner: sender: {type(exc).__name__}: {exc}; retrying",
+                          file=sys.stderr, flush=True)
+                    wait = self.backoff
                 self.event.wait(wait)
                 self.event.clear()
         finally:
