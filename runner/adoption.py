@@ -27,6 +27,8 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     """
     from flowtui.runner.engine import LiveRun, LiveTask, _run_context
 
+    if run.pk in engine.runs:  # already ours: taking it twice would run its tasks twice
+        return engine.runs[run.pk]
     store = engine.store
     tis = {t.task_id: t for t in store.task_instances(run.pk)}
     live = LiveRun(pk=run.pk, dag=dag, run_id=run.run_id, run_type=run.run_type,
@@ -111,7 +113,8 @@ def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
     task.started_at = attempt.start_date
     task.state = S.RUNNING
     pid = attempt.pid
-    if pid is not None and executor.same_process(pid, attempt.pid_start):
+    if pid is not None and executor.same_process(pid, attempt.pid_start,
+                                                 started_near=attempt.start_date):
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:

@@ -240,7 +240,10 @@ class Alerts:
         ids = [r[0] for r in self.store.conn.execute(f"SELECT id FROM alerts WHERE {where}",
                                                      params)]
         for alert_id in ids:
-            set_alert_state(self.store, alert_id, "resolved", user="runner", now=now)
+            try:
+                set_alert_state(self.store, alert_id, "resolved", user="runner", now=now)
+            except AlertError:
+                pass  # resolved by an operator a moment ago
         if ids:
             self.wake_sender()
 

@@ -250,8 +250,11 @@ def start_backfill_runs(engine, store: Store, dag: DagSpec, now: float) -> None:
         active = sum(1 for live in engine.runs.values() if live.backfill_id == backfill.id)
         free = backfill.parallelism - active
         if free > 0:
-            for run in next_runs(store, backfill, free):
-                adopt_run(engine, dag, run, now)
+            for run in next_runs(store, backfill, free + active):
+                if run.pk not in engine.runs and free > 0:
+                    adopt_run(engine, dag, run, now)
+                    free -= 1
+            engine._flush()  # running in the store before a cancel can delete it as queued
 
 
 def run_in_foreground(store: Store, config, dag: DagSpec, backfill_id: int,

@@ -118,9 +118,9 @@ class Daemon:
         return snapshot
 
     def _rescan(self, now: float) -> None:
+        self.engine.call_at(time.time() + self.scan_interval, self._rescan)  # first: never lost
         self._reload(now)
         self._adopt_orphans(now)
-        self.engine.call_at(time.time() + self.scan_interval, self._rescan)
 
     def _reload(self, now: float, force: bool = False) -> None:
         snapshot = self._files_snapshot()
@@ -205,7 +205,9 @@ class Daemon:
         free = dag.max_active_runs - running
         if free > 0:
             for run in self.store.queued_runs(dag_id, limit=free):
-                adopt_run(self.engine, dag, run, now)
+                if run.pk not in self.engine.runs:
+                    adopt_run(self.engine, dag, run, now)
+            self.engine._flush()  # recorded as running at once (a cancel or a reader sees it)
         self._explain_queued(dag_id, f"max_active_runs reached ({dag.max_active_runs}/"
                                      f"{dag.max_active_runs} runs running)")
 
@@ -228,6 +230,7 @@ class Daemon:
                 adopt_run(self.engine, dag, run, now)
 
     def _on_wake(self, now: float) -> None:
+        self.engine._flush()  # what was applied last time is in the store before we look again
         self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
         self.sender.wake()  # an ack or resolve from the CLI may have queued deliveries
         for request in pending_requests(self.engine):
@@ -285,17 +288,21 @@ class Daemon:
                                          ("task_failed", "task_retry", "zombie", "hung"))
 
     def _alert_tick(self, now: float) -> None:
+        self.engine.call_at(time.time() + ALERT_TICK, self._alert_tick)  # first: never lost
         self.engine._flush()
         self.alerts.escalate(now)
         self._check_slas(now)
-        self.engine.call_at(time.time() + ALERT_TICK, self._alert_tick)
 
     def _check_slas(self, now: float) -> None:
         from flowtui.runner.sla import active_statuses
 
         if not any(d.sla for d in self.dags.values()):
             return
-        for item in active_statuses(self.store, self.dags, now):
+        statuses = active_statuses(self.store, self.dags, now)
+        current = {(i.dag_id, i.run_id) for i in statuses}
+        for key in [k for k in self._sla_seen if k not in current]:
+            del self._sla_seen[key]  # out of the SLA window: forget it
+        for item in statuses:
             key = (item.dag_id, item.run_id)
             if self._sla_seen.get(key) == item.verdict:
                 continue

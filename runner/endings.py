@@ -194,6 +194,9 @@ class EndingMixin:
         self._ops.append((sql.SQL_EVENT, (now, "run", live.dag.dag_id, live.run_id, None, None,
                                        "running", new.value, cause, "")))
         self.runs.pop(live.pk, None)
+        prefix = live.log_base + os.sep
+        with self._dirs_lock:  # the folder thread adds to this set
+            self._dirs_made -= {d for d in self._dirs_made if d.startswith(prefix)}
         self._notify(live, None, new.value, cause)
         if self.on_run_finished is not None:
             self._hook(self.on_run_finished, live)

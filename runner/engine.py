@@ -128,6 +128,7 @@ class Engine(LaunchMixin, EndingMixin):
         self._base_env = dict(os.environ)
         self._next_heartbeat = 0.0
         self._dirs_made: set[str] = set()
+        self._dirs_lock = threading.Lock()
         self._dir_queue: queue.SimpleQueue[list[str]] | None = None
         self.on_run_finished: Callable[[LiveRun], None] | None = None
         self.on_task_end: Callable[[LiveTask, TaskState, str | None], None] | None = None
@@ -179,7 +180,8 @@ class Engine(LaunchMixin, EndingMixin):
                     os.makedirs(path, exist_ok=True)
                 except OSError:
                     break  # the launch creates it, or reports why it cannot
-                self._dirs_made.add(path)
+                with self._dirs_lock:
+                    self._dirs_made.add(path)
 
     def run_until_done(self) -> None:
         """Loop until every run handed in has finished and no killed tree outlives its grace."""
@@ -474,7 +476,11 @@ class Engine(LaunchMixin, EndingMixin):
     def _flush(self) -> None:
         if self._ops:
             ops, self._ops = self._ops, []
-            self.store.execute_batch(ops)
+            try:
+                self.store.execute_batch(ops)
+            except BaseException:
+                self._ops = ops + self._ops  # nothing recorded is dropped: the next flush retries
+                raise
 
 
 _TERMINAL = frozenset({S.SUCCESS, S.FAILED, S.UPSTREAM_FAILED, S.SKIPPED})

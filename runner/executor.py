@@ -75,13 +75,19 @@ def process_start_time(pid: int) -> float | None:
     return boot_time() + int(fields[19]) / _CLK_TCK
 
 
-def same_process(pid: int, pid_start: float | None) -> bool:
-    """True when ``pid`` is still the live process that started at ``pid_start``."""
+def same_process(pid: int, pid_start: float | None, started_near: float | None = None) -> bool:
+    """True when ``pid`` is still the live process that started at ``pid_start``. Without a
+    recorded start time, it must have started within seconds of ``started_near`` (the try's
+    start), so a recycled pid is never taken for the task."""
     fields = _stat_fields(pid)
     if fields is None or fields[0] == b"Z":
         return False
     start = boot_time() + int(fields[19]) / _CLK_TCK
-    return pid_start is None or abs(start - pid_start) < 0.05
+    if pid_start is not None:
+        return abs(start - pid_start) < 0.05
+    if started_near is not None:
+        return started_near - 1.0 <= start <= started_near + 5.0
+    return True
 
 
 def session_members(sid: int) -> list[int]:

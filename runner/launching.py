@@ -96,19 +96,23 @@ class LaunchMixin:
 
     def _spawn(self, task: LiveTask, now: float) -> None:
         live = task.run
-        log_dir = os.path.dirname(task.log_path)
-        if log_dir not in self._dirs_made:
-            os.makedirs(log_dir, exist_ok=True)
-            self._dirs_made.add(log_dir)
         try:
+            log_dir = os.path.dirname(task.log_path)
+            if log_dir not in self._dirs_made:
+                os.makedirs(log_dir, exist_ok=True)
+                with self._dirs_lock:
+                    self._dirs_made.add(log_dir)
             env = self._task_env(task)
             script = self._script(task, env)
             launched = executor.launch(script, shell=task.spec.shell, log_path=task.log_path,
                                        env=env)
-        except Exception as exc:  # cannot start (bad cwd template, no shell, ...): a failed try
+        except Exception as exc:  # cannot start (log folder, cwd template, no shell): a failed try
             message = f"could not start the task: {exc}"
-            with open(task.log_path, "a", encoding="utf-8") as fh:
-                fh.write(message + "\n")
+            try:
+                with open(task.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(message + "\n")
+            except OSError:
+                pass  # the reason is on the try's row either way
             self._take_slots(task, -1)
             self._end_try(task, 127, message, self.clock())
             return

@@ -86,6 +86,8 @@ def _recount(engine: "Engine", live: "LiveRun", now: float) -> None:
                 live.tasks[child].counts.add(task.state.value)
     live.unfinished = sum(1 for t in live.tasks.values()
                           if t.state not in _TERMINAL or getattr(t, "override", None))
+    # An operator who reopens tasks of a run that timed out or was cancelled wants it to run.
+    live.timed_out = live.cancelled = False
     if live.state != RunState.RUNNING:
         live.state = RunState.RUNNING
         engine.runs[live.pk] = live
