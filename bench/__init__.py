@@ -13,3 +13,12 @@ def write_section(path: str, heading: str, text: str) -> None:
     section = f"## {heading}\n\n{text.strip()}\n\n"
     new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip() + "\n\n" + section
     target.write_text(new.rstrip() + "\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc."""
+    import os
+
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -17,16 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import write_section
+from bench import cpu_seconds, write_section
 
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        fields = fh.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def rss_mb(pid: int) -> float:

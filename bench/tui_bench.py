@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import write_section
+from bench import cpu_seconds, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,16 +182,9 @@ def idle_cpu_watching(base: Path, count: int, seconds: float) -> float:
         assert app.stdout is not None
         app.stdout.readline()
         time.sleep(3)
-        tick = os.sysconf("SC_CLK_TCK")
-
-        def cpu() -> float:
-            with open(f"/proc/{app.pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / tick
-
-        before, t0 = cpu(), time.monotonic()
+        before, t0 = cpu_seconds(app.pid), time.monotonic()
         time.sleep(seconds)
-        used = cpu() - before
+        used = cpu_seconds(app.pid) - before
         elapsed = time.monotonic() - t0
         app.wait(60)
         return 100.0 * used / elapsed

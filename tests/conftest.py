@@ -52,3 +52,12 @@ def flowtui(*args: str, home: Path | None = None, pipelines: Path | None = None,
     full_env.update(env or {})
     return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
                           env=full_env)
+
+
+@pytest.fixture
+def runners():
+    """Runners a test starts with ``daemon_support.start``; all stopped when it ends."""
+    started: list = []
+    yield started
+    for runner in started:
+        runner.stop()

@@ -92,3 +92,15 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def start(runners: list[Runner], home: Path, pipelines: Path) -> Runner:
+    runner = Runner(home, pipelines)
+    runners.append(runner)
+    return runner
+
+
+def trigger(home: Path, pipelines: Path, dag_id: str, *extra: str) -> str:
+    result = flowtui("trigger", dag_id, *extra, home=home, pipelines=pipelines)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

@@ -4,32 +4,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import flowtui, write
-from daemon_support import Runner, alive, runs, tasks, tries, wait_for
-
-
-@pytest.fixture
-def runners(home: Path, pipelines: Path) -> Iterator[list[Runner]]:
-    started: list[Runner] = []
-    yield started
-    for runner in started:
-        runner.stop()
-
-
-def start(runners: list[Runner], home: Path, pipelines: Path) -> Runner:
-    runner = Runner(home, pipelines)
-    runners.append(runner)
-    return runner
-
-
-def trigger(home: Path, pipelines: Path, dag_id: str, *extra: str) -> str:
-    result = flowtui("trigger", dag_id, *extra, home=home, pipelines=pipelines)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+from daemon_support import alive, runs, start, tasks, tries, trigger, wait_for
 
 
 def test_kill9_of_the_daemon_loses_nothing(home: Path, pipelines: Path, runners: list) -> None:

@@ -6,32 +6,10 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import flowtui, write
-from daemon_support import Runner, runs, tasks, wait_for
-
-
-@pytest.fixture
-def runners(home: Path, pipelines: Path) -> Iterator[list[Runner]]:
-    started: list[Runner] = []
-    yield started
-    for runner in started:
-        runner.stop()
-
-
-def start(runners: list[Runner], home: Path, pipelines: Path) -> Runner:
-    runner = Runner(home, pipelines)
-    runners.append(runner)
-    return runner
-
-
-def trigger(home: Path, pipelines: Path, dag_id: str, *extra: str) -> str:
-    result = flowtui("trigger", dag_id, *extra, home=home, pipelines=pipelines)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+from daemon_support import runs, start, tasks, trigger, wait_for
 
 
 def run_state(home: Path, dag_id: str, run_id: str) -> str | None:
