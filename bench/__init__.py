@@ -22,3 +22,17 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", "rb") as fh:
         fields = fh.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    """The machine a figure was measured on, for the benchmarks page."""
+    import os
+    import platform
+
+    return (f"{platform.node()}: {platform.system()} {platform.release()}, {os.cpu_count()} "
+            f"cores, Python {platform.python_version()}")
+
+
+def markdown_table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
+    head = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers)
+    return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)

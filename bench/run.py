@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import write_section
+from bench import machine, markdown_table, write_section
 
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,13 +243,10 @@ def main() -> int:
         ("`flowtui --version`", f"{med['version'] * 1000:.0f} ms", "", "", "<= 150 ms"),
         ("peak memory of the 1000-task run", f"{med['peak_rss_mb']:.0f} MB", "", "", "<= 100 MB"),
     ]
-    header = "| measure | flowtui | floor | ratio | target |\n|---|---|---|---|---|"
-    table = header + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    table = markdown_table(rows, ("measure", "flowtui", "floor", "ratio", "target"))
     print(table)
     if args.write:
-        machine = (f"{platform.node()}: {platform.system()} {platform.release()}, "
-                   f"{os.cpu_count()} cores, Python {platform.python_version()}")
-        text = (f"Measured {dt.date.today().isoformat()} on {machine}.\n\n"
+        text = (f"Measured {dt.date.today().isoformat()} on {machine()}.\n\n"
                 f"Command: `python -m bench.run --repeat {args.repeat}` (medians of "
                 f"{args.repeat} rounds; ratios are taken per round against the floor measured "
                 "in that round).\n\nThe floor launches the same `sh -c true` processes from a "

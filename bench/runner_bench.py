@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import signal
 import sqlite3
 import statistics
@@ -17,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, write_section
+from bench import cpu_seconds, machine, markdown_table, write_section
 
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 
@@ -195,14 +194,11 @@ def main() -> int:
         ("recovery after `kill -9` (restart to all 20 orphans adopted), median of 3",
          f"{statistics.median(recoveries):.2f} s", "<= 1 s + staleness (0 s on one host)"),
     ]
-    table = "| measure | flowtui | target |\n|---|---|---|\n" + "\n".join(
-        "| " + " | ".join(r) + " |" for r in rows)
+    table = markdown_table(rows, ("measure", "flowtui", "target"))
     print(table)
     if args.write:
-        machine = (f"{platform.node()}: {platform.system()} {platform.release()}, "
-                   f"{os.cpu_count()} cores, Python {platform.python_version()}")
         write_section(args.write, "Runner daemon", (
-            f"Measured {dt.date.today().isoformat()} on {machine}.\n\n"
+            f"Measured {dt.date.today().isoformat()} on {machine()}.\n\n"
             f"Command: `python -m bench.runner_bench --idle-seconds {args.idle_seconds:g}`.\n\n"
             "A real `flowtui runner` process on a fresh home; CPU from /proc (user + system "
             "time over wall time), heartbeat ages from the store. Retry latency runs from the "

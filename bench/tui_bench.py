@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import platform
 import resource
 import sqlite3
 import statistics
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, write_section
+from bench import cpu_seconds, machine, markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +127,7 @@ def open_huge_log(tmp: Path, size_gb: float) -> float:
     line = b"2026-11-21 10:00:00 INFO processed batch 123456 of the nightly load, rows=50000\n"
     block = line * (8 * 1024 * 1024 // len(line))
     with open(path, "wb") as fh:
-        for _ in range(int(size_gb * 1024 / 8)):
+        for _ in range(max(1, -(-int(size_gb * 1e9) // len(block)))):
             fh.write(block)
     os.system("sync")
     times = []
@@ -233,14 +232,11 @@ def main() -> int:
         ("app CPU while idle on a DAG screen watching 100 running tasks (30 s)",
          f"{watching:.1f}% of a core", "<= 5%"),
     ]
-    table = "| measure | flowtui | target |\n|---|---|---|\n" + "\n".join(
-        "| " + " | ".join(r) + " |" for r in rows)
+    table = markdown_table(rows, ("measure", "flowtui", "target"))
     print(table)
     if args.write:
-        machine = (f"{platform.node()}: {platform.system()} {platform.release()}, "
-                   f"{os.cpu_count()} cores, Python {platform.python_version()}")
         write_section(args.write, "Terminal UI", (
-            f"Measured {dt.date.today().isoformat()} on {machine}.\n\n"
+            f"Measured {dt.date.today().isoformat()} on {machine()}.\n\n"
             "Command: `python -m bench.tui_bench`.\n\nThe app runs headless (Textual's "
             "`run_test`) at 160x48 on a store written in bulk. First paint is timed from the "
             "exec of a fresh interpreter to the DAGs screen "

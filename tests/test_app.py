@@ -50,6 +50,12 @@ def app_for(world: tuple[Path, Path], **options):
     return make_app(load_config(home, pipelines), refresh_seconds=0.2, **options)
 
 
+def select_row(app, key: str) -> None:
+    """Put the list's cursor on the row with this key (a DAG id)."""
+    table = app.screen.query_one("#table")
+    table.move_cursor(row=[str(k.value) for k in table.rows].index(key))
+
+
 def query(home: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(home / "flowtui.db")
     rows = conn.execute(sql).fetchall()
@@ -114,8 +120,7 @@ def test_clear_from_the_grid_resets_the_task_and_downstream(world) -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("1")
             await until(pilot, lambda: "shop" in screen_text(app), what="DAGs")
-            table = app.screen.query_one("#table")
-            table.move_cursor(row=[str(k.value) for k in table.rows].index("shop"))
+            select_row(app, "shop")
             await pilot.press("enter")
             await until(pilot, lambda: "view: grid" in screen_text(app), what="grid")
             await pilot.press("c")
@@ -149,8 +154,7 @@ def test_mark_and_trigger_and_pause_from_the_keyboard(world) -> None:
                         what="the mark")
             await pilot.press("1")
             await until(pilot, lambda: "fine" in screen_text(app), what="DAGs")
-            table = app.screen.query_one("#table")
-            table.move_cursor(row=[str(k.value) for k in table.rows].index("fine"))
+            select_row(app, "fine")
             await pilot.press("t")
             await until(pilot, lambda: "Trigger a run of fine" in screen_text(app), what="dialog")
             conf = app.screen.query_one("#conf")
@@ -183,8 +187,7 @@ def test_backfill_dialog_previews_before_it_starts(world) -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("1")
             await until(pilot, lambda: "shop" in screen_text(app), what="DAGs")
-            table = app.screen.query_one("#table")
-            table.move_cursor(row=[str(k.value) for k in table.rows].index("shop"))
+            select_row(app, "shop")
             await pilot.press("b")
             await until(pilot, lambda: "Backfill shop" in screen_text(app), what="dialog")
             app.screen.query_one("#start").value = "2026-03-01"
