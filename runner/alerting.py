@@ -21,6 +21,8 @@ CHANNEL_TYPES = ("slack", "pagerduty", "webhook", "command")
 SEVERITY = {"task_failed": "error", "task_retry": "info", "sla_at_risk": "warning",
             "sla_miss": "critical", "zombie": "error", "hung": "error", "circuit_open": "critical"}
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+MAX_CHANNEL_TIMEOUT = 300.0
+MAX_ALERT_ID = 2**63 - 1  # SQLite's INTEGER range; nothing larger can name an alert
 
 
 @dataclass(slots=True)
@@ -28,6 +30,7 @@ class Channel:
     name: str
     type: str
     settings: dict[str, Any]
+    timeout: float | None = None  # the total deadline of one attempt; None: the sender's
 
     def secret(self, key: str) -> str | None:
         """The value of a setting, reading ``env:NAME`` references at the moment of use."""
@@ -99,7 +102,12 @@ def parse_alerting(raw: dict[str, Any], where: str = "flowtui.toml") -> AlertCon
             config.errors.append(f"{where}: {', '.join(missing)}; set the variable in the "
                                  "runner's environment")
             continue
-        config.channels[name] = Channel(name, kind, dict(settings))
+        try:
+            timeout = _channel_timeout(settings.get("timeout"))
+        except ValueError as exc:
+            config.errors.append(f"{where}: {key}.timeout: {exc}")
+            continue
+        config.channels[name] = Channel(name, kind, dict(settings), timeout)
     policies = raw.get("policies", {}) or {}
     for name, settings in (policies.items() if isinstance(policies, dict) else []):
         key = f"policies.{name}"
@@ -108,6 +116,17 @@ def parse_alerting(raw: dict[str, Any], where: str = "flowtui.toml") -> AlertCon
         except ValueError as exc:
             config.errors.append(f"{where}: {exc}")
     return config
+
+
+def _channel_timeout(value: Any) -> float | None:
+    """How long one attempt may take in all, connect to last byte (``timeout = "30s"``)."""
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if not 0 < seconds <= MAX_CHANNEL_TIMEOUT:
+        raise ValueError(f"{value!r} is out of range; use more than 0s and at most "
+                         f"{MAX_CHANNEL_TIMEOUT:g}s")
+    return seconds
 
 
 def _policy(name: str, settings: Any, key: str, channel_names: set[str]) -> Policy:
@@ -263,6 +282,10 @@ def set_alert_state(store: Store, alert_id: int, state: str, *, user: str | None
     """Ack or resolve (audited); channels that were paged get an acknowledge or a resolve."""
     now = now or time.time()
     user = user or current_user()
+    if isinstance(alert_id, bool) or not isinstance(alert_id, int) or \
+            not 0 < alert_id <= MAX_ALERT_ID:
+        raise AlertError(f"no alert {alert_id}; alert ids are positive whole numbers, "
+                         "'flowtui alerts list' lists them")
     with store.transaction() as conn:
         row = conn.execute("SELECT state, dag_id, run_id, task_id FROM alerts WHERE id = ?",
                            (alert_id,)).fetchone()
