@@ -114,6 +114,12 @@ def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str
     tis = {t.task_id: t for t in store.task_instances(run.pk)}
     affected = _check(dag, tis, action, task_ids, options)
     owner = live_owner(store, run.runner_id) or live_daemon(store)
+    if owner is None and action in ("clear", "mark", "kill"):
+        # No runner watches these processes: end them here, fully, before the store says they
+        # ended, so the next runner can never start a try beside a live one.
+        for task_id in affected:
+            if tis[task_id].state == TaskState.RUNNING.value:
+                _end_orphan(store, dag, run, tis[task_id])
     with store.transaction() as conn:
         store.audit(conn, action, dag_id=run.dag_id, run_id=run.run_id,
                     task_id=",".join(affected), detail={**options, "tasks": affected}, user=user)
@@ -226,11 +232,20 @@ def apply_offline(store: Store, conn, dag: DagSpec, run: Run, tis: dict[str, Tas
                                                          new, cause))
 
 
+def _end_orphan(store: Store, dag: DagSpec, run: Run, ti: TaskInstance) -> None:
+    """The kill sequence for a running task no runner owns: SIGTERM, its kill_grace, SIGKILL."""
+    attempt = next((t for t in store.tries(run.pk, ti.task_id)
+                    if t.try_number == ti.try_number), None)
+    if attempt is None:
+        return
+    pid = executor.locate(attempt.pid, attempt.pid_start, attempt.exit_path)
+    left = executor.end_tree(pid, attempt.exit_path, dag.tasks[ti.task_id].kill_grace)
+    if left:
+        raise ActionError(f"task {ti.task_id!r}: processes {sorted(left)} did not end after "
+                          "SIGKILL; nothing was changed")
+
+
 def _kill_orphan(conn, run: Run, ti: TaskInstance) -> None:
-    row = conn.execute("SELECT pid, pid_start FROM tries WHERE run_pk = ? AND task_id = ? "
-                       "AND try_number = ?", (run.pk, ti.task_id, ti.try_number)).fetchone()
-    if row and row[0] and executor.same_process(row[0], row[1]):
-        executor.terminate_tree(row[0])
     conn.execute("UPDATE tries SET state = 'failed', end_date = ?, reason = ? WHERE run_pk = ? "
                  "AND task_id = ? AND try_number = ? AND end_date IS NULL",
                  (time.time(), "killed by an operator while no runner owned it", run.pk,

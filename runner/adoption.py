@@ -112,28 +112,42 @@ def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
     task.log_path, task.exit_path = attempt.log_path, attempt.exit_path
     task.started_at = attempt.start_date
     task.state = S.RUNNING
-    pid = attempt.pid
-    if pid is not None and executor.same_process(pid, attempt.pid_start,
-                                                 started_near=attempt.start_date):
+    pid = executor.locate(attempt.pid, attempt.pid_start, attempt.exit_path)
+    if pid is not None:
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd: int | None = os.pidfd_open(pid)
         except OSError:
             pidfd = None
         if pidfd is not None:
             engine._take_slots(task, +1)
-            task.pid, task.pidfd, task.pid_start = pid, pidfd, attempt.pid_start
+            task.pid, task.pidfd = pid, pidfd
+            task.pid_start = executor.process_start_time(pid)
             task.watch = protocol.LogWatch(task.log_path, last_activity=now)
             engine._running[pid] = task
             engine.selector.register(pidfd, selectors.EVENT_READ, task)
             if task.spec.execution_timeout:
                 task.timeout_at = attempt.start_date + task.spec.execution_timeout
                 engine._timer(task.timeout_at, "timeout", (task, task.try_number))
-            engine._ops.append(("UPDATE tries SET runner_id = ? WHERE run_pk = ? AND task_id = ? "
-                                "AND try_number = ?", (engine.runner_id, live.pk, task.task_id,
-                                                        task.try_number)))
+            engine._ops.append(("UPDATE tries SET runner_id = ?, pid = ?, pid_start = ? "
+                                "WHERE run_pk = ? AND task_id = ? AND try_number = ?",
+                                (engine.runner_id, pid, task.pid_start, live.pk, task.task_id,
+                                 task.try_number)))
+            engine._ops.append(("UPDATE task_instances SET pid = ? WHERE run_pk = ? "
+                                "AND task_id = ?", (pid, live.pk, task.task_id)))
             return
-    task.watch = protocol.LogWatch(task.log_path, last_activity=now)
     code = _exit_status(task.exit_path)
+    if code is None and not os.path.exists(task.log_path):
+        # The try was recorded but its process never started (the runner died in between: the
+        # log file is the first thing the process makes). Nothing ran: start it afresh.
+        engine._ops.append(("DELETE FROM tries WHERE run_pk = ? AND task_id = ? AND "
+                            "try_number = ?", (live.pk, task.task_id, task.try_number)))
+        task.state = S.SCHEDULED
+        task.try_number -= 1
+        engine._schedule(task, now)
+        return
+    # Whatever the shell left behind (a child that outlived it) must not run beside a retry.
+    executor.kill_tree(None, task.exit_path)
+    task.watch = protocol.LogWatch(task.log_path, last_activity=now)
     if code is not None:
         # It ended while no runner watched: its real code, and the time its shell wrote it.
         try:

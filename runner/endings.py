@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 S = TaskState
 SENSOR_TIMED_OUT = 124  # exit codes of flowtui.runner.sensor
 SENSOR_RESCHEDULE = 125
+MAX_RETRY_DELAY = 24 * 3600.0  # no retry waits longer than a day, whatever the backoff says
 _CAUSES = {"timeout": "timeout", "hung": "hung", "zombie": "zombie", "signal": "signal",
            "dagrun_timeout": "timeout"}
 
@@ -51,9 +52,10 @@ class EndingMixin:
                 kill_reason = "zombie"
         task.pid = None
         if task.kill_reason:  # whatever is left of the tree gets SIGKILL after the grace
-            survivors = executor.survivors(pid, task.kill_members)
+            survivors = executor.survivors(pid, task.exit_path, task.kill_members)
             if survivors:
-                self._timer(now + task.spec.kill_grace, "sigkill_orphans", (pid, survivors))
+                self._timer(now + task.spec.kill_grace, "sigkill_orphans",
+                            (pid, task.exit_path, survivors))
         self._end_try(task, code, kill_reason, now)
 
     def _end_try(self, task: LiveTask, code: int | None, kill_reason: str | None,
@@ -157,14 +159,16 @@ class EndingMixin:
 
     @staticmethod
     def _retry_delay(spec: TaskSpec, try_number: int) -> float:
-        delay = spec.retry_delay
+        delay = float(spec.retry_delay)
         if spec.retry_exponential_backoff:
-            delay = delay * (2 ** (try_number - 1))
+            # Past 2**40 the cap below holds whatever the base delay: no overflow on try 2000.
+            delay = delay * (2.0 ** min(try_number - 1, 40))
         if spec.max_retry_delay is not None:
             delay = min(delay, spec.max_retry_delay)
+        delay = min(delay, MAX_RETRY_DELAY)
         if spec.retry_jitter:
             delay *= 1 + random.uniform(-spec.retry_jitter, spec.retry_jitter)
-        return max(0.0, delay)
+        return max(0.0, min(delay, MAX_RETRY_DELAY))
 
     def _task_done(self, task: LiveTask, now: float) -> None:
         """A task reached a terminal state: update its downstream, maybe finish the run."""
@@ -219,7 +223,7 @@ class EndingMixin:
         if task.pid is None:
             return
         task.kill_reason = reason
-        task.kill_members = executor.terminate_tree(task.pid)
+        task.kill_members = executor.terminate_tree(task.pid, task.exit_path)
         self._timer(now + grace, "sigkill", (task, task.try_number))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from flowtui.runner import executor, protocol, sql
 from flowtui.runner.endings import EndingMixin
-from flowtui.runner.launching import LOG_SCAN_INTERVAL, LaunchMixin
+from flowtui.runner.launching import LOG_SCAN_INTERVAL, LaunchMixin, task_base_env
 from flowtui.runner.clock import iso
 from flowtui.runner.config import Config
 from flowtui.runner.model import DagSpec, TaskSpec
@@ -125,7 +125,7 @@ class Engine(LaunchMixin, EndingMixin):
         self._stopping = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._base_env = dict(os.environ)
+        self._base_env = task_base_env(config.raw)
         self._next_heartbeat = 0.0
         self._dirs_made: set[str] = set()
         self._dirs_lock = threading.Lock()
@@ -275,7 +275,7 @@ class Engine(LaunchMixin, EndingMixin):
         force = self._stopping > 1
         for task in list(self._running.values()):
             if force:
-                executor.kill_tree(task.pid or 0, task.kill_members)  # type: ignore[arg-type]
+                executor.kill_tree(task.pid, task.exit_path, task.kill_members)
             elif task.kill_reason is None:
                 self._kill(task, "signal", now, grace=task.spec.kill_grace)
         for live in list(self.runs.values()):
@@ -305,10 +305,10 @@ class Engine(LaunchMixin, EndingMixin):
             elif kind == "sigkill":
                 task, try_number = ref
                 if task.pid is not None and task.try_number == try_number:
-                    executor.kill_tree(task.pid, task.kill_members)
+                    executor.kill_tree(task.pid, task.exit_path, task.kill_members)
             elif kind == "sigkill_orphans":
-                pid, members = ref
-                executor.kill_tree(pid, members)
+                pid, mark, members = ref
+                executor.kill_tree(pid, mark, members)
             elif kind == "dagrun_timeout":
                 self._dagrun_timeout(ref, now)
             elif kind == "reschedule":

@@ -8,12 +8,18 @@ survives the death of the runner that launched it.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 _SHELLS = {"sh": "/bin/sh", "bash": "/bin/bash"}
+# Every process of a try carries this variable (the try's exit-file path, unique per try and
+# home) unless it rewrites its own environment: how a try's processes are found when no pid was
+# recorded, or after they left its session and parentage.
+MARK_VAR = "FLOWTUI_TRY_MARK"
+_REPLACES_SHELL = re.compile(r"\b(exec|eval)\b")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _boot_time: float | None = None
 
@@ -25,9 +31,17 @@ class Launched:
 
 
 def build_script(command: str, exit_path: str, cwd: str | None) -> str:
+    """The shell script of a try: the EXIT trap, the working folder, the command.
+
+    A command that can replace the shell (``exec``, or ``eval`` of anything) runs in a subshell,
+    so the shell that owns the trap outlives it and writes its status. Others run in the shell
+    itself: a fork less on every task.
+    """
     prefix = f"trap 'echo $? > {shlex.quote(exit_path)}' EXIT\n"
     if cwd:
         prefix += f"cd -- {shlex.quote(cwd)} || exit 1\n"
+    if _REPLACES_SHELL.search(command):
+        return f"{prefix}(\n{command}\n)"
     return prefix + command
 
 
@@ -90,43 +104,67 @@ def same_process(pid: int, pid_start: float | None, started_near: float | None =
     return True
 
 
-def session_members(sid: int) -> list[int]:
-    """Every live process in session ``sid`` (a task's whole tree unless it called setsid)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        # fields[0] is the state, [1] ppid, [2] pgrp, [3] session.
-        if fields and int(fields[3]) == sid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
-
-
-def descendants(pid: int) -> list[int]:
-    """Children of ``pid``, recursively (catches those that left the session)."""
+def _scan(sid: int | None, mark: str | None) -> set[int]:
+    """Live processes of a task: its session ``sid``, every descendant of ``sid`` (also one that
+    left the session), and every process carrying the try's mark in its environment (also a
+    double-forked grandchild that init adopted). One pass over /proc."""
+    needle = f"\0{MARK_VAR}={mark}\0".encode() if mark else None
+    me = os.getpid()
     children: dict[int, list[int]] = {}
+    found: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        fields = _stat_fields(int(entry))
-        if fields:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], [pid]
+        pid = int(entry)
+        fields = _stat_fields(pid)
+        if not fields or fields[0] in (b"Z", b"X"):
+            continue
+        # fields[0] is the state, [1] ppid, [2] pgrp, [3] session.
+        children.setdefault(int(fields[1]), []).append(pid)
+        if sid is not None and int(fields[3]) == sid:
+            found.add(pid)
+        elif needle is not None and pid != me:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    if needle in b"\0" + fh.read():
+                        found.add(pid)
+            except OSError:
+                pass  # gone, or another user's process: not ours
+    stack = [sid] if sid is not None else []
     while stack:
         for child in children.get(stack.pop(), ()):
-            found.append(child)
+            found.add(child)
             stack.append(child)
     return found
 
 
-def signal_tree(pid: int, sig: int, extra: set[int] | None = None) -> set[int]:
-    """Send ``sig`` to a task's process group, session and descendants; return who got it."""
-    targets = set(session_members(pid)) | set(descendants(pid)) | (extra or set())
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def find_leader(mark: str) -> int | None:
+    """The live shell of the try marked ``mark`` (the leader of its session), if any."""
+    for pid in _scan(None, mark):
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[3]) == pid:
+            return pid
+    return None
+
+
+def locate(pid: int | None, pid_start: float | None, mark: str) -> int | None:
+    """A try's shell if it still lives: the recorded pid when it is the same process (by start
+    time), else the one found by the try's mark (its pid may not have been recorded before the
+    runner that started it died)."""
+    if pid is not None and pid_start is not None and same_process(pid, pid_start):
+        return pid
+    return find_leader(mark)
+
+
+def signal_tree(pid: int | None, sig: int, mark: str | None,
+                extra: set[int] | None = None) -> set[int]:
+    """Send ``sig`` to a task's process group, session, descendants and marked processes."""
+    targets = _scan(pid, mark) | (extra or set())
+    if pid is not None:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     for target in targets:
         try:
             os.kill(target, sig)
@@ -135,25 +173,47 @@ def signal_tree(pid: int, sig: int, extra: set[int] | None = None) -> set[int]:
     return targets
 
 
-def terminate_tree(pid: int) -> set[int]:
+def terminate_tree(pid: int | None, mark: str | None) -> set[int]:
     """SIGTERM the tree (and SIGCONT, so stopped processes see it); SIGKILL follows later."""
-    members = signal_tree(pid, signal.SIGTERM)
-    signal_tree(pid, signal.SIGCONT, members)
+    members = signal_tree(pid, signal.SIGTERM, mark)
+    signal_tree(pid, signal.SIGCONT, mark, members)
     return members
 
 
-def survivors(sid: int, known: set[int]) -> set[int]:
-    """Processes of a killed task still alive: its session, and the known escapees."""
-    return {pid for pid in known if _alive(pid)} | set(session_members(sid))
+def survivors(pid: int | None, mark: str | None, known: set[int]) -> set[int]:
+    """Processes of a killed task still alive: its tree, and the known escapees."""
+    return {p for p in known if _alive(p)} | _scan(pid, mark)
 
 
 def _alive(pid: int) -> bool:
     fields = _stat_fields(pid)
-    return fields is not None and fields[0] != b"Z"
+    return fields is not None and fields[0] not in (b"Z", b"X")
 
 
-def kill_tree(pid: int, known: set[int] | None = None) -> None:
-    signal_tree(pid, signal.SIGKILL, known)
+def kill_tree(pid: int | None, mark: str | None, known: set[int] | None = None) -> None:
+    signal_tree(pid, signal.SIGKILL, mark, known)
+
+
+def end_tree(pid: int | None, mark: str | None, grace: float, *,
+             settle: float = 2.0) -> set[int]:
+    """The whole kill sequence, waiting for it: SIGTERM, up to ``grace`` for the tree to end,
+    SIGKILL to whatever is left. Returns the processes still alive after that (none, unless
+    one cannot be killed). For callers that own no event loop (an action with no runner)."""
+    import time
+
+    known = terminate_tree(pid, mark)
+    deadline = time.monotonic() + grace
+    left = survivors(pid, mark, known)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = survivors(pid, mark, known)
+    if left:
+        kill_tree(pid, mark, left)
+        deadline = time.monotonic() + settle
+        while left and time.monotonic() < deadline:
+            time.sleep(0.02)
+            left = survivors(pid, mark, left)
+    return left
 
 
 def ensure_log_dir(path: Path) -> None:

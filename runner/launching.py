@@ -7,11 +7,12 @@ import os
 import selectors
 import shlex
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowtui.runner import executor, protocol, sql
 from flowtui.runner.clock import iso
-from flowtui.runner.templating import render
+from flowtui.runner.templating import render, render_shell
 from flowtui.store import TaskState, check_transition
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class LaunchMixin:
             "FLOWTUI_PARAMS": json.dumps(context["params"]),
             "FLOWTUI_DAG_FILE": live.dag.fileloc,
             "FLOWTUI_SKIP_EXIT_CODE": str(task.spec.skip_exit_code or 99),
+            executor.MARK_VAR: task.exit_path,
         })
         return env
 
@@ -167,7 +169,11 @@ class LaunchMixin:
         cwd = render(spec.cwd, context) if spec.cwd else None
         if spec.sensor is not None:
             kind, arg = next(iter(spec.sensor.items()))
-            arg = render(arg, context, shell=kind == "command")
+            if kind == "command":
+                arg, values = render_shell(arg, context)
+                env.update(values)
+            else:
+                arg = render(arg, context)
             env["FLOWTUI_SENSOR"] = json.dumps({kind: arg})
             env["FLOWTUI_POKE_INTERVAL"] = repr(spec.poke_interval)
             env["FLOWTUI_SENSOR_TIMEOUT"] = repr(spec.timeout) if spec.timeout else ""
@@ -180,8 +186,25 @@ class LaunchMixin:
             # -P: the task's working folder must not shadow the installed flowtui package.
             command = f"{shlex.quote(sys.executable)} -P -m flowtui.runner.pytask"
         else:
-            command = render(spec.command or "", context, shell=True)
+            command, values = render_shell(spec.command or "", context)
+            env.update(values)
         return executor.build_script(command, task.exit_path, cwd)
+
+
+def task_base_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The runner's environment as every task inherits it: minus each variable that
+    flowtui.toml names as a secret (``env:NAME``), which only the alert sender reads."""
+    secrets: set[str] = set()
+    stack: list[Any] = [config]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and value.startswith("env:"):
+            secrets.add(value[4:].strip())
+    return {k: v for k, v in os.environ.items() if k not in secrets}
 
 
 

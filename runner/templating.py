@@ -1,8 +1,8 @@
-"""``{{ name }}`` templates: validation at load time, rendering (shell-quoted in commands) at run time."""
+"""``{{ name }}`` templates: validation at load time, rendering at run time (in shell commands,
+as expansions of environment variables that carry the values)."""
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,50 +52,135 @@ def _value(name: str, context: Mapping[str, Any]) -> str:
     return str(value)
 
 
-def render(text: str, context: Mapping[str, Any], *, shell: bool = False) -> str:
-    """Substitute every ``{{ name }}``; with ``shell=True`` each value stays literal text."""
+def render(text: str, context: Mapping[str, Any]) -> str:
+    """Substitute every ``{{ name }}`` with its value as text (env values, cwd, sensor args)."""
     if "{{" not in text:
         return text
-    if shell:
-        return _render_shell(text, context)
     return TEMPLATE.sub(lambda m: _value(m.group(1), context), text)
 
 
-def _render_shell(text: str, context: Mapping[str, Any]) -> str:
-    """Quote each value for where it stands: unquoted, inside '...' or inside "...".
+def env_name(name: str) -> str:
+    """The environment variable that carries template ``name`` into a task's shell."""
+    if name.startswith("params."):
+        return "FLOWTUI_PARAM_" + name.split(".", 1)[1]
+    return "FLOWTUI_T_" + name
 
-    Whatever a run's conf holds (quotes, ``;``, ``$(...)``, backticks), the shell sees it
-    as one literal piece of text.
+
+def render_shell(text: str, context: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """A shell command with every ``{{ name }}`` replaced by a parameter expansion of an
+    environment variable that holds the value, and those variables.
+
+    The value never stands in the script text, so the shell never parses it: whatever a run's
+    conf holds (quotes, ``;``, ``$(...)``, backticks, newlines), and wherever the template
+    stands, it reaches the command as data. Where it stands only decides the expansion's form,
+    so the text reads as the author meant: ``"${V}"`` unquoted (one word), ``${V}`` inside
+    double quotes or a heredoc, ``'"${V}"'`` inside single quotes. A wrong guess of the context
+    can only change the text a command sees, never run anything.
     """
+    if "{{" not in text:
+        return text, {}
     out: list[str] = []
-    state = ""  # "" unquoted, "'" in single quotes, '"' in double quotes
+    values: dict[str, str] = {}
+    last = 0
+    for match, where in scan_shell(text):
+        name = match.group(1)
+        var = env_name(name)
+        values[var] = _value(name, context)
+        out.append(text[last:match.start()])
+        out.append({"'": "'\"${%s}\"'", '"': "${%s}", "heredoc": "${%s}"}.get(
+            where, '"${%s}"') % var)
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out), values
+
+
+def check_shell_template(text: str) -> None:
+    """Raise ``TemplateError`` for a template the shell would not expand: inside a heredoc whose
+    delimiter is quoted (``<<'EOF'``), where the shell substitutes nothing."""
+    for match, where in scan_shell(text):
+        if where == "quoted heredoc":
+            raise TemplateError(
+                f"{match.group(0)} stands in a heredoc with a quoted delimiter (<<'EOF'), where "
+                "the shell expands nothing; use an unquoted delimiter (<<EOF)")
+
+
+_HEREDOC = re.compile(r"<<(-?)[ \t]*(?:'([^'\n]*)'|\"([^\"\n]*)\"|\\?([^\s;&|<>()]+))")
+_WORD_BREAK = frozenset(" \t\n;&|()<>")
+
+
+def scan_shell(text: str) -> list[tuple[re.Match[str], str]]:
+    """Each ``{{ name }}`` in a shell command with where it stands: ``""`` (unquoted), ``"'"``,
+    ``'"'``, ``"heredoc"``, ``"quoted heredoc"`` or ``"comment"``."""
+    found: list[tuple[re.Match[str], str]] = []
+    stack: list[str] = [""]  # quoting contexts; "$(" and "`" open a fresh one
+    pending: list[tuple[str, bool, bool]] = []  # heredocs opened on this line
     i, n = 0, len(text)
     while i < n:
+        state = stack[-1]
         ch = text[i]
         if ch == "{" and text.startswith("{{", i):
             match = TEMPLATE.match(text, i)
             if match:
-                value = _value(match.group(1), context)
-                if state == "'":
-                    out.append("'" + shlex.quote(value) + "'")  # close, quoted value, reopen
-                elif state == '"':
-                    out.append(re.sub(r'([\\$`"])', r"\\\1", value))
-                else:
-                    out.append(shlex.quote(value))
+                found.append((match, state if state in ("'", '"') else ""))
                 i = match.end()
                 continue
         if state == "'":
             if ch == "'":
-                state = ""
-        elif ch == "\\" and i + 1 < n:
-            out.append(text[i:i + 2])
-            i += 2
-            continue
+                stack.pop()
+        elif ch == "\\":
+            i += 1
+        elif state == '"' and ch == '"':
+            stack.pop()
+        elif ch == "$" and text.startswith("$(", i) and not text.startswith("$((", i):
+            stack.append("$(")
+            i += 1
+        elif ch == "`":
+            if state == "`":
+                stack.pop()
+            else:
+                stack.append("`")
         elif state == '"':
-            if ch == '"':
-                state = ""
+            pass
+        elif ch == ")" and state == "$(":
+            stack.pop()
         elif ch in "'\"":
-            state = ch
-        out.append(ch)
+            stack.append(ch)
+        elif ch == "#" and (i == 0 or text[i - 1] in _WORD_BREAK):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            found.extend((m, "comment") for m in TEMPLATE.finditer(text, i, end))
+            i = end
+            continue
+        elif ch == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
+            heredoc = _HEREDOC.match(text, i)
+            if heredoc:
+                strip, single, double, bare = heredoc.groups()
+                delimiter = single if single is not None else double if double is not None \
+                    else bare
+                quoted = bare is None or "\\" in heredoc.group(0)
+                pending.append((delimiter, quoted, bool(strip)))
+                i = heredoc.end()
+                continue
+        elif ch == "\n" and pending:
+            i = _heredoc_bodies(text, i + 1, pending, found)
+            pending = []
+            continue
         i += 1
-    return "".join(out)
+    found.sort(key=lambda item: item[0].start())
+    return found
+
+
+def _heredoc_bodies(text: str, i: int, pending: list[tuple[str, bool, bool]],
+                    found: list[tuple[re.Match[str], str]]) -> int:
+    """Skip the bodies of the heredocs opened on the line that just ended; note templates."""
+    for delimiter, quoted, strip in pending:
+        while i < len(text):
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            line, start = text[i:end], i
+            i = end + 1
+            if (line.lstrip("\t") if strip else line) == delimiter:
+                break
+            found.extend((m, "quoted heredoc" if quoted else "heredoc")
+                         for m in TEMPLATE.finditer(text, start, end))
+    return i
