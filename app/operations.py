@@ -22,7 +22,7 @@ class Operations:
         files = pipeline_files(self.config.pipelines) if self.config.pipelines.is_dir() else []
         snapshot = tuple((str(p), p.stat().st_mtime_ns) for p in files)
         if snapshot != self._snapshot:
-            self._dags = load_folder(self.config.pipelines).dags
+            self._dags = load_folder(self.config.pipelines, self.config.dag_file_timeout).dags
             self._snapshot = snapshot
         return self._dags
 

@@ -66,7 +66,7 @@ def _open_store(config: Config, readonly: bool = False) -> Store:
 
 
 def _load(config: Config) -> LoadResult:
-    return load_folder(config.pipelines)
+    return load_folder(config.pipelines, config.dag_file_timeout)
 
 
 def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:

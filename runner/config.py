@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
+DEFAULT_DAG_FILE_TIMEOUT = 30.0
+
+
 class ConfigError(Exception):
     """flowtui.toml is malformed or names something that does not exist."""
 
@@ -18,6 +21,7 @@ class Config:
     pipelines: Path
     parallelism: int = 32
     pools: dict[str, int] = field(default_factory=dict)
+    dag_file_timeout: float = DEFAULT_DAG_FILE_TIMEOUT
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -34,13 +38,18 @@ class Config:
         return self.pools.get(name)
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """Made absolute once, here: paths stored in the db must hold from any working folder."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     if home:
-        return Path(home).expanduser()
+        return _absolute(home)
     env = os.environ.get("FLOWTUI_HOME")
     if env:
-        return Path(env).expanduser()
-    return Path.home() / ".flowtui"
+        return _absolute(env)
+    return _absolute(Path.home() / ".flowtui")
 
 
 def load_config(home: str | os.PathLike[str] | None = None,
@@ -56,15 +65,14 @@ def load_config(home: str | os.PathLike[str] | None = None,
         except OSError as exc:
             raise ConfigError(f"{toml_path}: cannot read: {exc.strerror}") from None
     if pipelines:
-        pipes = Path(pipelines)
+        pipes = _absolute(pipelines)
     elif os.environ.get("FLOWTUI_PIPELINES"):
-        pipes = Path(os.environ["FLOWTUI_PIPELINES"])
+        pipes = _absolute(os.environ["FLOWTUI_PIPELINES"])
     elif raw.get("pipelines_dir"):
         pipes = Path(str(raw["pipelines_dir"])).expanduser()
-        if not pipes.is_absolute():
-            pipes = home_path / pipes
+        pipes = _absolute(pipes if pipes.is_absolute() else home_path / pipes)
     else:
-        pipes = Path("pipelines")
+        pipes = _absolute("pipelines")
     parallelism = raw.get("parallelism", 32)
     if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
         raise ConfigError(f"{toml_path}: parallelism must be a whole number of at least 1, "
@@ -78,4 +86,10 @@ def load_config(home: str | os.PathLike[str] | None = None,
             raise ConfigError(f"{toml_path}: pools.{name} must be a whole number of slots "
                               f"of at least 1, not {slots!r}")
         pools[str(name)] = slots
-    return Config(home=home_path, pipelines=pipes, parallelism=parallelism, pools=pools, raw=raw)
+    timeout = raw.get("dag_file_timeout", DEFAULT_DAG_FILE_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout <= 3600:
+        raise ConfigError(f"{toml_path}: dag_file_timeout must be a number of seconds from "
+                          f"more than 0 to 3600, not {timeout!r}")
+    return Config(home=home_path, pipelines=pipes, parallelism=parallelism, pools=pools,
+                  dag_file_timeout=float(timeout), raw=raw)

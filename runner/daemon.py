@@ -127,7 +127,7 @@ class Daemon:
         if snapshot == self._snapshot and not force:
             return
         self._snapshot = snapshot
-        result = load_folder(self.config.pipelines)
+        result = load_folder(self.config.pipelines, self.config.dag_file_timeout)
         broken_files = {e.fileloc for e in result.errors}
         kept = {dag_id: spec for dag_id, spec in self.dags.items()
                 if dag_id not in result.dags and spec.fileloc in broken_files

@@ -6,6 +6,9 @@ import re
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+# Ten years: longer is a typo, and far longer overflows timers and date arithmetic.
+MAX_SECONDS = 3650 * 86400.0
+_ACCEPTED = "use seconds (30) or a string like 90s, 5m, 2h, 1h30m"
 
 
 def parse_duration(value: object) -> float:
@@ -13,35 +16,38 @@ def parse_duration(value: object) -> float:
 
     Raises ``ValueError`` with a sentence that says what is accepted.
     """
+    seconds = _seconds(value)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if seconds is None or math.isnan(seconds):
+        raise ValueError(f"{shown} is not a duration; {_ACCEPTED}")
+    if seconds < 0:
+        raise ValueError(f"{shown} is negative; a duration must be 0 or more")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{shown} is longer than the maximum duration of 3650d (10 years)")
+    return seconds
+
+
+def _seconds(value: object) -> float | None:
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
-        if value < 0:
-            raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            pass
-        else:
-            if not math.isfinite(seconds):
-                raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
-            if seconds < 0:
-                raise ValueError(f"{value!r} is negative; a duration must be 0 or more")
-            return seconds
-        pos, total = 0, 0.0
-        for match in _PART.finditer(text):
-            if match.start() != pos:
-                break
-            total += float(match.group(1)) * _UNITS[match.group(2)]
-            pos = match.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(f"{value!r} is not a duration; use seconds (30) or a string like 90s, 5m, 2h, 1h30m")
+        return None
+    if isinstance(value, int):
+        return float(max(-1, min(value, 2 * int(MAX_SECONDS))))  # no float overflow
+    if isinstance(value, float):
+        return value
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    return total if text and pos == len(text) else None
 
 
 def format_duration(seconds: float | None) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 TRIGGER_RULES = (
     "all_success", "all_failed", "all_done", "all_skipped", "one_success", "one_failed",
@@ -107,8 +107,9 @@ class TaskSpec:
     outlets: list[str] = field(default_factory=list)
     inlets: list[str] = field(default_factory=list)
     description: str = ""
-    # Set by the Python API: the function a ``@task`` runs, and where it was defined.
-    python_callable: Callable[..., Any] | None = None
+    # Set by the Python API: the name of the function a ``@task`` runs (its own subprocess
+    # imports the file again to call it), and where the task was defined.
+    python_callable: str | None = None
     line: int | None = None
 
     @property

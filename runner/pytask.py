@@ -49,13 +49,13 @@ class TaskContext:
 
 
 def main() -> int:
-    from flowtui.runner.loader import exec_pipeline_file
+    from flowtui.runner.pyload import exec_pipeline_file
 
     env = dict(os.environ)
     path = Path(env["FLOWTUI_DAG_FILE"])
     dags, error = exec_pipeline_file(path)
     if error is not None:
-        print(f"flowtui: cannot load {path}: {error.message}", file=sys.stderr)
+        print(f"flowtui: cannot load {path}: {error[1]}", file=sys.stderr)
         return 1
     dag = next((d for d in dags if d.dag_id == env["FLOWTUI_DAG_ID"]), None)
     task = dag.tasks.get(env["FLOWTUI_TASK_ID"]) if dag else None

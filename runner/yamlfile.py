@@ -30,6 +30,15 @@ class DuplicateKeyError(ValueError):
         self.line = line
 
 
+class AliasBombError(ValueError):
+    """Aliases that would expand into more values than any pipeline needs."""
+
+
+# Values that aliases may add beyond those written out: generous for shared defaults, far
+# below what a "billion laughs" document expands to.
+MAX_ALIAS_VALUES = 100_000
+
+
 class _Loader(_Base):  # type: ignore[misc,valid-type]
     pass
 
@@ -132,10 +141,50 @@ def load_yaml(text: str) -> Any:
     node = yaml.compose(text, Loader=_Composer)
     if node is None:
         return None
+    if "&" in text:  # no anchor, no alias
+        _check_expansion(node)
     try:
         return _convert(node)
     except _Unusual:
         return yaml.load(text, Loader=_Loader)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raise ``AliasBombError`` when aliases expand to too many values, or refer to themselves.
+
+    Sizes are counted over the composed node graph, where an alias is a shared node, so the
+    count costs one visit per node however far the aliases would expand.
+    """
+    sizes: dict[int, int] = {}
+    distinct = 0
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        nonlocal distinct
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in active:
+            raise AliasBombError(f"an alias at line {node.start_mark.line + 1} refers to a value "
+                                 "that holds it; remove the recursive alias")
+        total = 1
+        if isinstance(node.value, list):
+            active.add(key)
+            for item in node.value:
+                if isinstance(item, tuple):
+                    total += size(item[0]) + size(item[1])
+                else:
+                    total += size(item)
+            active.discard(key)
+        distinct += 1
+        sizes[key] = total
+        return total
+
+    total = size(root)
+    if total - distinct > MAX_ALIAS_VALUES:
+        raise AliasBombError(f"YAML aliases expand to more than {MAX_ALIAS_VALUES} values "
+                             f"({total} in all); write the values out or use fewer aliases")
 
 
 def error_line(exc: yaml.YAMLError) -> int | None:
