@@ -1,0 +1,172 @@
+"""Crash safety at the edges: a live task never looks dead, an exec keeps its exit status, and
+the whole kill sequence reaches every process of a try, with or without a runner alive."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from conftest import flowtui, write
+from daemon_support import alive, runs, start, tasks, tries, trigger, wait_for
+
+from flowtui.runner.endings import MAX_RETRY_DELAY, EndingMixin
+from flowtui.runner.model import TaskSpec
+
+
+def _forget_pid(home: Path) -> None:
+    """Leave the store as a runner that died between spawning a task and recording its pid."""
+    conn = sqlite3.connect(home / "flowtui.db")
+    with conn:
+        conn.execute("UPDATE tries SET pid = NULL, pid_start = NULL WHERE end_date IS NULL")
+        conn.execute("UPDATE task_instances SET pid = NULL WHERE state = 'running'")
+    conn.close()
+
+
+def _read_pid(path: Path) -> int:
+    return wait_for(lambda: path.exists() and path.read_text().strip().isdigit()
+                    and int(path.read_text()), what=f"a pid in {path.name}")
+
+
+def test_a_task_whose_pid_was_never_recorded_is_adopted_not_zombied(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    go, ran = tmp_path / "go", tmp_path / "ran"
+    write(pipelines, "window.yaml", f"""
+        dag_id: window
+        tasks:
+          t:
+            command: "while [ ! -e {go} ]; do sleep 0.05; done; echo ran >> {ran}"
+            retries: 2
+            retry_delay: 0
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "window")
+    wait_for(lambda: tasks(home, "window").get("t", {}).get("pid"), what="the task to run")
+    first.kill9()
+    _forget_pid(home)
+    start(runners, home, pipelines)
+    # Adopted: the try is watched again (its pid found by the try's mark), not ended as a zombie.
+    wait_for(lambda: tries(home, "window", "t") and tries(home, "window", "t")[0][6], 20,
+             "the adopting runner to record the pid it found")
+    assert tasks(home, "window")["t"]["state"] == "running"
+    go.touch()
+    wait_for(lambda: runs(home, "window")[0]["state"] == "success", 20, "the run to succeed")
+    assert [row[:3] for row in tries(home, "window", "t")] == [(1, "success", 0)]
+    assert ran.read_text() == "ran\n"  # it ran once
+
+
+def test_a_command_that_execs_keeps_its_exit_status_across_a_runner_death(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    go, ran = tmp_path / "go", tmp_path / "ran"
+    write(pipelines, "execs.yaml", f"""
+        dag_id: execs
+        tasks:
+          t:
+            command: >-
+              exec python3 -c "import os, time;
+              open('{ran}', 'a').write('ran\\n');
+              [time.sleep(0.05) for _ in iter(lambda: os.path.exists('{go}'), True)]"
+            retries: 2
+            retry_delay: 0
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "execs")
+    pid = wait_for(lambda: tasks(home, "execs").get("t", {}).get("pid"), what="the task to run")
+    wait_for(lambda: ran.exists(), what="the exec'd program to start")
+    first.kill9()
+    go.touch()
+    wait_for(lambda: not alive(pid), 10, "the task to end while no runner lives")
+    start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "execs")[0]["state"] in ("success", "failed"), 20,
+             "the run to end")
+    assert [row[:3] for row in tries(home, "execs", "t")] == [(1, "success", 0)]
+    assert ran.read_text() == "ran\n"
+
+
+def test_kill_with_no_runner_alive_ends_a_task_that_ignores_sigterm(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    pidfile = tmp_path / "pid"
+    write(pipelines, "stubborn.yaml", f"""
+        dag_id: stubborn
+        tasks:
+          t:
+            command: "trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
+            kill_grace: 1s
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "stubborn")
+    pid = _read_pid(pidfile)
+    first.kill9()
+    result = flowtui("kill", "stubborn", "latest", "t", home=home, pipelines=pipelines)
+    assert result.returncode == 0, result.stderr
+    assert not alive(pid)  # gone when the command returns: SIGTERM, the grace, then SIGKILL
+    assert tasks(home, "stubborn")["t"]["state"] == "failed"
+
+
+def test_clear_with_no_runner_alive_never_leaves_two_copies(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    pids = tmp_path / "pids"
+    write(pipelines, "copies.yaml", f"""
+        dag_id: copies
+        tasks:
+          t:
+            command: "trap '' TERM; echo $$ >> {pids}; while :; do sleep 0.05; done"
+            kill_grace: 1s
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "copies")
+    wait_for(lambda: pids.exists() and pids.read_text().strip(), what="the first copy")
+    first.kill9()
+    result = flowtui("clear", "copies", "latest", "t", "--yes", home=home, pipelines=pipelines)
+    assert result.returncode == 0, result.stderr
+    start(runners, home, pipelines)
+    wait_for(lambda: len(pids.read_text().split()) == 2, 20, "the cleared task to start again")
+    old, new = (int(p) for p in pids.read_text().split())
+    assert not alive(old) and alive(new)
+
+
+def test_a_double_forked_grandchild_does_not_survive_a_timeout(
+        home: Path, pipelines: Path, tmp_path: Path) -> None:
+    grandchild = tmp_path / "grandchild"
+    write(pipelines, "escape.yaml", f"""
+        dag_id: escape
+        tasks:
+          t:
+            command: >-
+              (setsid nohup sh -c 'echo $$ > {grandchild}; exec sleep 3132' >/dev/null 2>&1 &);
+              sleep 3133
+            execution_timeout: 1s
+            kill_grace: 1s
+    """)
+    result = flowtui("run", "escape", home=home, pipelines=pipelines)
+    assert result.returncode == 1
+    pid = _read_pid(grandchild)
+    wait_for(lambda: not alive(pid), 5, "the escaped grandchild to be killed")
+
+
+def test_a_double_forked_grandchild_does_not_survive_a_kill_with_no_runner(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    grandchild = tmp_path / "grandchild"
+    write(pipelines, "escape2.yaml", f"""
+        dag_id: escape2
+        tasks:
+          t:
+            command: >-
+              (setsid nohup sh -c 'trap "" TERM; echo $$ > {grandchild};
+              while :; do sleep 0.05; done' >/dev/null 2>&1 &);
+              sleep 3133
+            kill_grace: 1s
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "escape2")
+    pid = _read_pid(grandchild)
+    first.kill9()
+    result = flowtui("kill", "escape2", "latest", "t", home=home, pipelines=pipelines)
+    assert result.returncode == 0, result.stderr
+    assert not alive(pid)
+
+
+def test_retry_delays_never_exceed_a_day() -> None:
+    spec = TaskSpec(task_id="t", command="true", retry_delay=300.0,
+                    retry_exponential_backoff=True, retry_jitter=0.5)
+    assert EndingMixin._retry_delay(spec, 2) <= 900.0
+    assert EndingMixin._retry_delay(spec, 10) <= MAX_RETRY_DELAY  # 300 * 2**9 s would be 42.7 h
+    assert EndingMixin._retry_delay(spec, 5000) <= MAX_RETRY_DELAY  # no overflow either
