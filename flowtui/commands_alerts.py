@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from flowtui.cli import EXIT_OK, UsageError
@@ -53,8 +54,12 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
 
     dags = _load(config).dags
     items = []
+    problems: list[str] = []
     if config.db_path.exists():
-        items = active_statuses(Store.open(config.db_path), dags, time.time())
+        items = active_statuses(Store.open(config.db_path), dags, time.time(),
+                                problems=problems)
+    for problem in problems:  # on stderr with --json, so that stdout stays one JSON value
+        print(problem, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{"dag_id": i.dag_id, "run_id": i.run_id, "state": i.run_state,
                            "deadline": iso(i.deadline), "predicted_finish": iso(i.predicted),

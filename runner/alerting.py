@@ -284,8 +284,7 @@ def set_alert_state(store: Store, alert_id: int, state: str, *, user: str | None
     user = user or current_user()
     if isinstance(alert_id, bool) or not isinstance(alert_id, int) or \
             not 0 < alert_id <= MAX_ALERT_ID:
-        raise AlertError(f"no alert {alert_id}; alert ids are positive whole numbers, "
-                         "'flowtui alerts list' lists them")
+        raise AlertError(f"no alert {alert_id}; 'flowtui alerts list' lists them")
     with store.transaction() as conn:
         row = conn.execute("SELECT state, dag_id, run_id, task_id FROM alerts WHERE id = ?",
                            (alert_id,)).fetchone()

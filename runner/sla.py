@@ -3,9 +3,10 @@ at-risk / missed verdicts the runner turns into alerts."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowtui.runner.durations import parse_duration
 from flowtui.runner.model import DagSpec
@@ -13,6 +14,17 @@ from flowtui.store import Store
 from flowtui.store.models import Run
 
 FINISHED = {"success", "failed", "skipped", "upstream_failed"}
+# Instants every renderer can show in any timezone: datetime's years 1-9999, a day inside.
+EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc).timestamp()
+LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc).timestamp()
+
+
+class SlaError(ValueError):
+    """A DAG's SLA that gives no usable deadline for a run; the message says why."""
+
+
+def _in_range(ts: float) -> bool:
+    return math.isfinite(ts) and EARLIEST <= ts <= LATEST
 
 
 @dataclass(slots=True)
@@ -32,7 +44,29 @@ class SlaStatus:
 
 def deadline_for(dag: DagSpec, run: Run) -> float | None:
     """``deadline: "08:00"``: that time (DAG timezone) on the day the interval ends;
-    ``within: 2h``: that long after the interval ends (manual runs: after they start)."""
+    ``within: 2h``: that long after the interval ends (manual runs: after they start).
+
+    Raises ``SlaError`` when the SLA gives no deadline a clock can show (whatever values the
+    DagSpec holds: the loader's checks are not what keeps this from crashing)."""
+    try:
+        deadline = _deadline(dag, run)
+    except (ValueError, OverflowError, OSError, TypeError, ZoneInfoNotFoundError) as exc:
+        raise SlaError(f"sla {_describe(dag.sla)} gives no deadline ({exc})") from None
+    if deadline is not None and not _in_range(deadline):
+        fix = "; use a shorter duration" if "within" in (dag.sla or {}) else ""
+        raise SlaError(f"sla {_describe(dag.sla)} puts the deadline outside the years "
+                       f"1-9999{fix}")
+    return deadline
+
+
+def _describe(sla: dict | None) -> str:
+    key, value = next(iter((sla or {"": ""}).items()))
+    if isinstance(value, float):
+        value = f"{value:g}s"
+    return f"{{{key}: {value}}}"
+
+
+def _deadline(dag: DagSpec, run: Run) -> float | None:
     sla = dag.sla or {}
     if run.run_type == "backfill":
         return None  # history re-run on purpose: its deadlines are long gone
@@ -102,12 +136,15 @@ def status(store: Store, dag: DagSpec, run: Run, now: float) -> SlaStatus | None
         verdict = "at risk"
     else:
         verdict = "on track"
-    return SlaStatus(dag.dag_id, run.run_id, run.state, deadline, predicted, path, verdict)
+    shown = predicted if _in_range(predicted) else None  # beyond any clock: not shown
+    return SlaStatus(dag.dag_id, run.run_id, run.state, deadline, shown, path, verdict)
 
 
 def active_statuses(store: Store, dags: dict[str, DagSpec], now: float,
-                    recent: float = 86400.0) -> list[SlaStatus]:
-    """SLA status of unfinished runs and of runs that ended in the last day."""
+                    recent: float = 86400.0, problems: list[str] | None = None
+                    ) -> list[SlaStatus]:
+    """SLA status of unfinished runs and of runs that ended in the last day. A DAG whose SLA
+    gives no usable deadline is left out, with one line saying why added to ``problems``."""
     out = []
     runs = store.conn.execute(
         "SELECT id FROM dag_runs WHERE state IN ('queued', 'running') OR end_date >= ? "
@@ -117,7 +154,14 @@ def active_statuses(store: Store, dags: dict[str, DagSpec], now: float,
         dag = dags.get(run.dag_id) if run else None
         if run is None or dag is None or not dag.sla:
             continue
-        result = status(store, dag, run, now)
+        try:
+            result = status(store, dag, run, now)
+        except SlaError as exc:
+            where = f"{dag.fileloc}:{dag.line}" if dag.line else dag.fileloc
+            line = f"{where}: DAG {dag.dag_id!r}: {exc}; its SLA is not checked"
+            if problems is not None and line not in problems:
+                problems.append(line)
+            continue
         if result is not None:
             out.append(result)
     return out
