@@ -52,9 +52,14 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
     from flowtui.runner.clock import iso
     from flowtui.runner.sla import active_statuses
 
-    dags = _load(config).dags
+    loaded = _load(config)
+    dags = loaded.dags
     items = []
     problems: list[str] = []
+    broken = sorted({e.fileloc for e in loaded.errors})
+    if broken:  # their runs are left out below: say so rather than show fewer runs silently
+        problems.append(f"{len(broken)} pipeline file(s) cannot be loaded, their SLAs are not "
+                        f"checked: {', '.join(broken)} ('flowtui dags check' says why)")
     if config.db_path.exists():
         items = active_statuses(Store.open(config.db_path), dags, time.time(),
                                 problems=problems)

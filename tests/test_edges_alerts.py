@@ -175,17 +175,17 @@ def test_an_sla_no_clock_can_show_is_reported_not_a_traceback(home: Path,
     for dag_id in ("report", "daily"):
         assert flowtui("run", dag_id, home=home, pipelines=pipelines).returncode == 0
     dag.write_text(dag.read_text().replace("within: 1h", "within: 1e20"))
-    if flowtui("dags", "check", home=home, pipelines=pipelines).returncode != 0:
-        pytest.skip("the loader rejects this SLA; sla.py's own guard is tested in-process")
+    # Whether the loader rejects the value or sla.py refuses the deadline, the SLA is reported
+    # as not checked in one line, and the other DAG's SLA is still shown.
     text = flowtui("sla", home=home, pipelines=pipelines)
     assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
-    assert "a.yaml:1: DAG 'report': sla {within: 1e+20s} puts the deadline outside the " \
-           "years 1-9999; use a shorter duration; its SLA is not checked" in text.stdout
-    assert "met       daily" in text.stdout  # the other DAG's SLA is still shown
+    skipped = [line for line in text.stdout.splitlines() if "not checked" in line]
+    assert len(skipped) == 1 and "a.yaml" in skipped[0], text.stdout
+    assert "met       daily" in text.stdout
     as_json = flowtui("sla", "--json", home=home, pipelines=pipelines)
     assert as_json.returncode == 0 and "Traceback" not in as_json.stderr
     assert [s["dag_id"] for s in json.loads(as_json.stdout)] == ["daily"]
-    assert "its SLA is not checked" in as_json.stderr
+    assert "not checked" in as_json.stderr
 
 
 def test_sla_statuses_never_crash_on_the_dag_spec_they_are_given(home: Path,
