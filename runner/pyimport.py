@@ -62,7 +62,8 @@ class _Timeout(Exception):
 class Importer:
     """Replies for ``paths``, asked for in the same order with ``reply(path)``.
 
-    A reply is ``("ok", [dag data, ...])`` or ``("error", line, message)``.
+    A reply is ``("ok", [dag data, ...])`` or ``("error", line, message)``; the dag data is
+    ``pyload.dag_data`` with dates and opaque values restored.
     """
 
     def __init__(self, paths: list[str], timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -112,7 +113,7 @@ class Importer:
             self._kill()
             return ("error", None, "the import process sent a malformed reply")
         if reply[0] == "ok":
-            return ("ok", unplain(reply[1]))
+            return ("ok", unplain(reply[1]) if reply[2] else reply[1])
         return reply
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import stat
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from flowtui.runner import dsl
 
@@ -21,6 +21,7 @@ MAX_FILE_BYTES = 1 << 20
 MEMORY_LIMIT = 4 << 30
 OPAQUE, DATETIME, DATE = "\0opaque", "\0datetime", "\0date"
 _MAX_DEPTH = 64
+_tagged = False  # whether ``plain`` tagged a value since the last reply
 
 
 class FileRefused(OSError):
@@ -122,12 +123,15 @@ def plain(value: Any, depth: int = 0) -> Any:
     """``value`` as marshal-safe data; dates are tagged, anything else becomes its repr."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if depth <= _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {plain(k, depth + 1): plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v, depth + 1) for v in value]
+    global _tagged
+    _tagged = True
     if depth > _MAX_DEPTH:
         return (OPAQUE, "a structure nested too deeply")
-    if isinstance(value, dict):
-        return {plain(k, depth + 1): plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v, depth + 1) for v in value]
     if isinstance(value, dt.datetime):
         return (DATETIME, value.isoformat())
     if isinstance(value, dt.date):
@@ -139,24 +143,35 @@ def plain(value: Any, depth: int = 0) -> Any:
     return (OPAQUE, text[:200])
 
 
-def dag_data(dag: dsl.DAG) -> dict[str, Any]:
+def dag_data(dag: dsl.DAG, convert: Callable[[Any], Any]) -> dict[str, Any]:
     """What the loader needs of one DAG object: its options and tasks, lines, callables."""
     return {
-        "data": plain(dag.as_dict()),
+        "data": convert(dag.as_dict()),
         "line": dag.line,
-        "duplicates": [[plain(t), line] for t, line in dag.duplicates],
-        "task_lines": {plain(t.task_id): t.line for t in dag.tasks.values()},
-        "callables": {plain(t.task_id): str(getattr(t.fn, "__qualname__", "callable"))
-                      for t in dag.tasks.values()
-                      if t.fn is not None},
+        "duplicates": [[convert(t), line] for t, line in dag.duplicates],
+        "task_lines": {convert(t.task_id): t.line for t in dag.tasks.values()},
+        "callables": {convert(t.task_id): str(getattr(t.fn, "__qualname__", "callable"))
+                      for t in dag.tasks.values() if t.fn is not None},
     }
 
 
-def reply_for(path: str) -> Any:
+def reply_for(path: str) -> bytes:
+    """The marshalled ``("ok", dags, tagged)`` or ``("error", line, message)`` for one file."""
+    global _tagged
     dags, error = exec_pipeline_file(Path(path))
     if error is not None:
-        return ("error", error[0], error[1])
-    return ("ok", [dag_data(d) for d in dags])
+        return marshal.dumps(("error", error[0], error[1]))
+    try:
+        # Most files hold only plain values, which marshal takes as they are.
+        return marshal.dumps(("ok", [dag_data(d, _same) for d in dags], False))
+    except ValueError:
+        _tagged = False
+        data = [dag_data(d, plain) for d in dags]
+        return marshal.dumps(("ok", data, _tagged))
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -199,8 +214,7 @@ def main() -> int:
             return 0
         for path in request:
             try:
-                reply = reply_for(path)
-                payload = marshal.dumps(reply)
+                payload = reply_for(path)
             except (ValueError, RecursionError, MemoryError) as exc:
                 payload = marshal.dumps(("error", None, f"the file's DAGs cannot be sent back "
                                                        f"from the import process: {exc}"))
