@@ -1,0 +1,70 @@
+"""Soak: 300 short tasks with retries while the runner is killed with -9 twenty times.
+
+Every task writes a line when it starts and the exit code it is about to return; afterwards each
+task ran exactly as many times as it has tries, every recorded exit code is the real one, and
+every run and task is terminal.
+"""
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from daemon_support import Runner, runs, trigger, wait_for
+
+TASKS = 300
+KILLS = 20
+
+
+@pytest.mark.soak
+def test_kill9_soak_runs_every_task_exactly_as_recorded(home: Path, pipelines: Path,
+                                                        tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    (home / "flowtui.toml").write_text("parallelism = 24\n")
+    lines = ["dag_id: soak", "defaults: {retries: 2, retry_delay: 0}", "tasks:"]
+    for number in range(TASKS):
+        # One task in five fails its first try with exit 3; the rest succeed.
+        fail_first = "3" if number % 5 == 0 else "0"
+        code = f'$([ "$FLOWTUI_TRY_NUMBER" = 1 ] && echo {fail_first} || echo 0)'
+        lines.append(
+            f"  t{number:03}: {{command: 'echo \"$FLOWTUI_TASK_ID $FLOWTUI_TRY_NUMBER start\" >> "
+            f"{ledger}; sleep 0.{2 + number % 7}; c={code}; "
+            f"echo \"$FLOWTUI_TASK_ID $FLOWTUI_TRY_NUMBER exit $c\" >> {ledger}; exit $c'}}")
+    write(pipelines, "soak.yaml", "\n".join(lines) + "\n")
+    rng = random.Random(9)
+    runner = Runner(home, pipelines)
+    try:
+        trigger(home, pipelines, "soak")
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.1, 0.9))  # a random moment in the runner's life
+            runner.kill9()
+            runner = Runner(home, pipelines)
+        wait_for(lambda: runs(home, "soak")[0]["state"] in ("success", "failed"), 60,
+                 "the soak run to end")
+    finally:
+        runner.stop()
+    started: Counter[str] = Counter()
+    exits: dict[tuple[str, int], int] = {}
+    for line in ledger.read_text().splitlines():
+        task_id, try_number, what, *code = line.split()
+        if what == "start":
+            started[task_id] += 1
+        else:
+            exits[(task_id, int(try_number))] = int(code[0])
+    conn = sqlite3.connect(home / "flowtui.db")
+    tries = conn.execute("SELECT task_id, try_number, state, exit_code, reason FROM tries").fetchall()
+    states = dict(conn.execute("SELECT task_id, state FROM task_instances").fetchall())
+    conn.close()
+    assert len(states) == TASKS
+    assert set(states.values()) == {"success"}, Counter(states.values())
+    recorded = Counter(task_id for task_id, *_ in tries)
+    assert recorded == started  # each task ran exactly as many times as its recorded tries
+    for task_id, try_number, state, exit_code, reason in tries:
+        assert state in ("success", "failed"), (task_id, try_number, state, reason)
+        assert exit_code == exits[(task_id, try_number)], (task_id, try_number, reason)
+    assert runs(home, "soak")[0]["state"] == "success"
