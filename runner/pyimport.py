@@ -145,7 +145,7 @@ class Importer:
             ready = self._read_frame(time.monotonic() + self.timeout + _STARTUP_ALLOWANCE)
         except _Timeout:
             ready = None
-        if ready is None or marshal.loads(ready) != "ready":
+        if ready != marshal.dumps("ready"):
             self._kill()
             self.broken = ("the import process did not start; check that `python -m "
                            "flowtui.runner.pyload` runs in this environment")
@@ -162,6 +162,9 @@ class Importer:
         """The next frame, ``None`` at EOF; raises ``_Timeout`` past ``deadline``."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
+        # poll, not select: a busy runner's descriptors may be numbered past 1024.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
             if len(self.buffer) >= 4:
                 size = int.from_bytes(self.buffer[:4], "big")
@@ -174,8 +177,7 @@ class Importer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _Timeout
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
+            if not poller.poll(left * 1000 + 1):
                 continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:
