@@ -135,7 +135,7 @@ def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
             engine._ops.append(("UPDATE task_instances SET pid = ? WHERE run_pk = ? "
                                 "AND task_id = ?", (pid, live.pk, task.task_id)))
             return
-    code = _exit_status(task.exit_path)
+    code = executor.read_exit_status(task.exit_path)
     if code is None and not os.path.exists(task.log_path):
         # The try was recorded but its process never started (the runner died in between: the
         # log file is the first thing the process makes). Nothing ran: start it afresh.
@@ -157,11 +157,3 @@ def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
         engine._end_try(task, code, None, ended)
     else:
         engine._end_try(task, None, "zombie", now)
-
-
-def _exit_status(path: str) -> int | None:
-    try:
-        with open(path, "rb") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None

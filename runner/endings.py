@@ -47,7 +47,7 @@ class EndingMixin:
         code = os.waitstatus_to_exitcode(status) if status is not None else None
         kill_reason = task.kill_reason
         if code is None:  # not our child (adopted): its shell wrote the status, or nothing did
-            code = _read_exit_file(task.exit_path)
+            code = executor.read_exit_status(task.exit_path)
             if code is None and kill_reason is None:
                 kill_reason = "zombie"
         task.pid = None
@@ -225,14 +225,6 @@ class EndingMixin:
         task.kill_reason = reason
         task.kill_members = executor.terminate_tree(task.pid, task.exit_path)
         self._timer(now + grace, "sigkill", (task, task.try_number))
-
-
-def _read_exit_file(path: str) -> int | None:
-    try:
-        with open(path, "rb") as fh:
-            return int(fh.read().strip() or b"-1")
-    except (OSError, ValueError):
-        return None
 
 
 def _signal_name(number: int) -> str:

@@ -216,5 +216,15 @@ def end_tree(pid: int | None, mark: str | None, grace: float, *,
     return left
 
 
+def read_exit_status(path: str) -> int | None:
+    """The status a try's shell wrote on exit; None when it wrote none (or could not: an empty
+    file is what a full disk leaves)."""
+    try:
+        with open(path, "rb") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def ensure_log_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
