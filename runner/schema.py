@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowtui.runner.durations import parse_duration
 from flowtui.runner.model import DAG_KEYS, TASK_KEYS, TRIGGER_RULES, WEIGHT_RULES
-from flowtui.runner.templating import check_template
+from flowtui.runner.templating import check_shell_template, check_template
 
 Check = Callable[[Any, dict[str, Any]], Any]
 
@@ -85,6 +85,14 @@ def template(value: Any, params: dict[str, Any]) -> str | None:
         raise ValueError(f"must be a string, not {value!r}")
     check_template(value, params)
     return value
+
+
+def shell_command(value: Any, params: dict[str, Any]) -> str | None:
+    """A shell command's template: also one the shell would expand (not in a quoted heredoc)."""
+    command = template(value, params)
+    if command is not None:
+        check_shell_template(command)
+    return command
 
 
 def env_map(value: Any, params: dict[str, Any]) -> dict[str, str]:
@@ -168,6 +176,8 @@ def sensor(value: Any, params: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "task" and "." not in arg:
         raise ValueError(f"task sensor must name dag_id.task_id, not {arg!r}")
     check_template(arg, params)
+    if kind == "command":
+        check_shell_template(arg)
     return {kind: arg}
 
 
@@ -323,7 +333,7 @@ def cron_fires(expr: str) -> bool:
 
 # -- the tables ------------------------------------------------------------------------------
 TASK_SCHEMA: dict[str, Check] = {
-    "command": template, "shell": choice("shell", "sh", "bash"), "deps": names,
+    "command": shell_command, "shell": choice("shell", "sh", "bash"), "deps": names,
     "trigger_rule": choice("trigger rule", *TRIGGER_RULES), "retries": count(0, MAX_RETRIES),
     "retry_delay": duration(), "retry_exponential_backoff": flag,
     "max_retry_delay": duration(optional=True), "retry_jitter": fraction,

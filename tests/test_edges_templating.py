@@ -113,3 +113,19 @@ def test_a_task_never_sees_a_secret_named_in_flowtui_toml(home: Path, pipelines:
     logs = flowtui("logs", "envdump", "latest", "t", home=home, pipelines=pipelines).stdout
     assert "ORDINARY_SETTING=kept" in logs
     assert "s3cr3t" not in logs
+
+
+def test_dags_check_names_a_template_the_shell_would_not_expand(pipelines: Path, home: Path) -> None:
+    write(pipelines, "quoted.yaml", """
+        dag_id: quoted
+        tasks:
+          t:
+            command: |
+              cat <<'EOF'
+              {{ ds }}
+              EOF
+    """)
+    result = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert result.returncode == 1
+    assert "quoted.yaml:" in result.stdout + result.stderr
+    assert "quoted delimiter" in result.stdout + result.stderr
