@@ -1,77 +1,41 @@
 """The log viewer: the end of a try's log at once (any size), follow, search, first error.
 
 Output is shown with control and escape characters as visible text, so a task can never change
-the operator's terminal (title, colours, clipboard, cursor).
+the operator's terminal (title, colours, clipboard, cursor). Reading lives in ``log_reader``: a
+worker thread follows the file by byte offset and the screen repaints at most once per poll, from
+a bounded window of lines.
 """
 from __future__ import annotations
 
-import os
 import re
-from typing import Any
+from collections import deque
+from typing import Any, Iterable
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Input, RichLog, Static
+from textual.worker import get_current_worker
 
 from flowtui.app.acting import TaskRef
 from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.log_reader import (VIEW_LINES, LogTail, find_first, read_tail, read_window,
+                                    size_text)
 from flowtui.app.render import display_path, log_line
 
-TAIL_BYTES = 512 * 1024   # what is shown on opening: the end of the file
-WINDOW_BYTES = 256 * 1024  # around a jump target
+__all__ = ["LogScreen", "find_first", "read_tail"]
+
+POLL_SECONDS = 0.25  # how often a followed log is read: at most one repaint per poll
 ERROR_RE = re.compile(rb"error|exception|traceback|fatal", re.I)
 
 
-def read_tail(path: str, size: int = TAIL_BYTES) -> tuple[list[str], int, bool]:
-    """The last lines of a file (at most ``size`` bytes) and the file's size; never the whole."""
-    try:
-        with open(path, "rb") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            start = max(0, end - size)
-            fh.seek(start)
-            data = fh.read(end - start)
-    except OSError:
-        return [], 0, False
-    lines = data.decode("utf-8", "replace").split("\n")
-    cut = start > 0
-    if cut:
-        lines = lines[1:]  # the first one is a partial line
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines, end, cut
+class TailGrew(Message):
+    """The followed log has new lines waiting; several of these collapse into one repaint."""
 
-
-def find_first(path: str, pattern: re.Pattern[bytes], chunk: int = 1 << 20) -> int | None:
-    """Byte offset of the first line matching ``pattern``, scanning in chunks."""
-    try:
-        with open(path, "rb") as fh:
-            offset, tail = 0, b""
-            while True:
-                data = fh.read(chunk)
-                if not data:
-                    return None
-                block = tail + data
-                match = pattern.search(block)
-                if match:
-                    line_start = block.rfind(b"\n", 0, match.start()) + 1
-                    return offset - len(tail) + line_start
-                tail = block[-4096:]
-                offset += len(data)
-    except OSError:
-        return None
-
-
-def read_window(path: str, at: int, size: int = WINDOW_BYTES) -> tuple[list[str], int]:
-    """Lines around byte ``at``; returns them and the index of the line that starts there."""
-    with open(path, "rb") as fh:
-        start = max(0, at - size // 2)
-        fh.seek(start)
-        data = fh.read(size)
-    before = data[: at - start].decode("utf-8", "replace").split("\n")
-    lines = data.decode("utf-8", "replace").split("\n")
-    skip = 1 if start > 0 else 0
-    return lines[skip:], max(0, len(before) - 1 - skip)
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TailGrew)
 
 
 class LogScreen(FlowScreen):
@@ -91,22 +55,24 @@ class LogScreen(FlowScreen):
         self.try_number = try_number
         self.tries: list[Any] = []
         self.path = ""
-        self.read_offset = 0
+        self.tail: LogTail | None = None
+        self.at_tail = True  # the view shows the end of the log (not a window around a jump)
         self.follow = True
-        self.lines: list[str] = []
+        self.running = False
+        self.lines: deque[str] = deque(maxlen=VIEW_LINES)
         self.matches: list[int] = []
         self.match_index = -1
         self.pattern = ""
         self.TITLE = f"log: {ref.dag_id} / {ref.run_id} / {ref.task_id}"
 
     def body(self) -> ComposeResult:
-        yield RichLog(highlight=False, markup=False, wrap=False, max_lines=200_000, id="log")
+        yield RichLog(highlight=False, markup=False, wrap=False, max_lines=VIEW_LINES, id="log")
         yield Input(placeholder="search (enter)", id="filter")
         yield Static("", id="logbar")
 
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.set_interval(0.3, self._tick)
+    def on_unmount(self) -> None:
+        if self.tail is not None:
+            self.tail.close()
 
     # -- loading ---------------------------------------------------------------------------
     def fetch(self, data: Any) -> Any:
@@ -121,63 +87,66 @@ class LogScreen(FlowScreen):
         if self.try_number not in numbers:
             self.try_number = numbers[-1]
         chosen = next(t for t in tries if t.try_number == self.try_number)
+        self.running = chosen.end_date is None
         if chosen.log_path != self.path:
             self.path = chosen.log_path
             self._open_tail()
-        self.running = chosen.end_date is None
         self._bar()
 
     def _open_tail(self) -> None:
-        lines, size, cut = read_tail(self.path)
-        self.read_offset = size
-        self.lines = (["[... earlier output not loaded: e jumps to the first error ...]"]
-                      if cut else []) + lines
-        log = self.query_one("#log", RichLog)
-        log.clear()
-        for line in self.lines:
-            log.write(log_line(line))
-        log.scroll_end(animate=False)
-
-    def _tick(self) -> None:
-        if self.follow and self.path:
-            self._read_new()
+        """Show the end of the log and follow it from there, in a thread of its own."""
+        if self.tail is not None:
+            self.tail.close()
+        self.tail = LogTail(self.path)
+        self.at_tail = True
+        self._paint([])
+        self._follow_worker(self.tail)
 
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
-    def _read_new(self) -> None:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.read_offset)
-                data = fh.read(TAIL_BYTES)
-        except OSError:
-            return
-        if not data:
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self.read_offset += end + 1
-        new = data[: end + 1].decode("utf-8", "replace").split("\n")[:-1]
-        self.app.call_from_thread(self._append, new)
+    def _follow_worker(self, tail: LogTail) -> None:
+        worker = get_current_worker()
+        while not (worker.is_cancelled or tail.closed.is_set()):
+            if self.follow and tail.poll():
+                self.post_message(TailGrew())
+            tail.closed.wait(POLL_SECONDS)
 
-    def _append(self, new: list[str]) -> None:
-        log = self.query_one("#log", RichLog)
-        for line in new:
-            self.lines.append(line)
-            log.write(log_line(line), scroll_end=self.follow)
-        self._bar()
+    @on(TailGrew)
+    def _tail_grew(self) -> None:
+        if not (self.follow and self.at_tail and self.tail is not None):
+            return
+        new = self.tail.take()
+        if new:
+            self.lines.extend(new)
+            self._write(new, scroll_end=True)
+            self._bar()
+
+    def _paint(self, lines: Iterable[str]) -> None:
+        self.lines = deque(lines, maxlen=VIEW_LINES)
+        self.query_one("#log", RichLog).clear()
+        self._write(self.lines)
+
+    def _write(self, lines: Iterable[str], scroll_end: bool | None = None) -> None:
+        """One write for a whole batch: the widget renders and trims once, not once a line."""
+        batch = list(lines)
+        if batch:
+            self.query_one("#log", RichLog).write(
+                Text("\n").join(log_line(line) for line in batch), scroll_end=scroll_end)
 
     def _bar(self, message: str = "") -> None:
         status = "following" if self.follow else "paused (F follows)"
         tries = f"try {self.try_number} of {len(self.tries)}" if self.tries else ""
         found = f"  match {self.match_index + 1}/{len(self.matches)}" if self.matches else ""
+        size = f"  {size_text(self.tail.size)}" if self.tail is not None and self.tail.size else ""
         self.query_one("#logbar", Static).update(
-            message or f"{tries}  {status}  {len(self.lines)} lines{found}  "
+            message or f"{tries}  {status}  {len(self.lines)} lines{found}{size}  "
                        f"{display_path(self.path)}")
 
     # -- keys ------------------------------------------------------------------------------
     def action_follow(self) -> None:
         self.follow = not self.follow
-        if self.follow:
+        if self.follow and not self.at_tail and self.path:
+            self._open_tail()  # back from a jump: the end of the log, followed again
+        elif self.follow:
             self.query_one("#log", RichLog).scroll_end(animate=False)
         self._bar()
 
@@ -185,8 +154,7 @@ class LogScreen(FlowScreen):
         log = self.query_one("#log", RichLog)
         log.wrap = not log.wrap
         log.clear()
-        for line in self.lines:
-            log.write(log_line(line))
+        self._write(self.lines)
 
     def action_try(self, step: int) -> None:
         numbers = [t.try_number for t in self.tries]
@@ -210,11 +178,9 @@ class LogScreen(FlowScreen):
 
     def _show_window(self, lines: list[str], index: int) -> None:
         self.follow = False
-        self.lines = lines
+        self.at_tail = False
+        self._paint(lines)
         log = self.query_one("#log", RichLog)
-        log.clear()
-        for line in lines:
-            log.write(log_line(line))
         log.scroll_to(y=max(0, index - 2), animate=False)
         self._bar(f"first error line (line {index + 1} of this window); F follows again")
 

@@ -1,0 +1,220 @@
+"""Reading task logs for the log viewer by byte offset: the tail, a window, and what is new.
+
+Whatever a log does (a line of a gigabyte, a writer faster than any screen), the viewer holds a
+bounded number of lines of bounded length and does a bounded amount of work per poll.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from typing import BinaryIO
+
+TAIL_BYTES = 512 * 1024    # what is shown on opening: the end of the file
+WINDOW_BYTES = 256 * 1024  # around a jump target
+VIEW_LINES = 10_000        # lines the viewer keeps (its scrollback while following)
+OPEN_LINES = 2_000         # lines shown on opening and around a jump
+BATCH_LINES = 500          # the most lines one repaint adds: the widget costs ~40 µs a line
+LINE_LIMIT = 4096          # bytes of one line that are shown; the rest is summarised
+READ_BYTES = 4 << 20       # the most one poll reads; more unread and it jumps ahead to the end
+JUMP_BYTES = 1 << 20       # how much of the end it reads after such a jump
+EARLIER = "[... earlier output not loaded: e jumps to the first error ...]"
+
+
+def size_text(count: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{count} bytes"
+
+
+def clip(raw: bytes, length: int | None = None) -> str:
+    """One line as text, cut at ``LINE_LIMIT`` bytes with a marker saying how long it is."""
+    length = len(raw) if length is None else length
+    if length <= LINE_LIMIT:
+        return raw.decode("utf-8", "replace")
+    head = raw[:LINE_LIMIT].decode("utf-8", "ignore")
+    return f"{head} … [line continues, {size_text(length)}]"
+
+
+def _last_lines(data: bytes, keep: int) -> tuple[list[bytes], int]:
+    """The last ``keep`` newline-separated pieces of ``data`` and how many came before them,
+    without making an object for each piece left out."""
+    cut = len(data)
+    for _ in range(keep - 1):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return data.split(b"\n"), 0
+    cut = data.rfind(b"\n", 0, cut)
+    if cut < 0:
+        return data.split(b"\n"), 0
+    return data[cut + 1:].split(b"\n"), data.count(b"\n", 0, cut) + 1
+
+
+def _tail_of(fh: BinaryIO, end: int, size: int, keep: int) -> tuple[list[str], bool]:
+    start = max(0, end - size)
+    fh.seek(start)
+    parts, dropped = _last_lines(fh.read(end - start), keep + 2)
+    if start > 0 and not dropped:
+        parts = parts[1:]  # the first one is a partial line
+    if parts and parts[-1] == b"":
+        parts.pop()
+    cut = start > 0 or dropped > 0 or len(parts) > keep
+    return [clip(p) for p in parts[-keep:]], cut
+
+
+def read_tail(path: str, size: int = TAIL_BYTES,
+              keep: int = OPEN_LINES) -> tuple[list[str], int, bool]:
+    """The last lines of a file (at most ``size`` bytes, ``keep`` lines), the file's size, and
+    whether earlier output was left out; never reads the whole file."""
+    try:
+        with open(path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            lines, cut = _tail_of(fh, end, size, keep)
+    except OSError:
+        return [], 0, False
+    return lines, end, cut
+
+
+def find_first(path: str, pattern: re.Pattern[bytes], chunk: int = 1 << 20) -> int | None:
+    """Byte offset of the first line matching ``pattern``, scanning in chunks."""
+    try:
+        with open(path, "rb") as fh:
+            offset, tail = 0, b""
+            while True:
+                data = fh.read(chunk)
+                if not data:
+                    return None
+                block = tail + data
+                match = pattern.search(block)
+                if match:
+                    line_start = block.rfind(b"\n", 0, match.start()) + 1
+                    return offset - len(tail) + line_start
+                tail = block[-4096:]
+                offset += len(data)
+    except OSError:
+        return None
+
+
+def read_window(path: str, at: int, size: int = WINDOW_BYTES) -> tuple[list[str], int]:
+    """Lines around byte ``at``; returns them and the index of the line that starts there."""
+    with open(path, "rb") as fh:
+        start = max(0, at - size // 2)
+        fh.seek(start)
+        data = fh.read(size)
+    parts = data.split(b"\n")
+    skip = 1 if start > 0 else 0
+    index = max(0, data.count(b"\n", 0, at - start) - skip)
+    first = skip + max(0, index - OPEN_LINES // 2)  # at most OPEN_LINES, the target among them
+    return [clip(p) for p in parts[first:first + OPEN_LINES]], index - (first - skip)
+
+
+class LogTail:
+    """A log followed by byte offset. A worker thread calls ``poll``; the screen calls ``take``.
+
+    Only what was appended since the last poll is read, at most ``READ_BYTES`` of it: a writer
+    faster than that is skipped ahead (and the skip reported), a line longer than
+    ``LINE_LIMIT`` is kept as its head while the reader scans on for its end, and at most
+    ``keep`` unread lines wait for the screen. So memory and work per poll stay bounded.
+    """
+
+    def __init__(self, path: str, keep: int = BATCH_LINES) -> None:
+        self.path = path
+        self.keep = keep
+        self.size = 0
+        self.closed = threading.Event()
+        self._scan: int | None = None   # the next byte to read; None until the tail is read
+        self._in_line = False           # the bytes at _scan continue a line already started
+        self._head: bytes | None = None  # that line's first LINE_LIMIT bytes (None: not shown)
+        self._line_start = 0
+        self._lock = threading.Lock()
+        self._lines: deque[str] = deque()
+        self._limit = OPEN_LINES + 1  # the opening screenful is larger than a repaint's batch
+        self._dropped = 0
+        self._skipped = 0
+
+    def close(self) -> None:
+        self.closed.set()
+
+    # -- worker thread ---------------------------------------------------------------------
+    def poll(self) -> bool:
+        """Read what is new; True when there are lines for the screen."""
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                self.size = size
+                if self._scan is None:
+                    lines, cut = _tail_of(fh, size, TAIL_BYTES, OPEN_LINES)
+                    self._scan = size
+                    return self._push(([EARLIER] if cut else []) + lines, 0)
+                if size < self._scan:  # truncated or replaced: start again from its beginning
+                    self._scan, self._in_line, self._head = 0, False, None
+                elif size - self._scan > READ_BYTES:
+                    start = size - JUMP_BYTES
+                    self._skip(start - self._scan)
+                    self._scan, self._in_line, self._head = start, True, None
+                fh.seek(self._scan)
+                data = fh.read(size - self._scan)
+        except OSError:
+            return False
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> bool:
+        assert self._scan is not None
+        first: list[str] = []
+        pos = 0
+        if self._in_line:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self._scan += len(data)
+                return False
+            if self._head is not None:
+                first.append(clip(self._head, self._scan + newline - self._line_start))
+            self._in_line, self._head = False, None
+            pos = newline + 1
+        parts, dropped = _last_lines(data[pos:], self.keep + 1)
+        rest = parts.pop()  # after the last newline: a line not finished yet
+        if dropped:
+            dropped, first = dropped + len(first), []
+        lines = first + [clip(p) for p in parts]
+        end = self._scan + len(data)
+        if len(rest) > LINE_LIMIT:  # keep its head only and scan on for its end
+            self._in_line, self._head, self._line_start = True, rest[:LINE_LIMIT], end - len(rest)
+            self._scan = end
+        else:
+            self._scan = end - len(rest)  # read the unfinished line again once it ends
+        return self._push(lines, dropped)
+
+    def _skip(self, count: int) -> None:
+        with self._lock:
+            self._dropped += len(self._lines)
+            self._lines.clear()
+            self._skipped += count
+
+    def _push(self, lines: list[str], dropped: int) -> bool:
+        with self._lock:
+            self._lines.extend(lines)
+            for _ in range(len(self._lines) - self._limit):
+                self._lines.popleft()  # the oldest unread lines give way to the newest
+                dropped += 1
+            self._dropped += dropped
+            return bool(self._lines)
+
+    # -- main thread -----------------------------------------------------------------------
+    def take(self) -> list[str]:
+        """The lines read since the last call, after a line saying what was left out, if any."""
+        with self._lock:
+            if not self._lines:
+                return []
+            lines = list(self._lines)
+            self._lines.clear()
+            self._limit = self.keep
+            dropped, skipped = self._dropped, self._skipped
+            self._dropped = self._skipped = 0
+        if dropped or skipped:
+            parts = [f"{dropped:,} lines"] if dropped else []
+            parts += [size_text(skipped)] if skipped else []
+            lines.insert(0, f"[… {' and '.join(parts)} not shown: written faster than a screen "
+                            f"can follow …]")
+        return lines
