@@ -1,8 +1,4 @@
-"""Reading task logs for the log viewer by byte offset: the tail, a window, and what is new.
-
-Whatever a log does (a line of a gigabyte, a writer faster than any screen), the viewer holds a
-bounded number of lines of bounded length and does a bounded amount of work per poll.
-"""
+"""Task logs read for the log viewer by byte offset, in bounded memory: tail, window, new lines."""
 from __future__ import annotations
 
 import os
@@ -137,6 +133,11 @@ class LogTail:
     def close(self) -> None:
         self.closed.set()
 
+    @property
+    def opened(self) -> bool:
+        """The end of the log was read (what follows is new output)."""
+        return self._scan is not None
+
     # -- worker thread ---------------------------------------------------------------------
     def poll(self) -> bool:
         """Read what is new; True when there are lines for the screen."""
@@ -150,7 +151,7 @@ class LogTail:
                     return self._push(([EARLIER] if cut else []) + lines, 0)
                 if size < self._scan:  # truncated or replaced: start again from its beginning
                     self._scan, self._in_line, self._head = 0, False, None
-                elif size - self._scan > READ_BYTES:
+                if size - self._scan > READ_BYTES:
                     start = size - JUMP_BYTES
                     self._skip(start - self._scan)
                     self._scan, self._in_line, self._head = start, True, None

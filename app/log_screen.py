@@ -57,6 +57,7 @@ class LogScreen(FlowScreen):
         self.path = ""
         self.tail: LogTail | None = None
         self.at_tail = True  # the view shows the end of the log (not a window around a jump)
+        self.opening = False  # the end of a newly opened log is shown even while paused
         self.follow = True
         self.running = False
         self.lines: deque[str] = deque(maxlen=VIEW_LINES)
@@ -98,7 +99,7 @@ class LogScreen(FlowScreen):
         if self.tail is not None:
             self.tail.close()
         self.tail = LogTail(self.path)
-        self.at_tail = True
+        self.at_tail = self.opening = True
         self._paint([])
         self._follow_worker(self.tail)
 
@@ -106,24 +107,25 @@ class LogScreen(FlowScreen):
     def _follow_worker(self, tail: LogTail) -> None:
         worker = get_current_worker()
         while not (worker.is_cancelled or tail.closed.is_set()):
-            if self.follow and tail.poll():
+            if (self.follow or not tail.opened) and tail.poll():
                 self.post_message(TailGrew())
             tail.closed.wait(POLL_SECONDS)
 
     @on(TailGrew)
     def _tail_grew(self) -> None:
-        if not (self.follow and self.at_tail and self.tail is not None):
+        if not ((self.follow or self.opening) and self.at_tail and self.tail is not None):
             return
         new = self.tail.take()
         if new:
+            self.opening = False
             self.lines.extend(new)
             self._write(new, scroll_end=True)
             self._bar()
 
-    def _paint(self, lines: Iterable[str]) -> None:
+    def _paint(self, lines: Iterable[str], scroll_end: bool | None = None) -> None:
         self.lines = deque(lines, maxlen=VIEW_LINES)
         self.query_one("#log", RichLog).clear()
-        self._write(self.lines)
+        self._write(self.lines, scroll_end)
 
     def _write(self, lines: Iterable[str], scroll_end: bool | None = None) -> None:
         """One write for a whole batch: the widget renders and trims once, not once a line."""
@@ -179,7 +181,7 @@ class LogScreen(FlowScreen):
     def _show_window(self, lines: list[str], index: int) -> None:
         self.follow = False
         self.at_tail = False
-        self._paint(lines)
+        self._paint(lines, scroll_end=False)
         log = self.query_one("#log", RichLog)
         log.scroll_to(y=max(0, index - 2), animate=False)
         self._bar(f"first error line (line {index + 1} of this window); F follows again")

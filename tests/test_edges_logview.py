@@ -13,7 +13,7 @@ from daemon_support import start, trigger, wait_for
 
 from flowtui.app.acting import TaskRef
 from flowtui.app.app import make_app
-from flowtui.app.log_reader import LINE_LIMIT, VIEW_LINES
+from flowtui.app.log_reader import BATCH_LINES, LINE_LIMIT, VIEW_LINES, LogTail, read_tail
 from flowtui.app.log_screen import LogScreen
 from flowtui.runner.config import load_config
 
@@ -131,3 +131,40 @@ time.sleep(60)
             assert cpu < 0.6 * wall, (cpu, wall)
 
     run_async(go())
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def test_a_line_written_in_pieces_is_shown_once_cut_with_its_length(tmp_path: Path) -> None:
+    path = tmp_path / "try.log"
+    append(path, b"first\n")
+    tail = LogTail(str(path))
+    assert tail.poll() and tail.take() == ["first"]
+    append(path, b"y" * 10_000)
+    assert not tail.poll() and tail.take() == []  # not finished: nothing to show yet
+    append(path, b"y" * 2_000_000)
+    assert not tail.poll()
+    append(path, b"z\nafter\n")
+    assert tail.poll()
+    long, after = tail.take()
+    assert long == "y" * LINE_LIMIT + " … [line continues, 1.9 MB]" and after == "after"
+    lines, _, _ = read_tail(str(path), size=3_000_000)
+    assert lines[-2] == long and lines[-1] == "after"
+
+
+def test_a_writer_faster_than_a_screen_is_skipped_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "try.log"
+    append(path, b"start\n")
+    tail = LogTail(str(path))
+    tail.poll()
+    assert tail.take() == ["start"]
+    append(path, b"".join(b"line %d\n" % i for i in range(1_000_000)))  # 7.8 MB
+    assert tail.poll()
+    lines = tail.take()
+    assert lines[0].startswith("[… ") and " MB not shown: written faster" in lines[0]
+    assert lines[1:] == [f"line {i}" for i in range(1_000_000 - BATCH_LINES, 1_000_000)]
+    path.write_bytes(b"truncated and written again\n")
+    assert tail.poll() and tail.take() == ["truncated and written again"]
