@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from typing import Any, NoReturn
 
@@ -183,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except sqlite3.OperationalError as exc:
+        # Another process holding the database's lock, or a full disk: one line, whatever the
+        # command (nothing was half-written: each write is one transaction).
+        from flowtui.store.db import outage
+
+        problem = outage(exc)
+        if problem is None:
+            raise
+        _fail(f"{problem}; try again")
     except Exception as exc:  # every known input error maps to exit 2 and one line
         known = _known_error(exc)
         if known is None:

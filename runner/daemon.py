@@ -9,28 +9,39 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
+import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from flowtui.runner.actions import live_owner
 from flowtui.runner.adoption import adopt_run
-from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
+from flowtui.runner.alerting import SEVERITY, Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, LiveRun
-from flowtui.runner.executor import process_start_time
+from flowtui.runner.executor import process_start_time, same_process
 from flowtui.runner.loader import LoadError, LoadResult, load_folder, pipeline_files
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
 from flowtui.runner.operator import apply_request, pending_requests
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import Store, StoreError
+from flowtui.store.db import outage
 from flowtui.store.models import DagRecord, ImportError_
 
 SCAN_INTERVAL = 2.0
+# A write waits this long for another process's lock before the loop backs off and retries
+# (tasks are reaped meanwhile); the CLI's writers wait longer, they have nothing else to do.
+BUSY_TIMEOUT = 5.0
+BACKOFF = 0.5
+# An outage of the database longer than this raises an alert once it is over.
+ALERT_AFTER = 60.0
+OUTAGE_ALERT = "runner_degraded"
 
 
 class RunnerError(Exception):
@@ -38,22 +49,49 @@ class RunnerError(Exception):
 
 
 def acquire_lock(home: Path) -> IO[str]:
-    """One daemon per home: an exclusive lock the kernel drops when the process dies."""
+    """One daemon per home: an exclusive lock the kernel drops when the process dies.
+
+    The lock is only good while the file is the one at the path: one deleted or replaced
+    between our open and our lock is opened again. (A file deleted later is caught by the
+    runners table: see ``refuse_second_daemon``.)"""
     home.mkdir(parents=True, exist_ok=True)
-    handle = open(home / "runner.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    path = home / "runner.lock"
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunnerError(f"a runner is already alive for {home} (pid {holder}); "
+                              "stop it first or use another --home") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         handle.close()
-        raise RunnerError(f"a runner is already alive for {home} (pid {holder}); "
-                          "stop it first or use another --home") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def refuse_second_daemon(home: Path) -> Callable[[sqlite3.Connection], None]:
+    """A check run in the transaction that registers a daemon: refuse while the runners table
+    shows a live daemon on this host (same pid and start time), even when runner.lock was
+    deleted under it."""
+    def refuse(conn: sqlite3.Connection) -> None:
+        rows = conn.execute("SELECT pid, pid_start FROM runners WHERE kind = 'daemon' AND "
+                            "stopped_at IS NULL AND hostname = ?", (socket.gethostname(),))
+        for pid, pid_start in rows.fetchall():
+            if pid != os.getpid() and pid_start is not None and same_process(pid, pid_start):
+                raise RunnerError(f"a runner is already alive for {home} (pid {pid}); "
+                                  "stop it first or use another --home")
+    return refuse
 
 
 def sync_dags(store: Store, result: LoadResult) -> None:
@@ -66,12 +104,18 @@ def sync_dags(store: Store, result: LoadResult) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, scan_interval: float = SCAN_INTERVAL) -> None:
+    def __init__(self, config: Config, *, scan_interval: float = SCAN_INTERVAL,
+                 busy_timeout: float = BUSY_TIMEOUT, backoff: float = BACKOFF,
+                 alert_after: float = ALERT_AFTER) -> None:
         self.config = config
         self.scan_interval = scan_interval
+        self.alert_after = alert_after
         self.lock = acquire_lock(config.home)
-        self.store = Store.open(config.db_path)
-        self.runner_id = self.store.register_runner("daemon", process_start_time(os.getpid()))
+        self.store = Store.open(config.db_path, busy_timeout=busy_timeout)
+        self.store.health.backoff = backoff
+        self.store.health.on_recovered = self._store_recovered
+        self.runner_id = self.store.register_runner("daemon", process_start_time(os.getpid()),
+                                                    refuse=refuse_second_daemon(config.home))
         self.engine = Engine(self.store, config, self.runner_id, daemon=True)
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
@@ -83,6 +127,10 @@ class Daemon:
         self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake)
         self.engine.on_task_end = self._on_task_end
         self._sla_seen: dict[tuple[str, str], str] = {}
+        # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
+        self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
+        self._rescan_at = 0.0
+        self._tick_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -93,18 +141,35 @@ class Daemon:
         for error in self.alert_config.errors:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
         self.sender.start()
-        self._reload(now, force=True)
-        self._adopt_orphans(now)
-        self._on_wake(now)
-        engine.call_at(now + self.scan_interval, self._rescan)
-        engine.call_at(now + ALERT_TICK, self._alert_tick)
+        engine._hook(self._start, now)
+        self._rescan_at, self._tick_at = now + self.scan_interval, now + ALERT_TICK
+        engine.call_at(self._rescan_at, self._rescan)
+        engine.call_at(self._tick_at, self._alert_tick)
         try:
             engine.run_forever()
         finally:
             self.sender.stop()
             engine.close()
-            self.store.stop_runner(self.runner_id)
+            try:
+                self.store.stop_runner(self.runner_id)  # and folds the log into flowtui.db
+            except sqlite3.OperationalError as exc:
+                self.store.health.report(f"could not record the stop: {outage(exc) or exc}")
             self.lock.close()
+
+    def _start(self, now: float) -> None:
+        self._record_aside(now)  # a new runner tries every DAG again: stale ones go
+        self._reload(now, force=True)
+        self._adopt_orphans(now)
+        self._on_wake(now)
+
+    def _store_recovered(self, error: str, since: float, now: float) -> None:
+        """The database takes writes again: catch up on what the outage held back (a changed
+        file, runs to create), and alert when it lasted long."""
+        self._start(now)
+        if now - since >= self.alert_after and OUTAGE_ALERT in SEVERITY:
+            self.alerts.raise_alert(OUTAGE_ALERT, "", summary=(
+                f"the runner could not write to {self.store.path} for {now - since:.0f} s "
+                f"({error}); nothing was lost, it caught up at {iso(now)}"))
 
     # -- pipelines -------------------------------------------------------------------------
     def _files_snapshot(self) -> dict[str, tuple[int, int]]:
@@ -118,7 +183,10 @@ class Daemon:
         return snapshot
 
     def _rescan(self, now: float) -> None:
-        self.engine.call_at(time.time() + self.scan_interval, self._rescan)  # first: never lost
+        if self._rescan_at > now + 1e-3:
+            return  # a later one is armed already (this one was run again after an outage)
+        self._rescan_at = time.time() + self.scan_interval
+        self.engine.call_at(self._rescan_at, self._rescan)  # first: never lost
         self._reload(now)
         self._adopt_orphans(now)
 
@@ -126,8 +194,11 @@ class Daemon:
         snapshot = self._files_snapshot()
         if snapshot == self._snapshot and not force:
             return
-        self._snapshot = snapshot
         result = load_folder(self.config.pipelines, self.config.dag_file_timeout)
+        aside = {dag_id: entry for dag_id, entry in self._aside.items()
+                 if dag_id in result.dags and snapshot.get(entry[0]) == entry[1]}
+        for dag_id in aside:  # set aside until its file changes
+            del result.dags[dag_id]
         broken_files = {e.fileloc for e in result.errors}
         kept = {dag_id: spec for dag_id, spec in self.dags.items()
                 if dag_id not in result.dags and spec.fileloc in broken_files
@@ -145,8 +216,42 @@ class Daemon:
                 conn.execute(f"UPDATE dags SET is_active = (dag_id IN ({marks}))", list(self.dags))
             else:
                 conn.execute("UPDATE dags SET is_active = 0")
-        for dag_id in self.dags:
-            self._schedule_dag(dag_id, now)
+        if aside != self._aside:
+            self._aside = aside
+            self._record_aside(now)
+        self._snapshot = snapshot  # only now: a reload cut short by an outage is done again
+        for dag_id in list(self.dags):
+            self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, now)
+
+    # -- a DAG that cannot be scheduled ----------------------------------------------------
+    def _per_dag(self, dag_id: str, what: str, work: Callable[..., Any], *args: Any) -> None:
+        """Do one DAG's part of a pass; if it raises, set that DAG aside and go on with the
+        others (the database being unwritable is not the DAG's fault: that goes up)."""
+        try:
+            work(*args)
+        except Exception as exc:
+            if outage(exc) is not None:
+                raise
+            self._set_aside(dag_id, what, exc)
+
+    def _set_aside(self, dag_id: str, what: str, exc: Exception) -> None:
+        dag = self.dags.pop(dag_id, None)
+        if dag is None:
+            return
+        self.alerts.dags = self.dags
+        self._fire_at.pop(dag_id, None)
+        message = (f"DAG {dag_id}: {what} failed ({type(exc).__name__}: {exc}); the runner "
+                   "set it aside until this file changes")
+        self.store.health.report(f"{dag.fileloc}: {message}")
+        self._aside[dag_id] = (dag.fileloc, self._snapshot.get(dag.fileloc), message)
+        now = time.time()
+        self._record_aside(now)
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE dags SET is_active = 0 WHERE dag_id = ?", (dag_id,))
+
+    def _record_aside(self, now: float) -> None:
+        self.store.set_runner_errors(ImportError_(fileloc, None, message, now)
+                                     for fileloc, _, message in self._aside.values())
 
     # -- scheduling ------------------------------------------------------------------------
     def _paused(self, dag_id: str) -> bool:
@@ -178,7 +283,7 @@ class Daemon:
         if self._fire_at.get(dag_id) != fire:
             return  # superseded by a reload or a pause
         self._fire_at.pop(dag_id, None)
-        self._schedule_dag(dag_id, max(now, fire))
+        self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, max(now, fire))
 
     def _create_scheduled(self, dag: DagSpec, start: float, end: float) -> None:
         run_id = f"scheduled__{iso(start)}"
@@ -227,7 +332,8 @@ class Daemon:
                 continue
             dag = self.dags.get(run.dag_id)
             if dag is not None:
-                adopt_run(self.engine, dag, run, now)
+                self._per_dag(dag.dag_id, f"adopting run {run.run_id}", adopt_run, self.engine,
+                              dag, run, now)
 
     def _on_wake(self, now: float) -> None:
         self.engine._flush()  # what was applied last time is in the store before we look again
@@ -245,13 +351,20 @@ class Daemon:
                     continue
                 if live_owner(self.store, run.runner_id) not in (None, (self.runner_id, os.getpid())):
                     continue  # another live runner owns it and applies it
-                live = adopt_run(self.engine, dag, run, now, settle=False)
+                self._per_dag(dag.dag_id, "applying an operator request", self._apply,
+                              dag, run, request, now)
+                continue
             apply_request(self.engine, live, request, now)
         self._adopt_orphans(now)
-        for dag_id in self.dags:
-            self._start_queued(dag_id, now)
-            if dag_id not in self._fire_at:
-                self._schedule_dag(dag_id, now)  # unpaused since we last looked
+        for dag_id in list(self.dags):
+            self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id, now)
+            if dag_id in self.dags and dag_id not in self._fire_at:
+                # unpaused since we last looked
+                self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, now)
+
+    def _apply(self, dag: DagSpec, run: Any, request: tuple, now: float) -> None:
+        apply_request(self.engine, adopt_run(self.engine, dag, run, now, settle=False), request,
+                      now)
 
     def _on_run_finished(self, live: LiveRun) -> None:
         now = time.time()
@@ -268,7 +381,8 @@ class Daemon:
             self.alerts.resolve_matching(dag.dag_id, "", None, now, ("circuit_open",))
         if live.backfill_id is not None:
             finish_if_done(self.store, live.backfill_id)
-        self.engine.call_at(now, lambda at, d=dag.dag_id: self._start_queued(d, at))
+        self.engine.call_at(now, lambda at, d=dag.dag_id: self._per_dag(
+            d, "starting queued runs", self._start_queued, d, at))
 
 
     # -- alerts and SLAs --------------------------------------------------------------------
@@ -288,7 +402,10 @@ class Daemon:
                                          ("task_failed", "task_retry", "zombie", "hung"))
 
     def _alert_tick(self, now: float) -> None:
-        self.engine.call_at(time.time() + ALERT_TICK, self._alert_tick)  # first: never lost
+        if self._tick_at > now + 1e-3:
+            return  # a later one is armed already (this one was run again after an outage)
+        self._tick_at = time.time() + ALERT_TICK
+        self.engine.call_at(self._tick_at, self._alert_tick)  # first: never lost
         self.engine._flush()
         self.alerts.escalate(now)
         self._check_slas(now)

@@ -29,6 +29,7 @@ from flowtui.runner.config import Config
 from flowtui.runner.model import DagSpec, TaskSpec
 from flowtui.runner.trigger_rules import RUN, SKIPPED, UPSTREAM_FAILED, Counts, evaluate, waiting_reason
 from flowtui.store import RunState, Store, TaskState, check_transition
+from flowtui.store.db import StoreUnavailable, outage
 from flowtui.store.models import Run
 
 S = TaskState
@@ -189,10 +190,29 @@ class Engine(LaunchMixin, EndingMixin):
             self._turn()
 
     def run_forever(self) -> None:
-        """The daemon's loop: until ``request_stop``; running tasks are left to the next runner."""
+        """The daemon's loop: until ``request_stop``; running tasks are left to the next runner.
+
+        What is queued is written before it returns; while the database cannot take it, it
+        waits (a second stop request gives up and leaves it to the next runner's adoption)."""
         while not self._stopping:
             self._turn()
-        self._flush()
+        told = False
+        while self._ops:
+            try:
+                self._flush()
+            except StoreUnavailable as exc:
+                if self._stopping > 1:
+                    self.store.health.report(f"stopping with {len(self._ops)} changes unwritten "
+                                             f"({exc}); the next runner adopts the runs")
+                    return
+                if not told:
+                    told = True
+                    self.store.health.report(f"stopping: waiting for the database to take "
+                                             f"{len(self._ops)} changes; stop again to leave them")
+                delay = max(0.0, self.store.health.retry_at - self.clock())
+                for key, _ in self.selector.select(delay):
+                    if key.data is None:
+                        self._drain_wake(self.clock())
 
     def call_at(self, at: float, callback: Callable[[float], None]) -> None:
         """Run ``callback(now)`` from the loop at ``at``."""
@@ -229,18 +249,50 @@ class Engine(LaunchMixin, EndingMixin):
 
     # -- the loop --------------------------------------------------------------------------
     def _turn(self) -> None:
-        self._launch_ready(self.clock())
+        health = self.store.health
+        if not health.waiting(self.clock()):  # no try is prepared while its row cannot be written
+            try:
+                self._launch_ready(self.clock())
+            except StoreUnavailable:
+                # The tries just prepared are queued, not written: their processes start once
+                # they are (a process never runs before its try's row is in the database).
+                pending = [t for q, p in self._ops if q is sql.SQL_TRY_INSERT
+                           for t in [self.runs[p[0]].tasks[p[1]]]
+                           if t.try_number == p[2] and t.pid is None]
+
+                def spawn(now: float, pending: list[LiveTask] = pending) -> None:
+                    self._flush()  # while it fails, _hook keeps this for after the outage
+                    for task in pending:
+                        if task.state == S.RUNNING and task.pid is None:
+                            self._spawn(task, now)
+
+                self.call_at(health.retry_at, spawn)
         if not self.daemon and not self.runs and not self._kill_pending():
-            self._flush()
-            return  # run_until_done is over; a daemon waits for what comes next
+            # run_until_done is over once what the runs recorded is in the database.
+            while self._ops:
+                try:
+                    self._flush()
+                except StoreUnavailable:
+                    if self._stopping > 1:
+                        raise
+                    for key, _ in self.selector.select(max(0.0, health.retry_at - self.clock())):
+                        if key.data is None:
+                            self._drain_wake(self.clock())  # a second Ctrl-C gives up
+            return  # a daemon waits for what comes next
         events = None
         if self._ops and self._running:
             # What is left to write here (pids of tasks just started) may wait a moment to ride
             # along with the next commit: short tasks end within it, halving commits a task.
             events = self.selector.select(min(COALESCE_WINDOW, self._timeout()))
         if not events:
-            self._flush()
-            events = self.selector.select(self._timeout())
+            try:
+                self._flush()
+            except StoreUnavailable:
+                pass  # kept queued; tasks are still reaped meanwhile, and it is retried below
+            timeout = self._timeout()
+            if health.since is not None and self._ops:
+                timeout = min(timeout, max(0.0, health.retry_at - self.clock()))
+            events = self.selector.select(timeout)
         now = self.clock()
         for key, _ in events:
             if key.data is None:
@@ -459,13 +511,26 @@ class Engine(LaunchMixin, EndingMixin):
 
     def _hook(self, callback: Callable[..., Any], *args: Any) -> None:
         """Call a daemon's hook; a bug or a store error there is logged, and the loop (and every
-        task it watches) carries on. In a foreground run it surfaces as usual."""
-        if not self.daemon:
-            callback(*args)
+        task it watches) carries on. In a foreground run a bug surfaces as usual. While the
+        database cannot take writes, hooks (which write) wait and run once it can."""
+        health = self.store.health
+        if health.since is not None:
+            if callback is not self.on_wake:  # the wake after the outage covers that one
+                health.redo.append(lambda now: callback(*args))
             return
         try:
             callback(*args)
-        except Exception:
+        except Exception as exc:
+            message = outage(exc)
+            if message is not None:
+                line = health.failed(message, self.clock())
+                if line:
+                    health.report(line)
+                if callback is not self.on_wake:
+                    health.redo.append(lambda now: callback(*args))
+                return
+            if not self.daemon:
+                raise
             import traceback
 
             print(f"flowtui runner: error in {getattr(callback, '__name__', callback)}; carrying on",
@@ -474,13 +539,42 @@ class Engine(LaunchMixin, EndingMixin):
             sys.stderr.flush()
 
     def _flush(self) -> None:
-        if self._ops:
-            ops, self._ops = self._ops, []
-            try:
-                self.store.execute_batch(ops)
-            except BaseException:
-                self._ops = ops + self._ops  # nothing recorded is dropped: the next flush retries
+        """Commit the queued writes in one transaction. While the database cannot take them
+        (another process holds its lock, the disk is full) they stay queued, in order, and
+        ``StoreUnavailable`` says so; the next attempt waits a growing backoff."""
+        if not self._ops:
+            return
+        health = self.store.health
+        now = self.clock()
+        if health.waiting(now):
+            raise StoreUnavailable(health.error)
+        ops, self._ops = self._ops, []
+        try:
+            self.store.execute_batch(ops)
+        except BaseException as exc:
+            self._ops = ops + self._ops  # nothing recorded is dropped: the next flush retries
+            message = outage(exc)
+            if message is None:
                 raise
+            line = health.failed(message, now)
+            if line:
+                health.report(f"{line}; {len(self._ops)} changes kept")
+            raise StoreUnavailable(message) from None
+        ended = health.succeeded()
+        if ended is None:
+            return
+        error, since = ended
+        health.report(f"writing to {self.store.path} again after {now - since:.1f} s")
+        self._ops.append(self.store.runner_health_sql(self.runner_id, error, since, now))
+        # What failed in the outage is done again now: the owner's own catch-up, the wake
+        # pass (operator requests, queued runs), and each hook that failed.
+        redo, health.redo = health.redo, []
+        if health.on_recovered is not None:
+            self.call_at(now, lambda at, hook=health.on_recovered: hook(error, since, at))
+        if self.on_wake is not None:
+            self.call_at(now, self.on_wake)
+        for work in redo:
+            self.call_at(now, work)
 
 
 _TERMINAL = frozenset({S.SUCCESS, S.FAILED, S.UPSTREAM_FAILED, S.SKIPPED})

@@ -6,11 +6,13 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flowtui.store.models import (
     EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
@@ -25,6 +27,80 @@ class StoreError(Exception):
     """The database cannot be used; the message says why and what to do."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot take writes for now (another process's lock, a full disk); what was
+    to be written is still queued and is retried."""
+
+
+def outage(exc: BaseException) -> str | None:
+    """What keeps the database from taking writes, in words, when ``exc`` is such a condition
+    (a lock held by another process, a full disk, a failing disk); None for anything else."""
+    if isinstance(exc, StoreUnavailable):
+        return str(exc)
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc)
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return f"the database is locked by another process ({text})"
+    if "full" in lowered:
+        return f"the disk holding the database is full ({text})"
+    if "disk i/o" in lowered:
+        return f"the disk holding the database failed a write ({text})"
+    return None
+
+
+@dataclass(slots=True)
+class WriteHealth:
+    """Whether writes reach the database, and when to try again while they do not.
+
+    The first failure starts an outage; each retry that fails doubles the wait up to
+    ``max_backoff``; the first write that goes through ends it. ``on_recovered(error, since,
+    until)`` is told when an outage ends; ``redo`` holds work to run again once writes go
+    through (a hook that failed for the outage)."""
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    error: str = ""
+    since: float | None = None
+    retry_at: float = 0.0
+    delay: float = 0.0
+    on_recovered: Callable[[str, float, float], None] | None = None
+    redo: list[Callable[[float], None]] = field(default_factory=list)
+
+    def failed(self, message: str, now: float) -> str | None:
+        """Record a failed write; a line to print when the problem is new, else None (a
+        retry that fails the same way says nothing)."""
+        changed = message != self.error
+        self.delay = self.backoff if self.since is None else min(self.delay * 2, self.max_backoff)
+        if self.since is None:
+            self.since = now
+        self.error = message
+        self.retry_at = now + self.delay
+        if not changed:
+            return None
+        return f"cannot write to the database: {message}; retrying with backoff"
+
+    def succeeded(self) -> tuple[str, float] | None:
+        """Record a write that went through; the (error, since) of the outage it ended."""
+        if self.since is None:
+            return None
+        ended = (self.error, self.since)
+        self.error, self.since, self.delay, self.retry_at = "", None, 0.0, 0.0
+        return ended
+
+    @staticmethod
+    def report(line: str) -> None:
+        """A line on stderr, which may sit on the very disk that is full: never raises."""
+        try:
+            print(f"flowtui runner: {line}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def waiting(self, now: float) -> bool:
+        """True while backing off: a write now would only fail again."""
+        return self.since is not None and now < self.retry_at
+
+
 def current_user() -> str:
     try:
         return getpass.getuser()
@@ -32,15 +108,15 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+def _connect(path: Path, readonly: bool, busy_ms: int) -> sqlite3.Connection:
     if readonly:
         uri = f"file:{path}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
+                               timeout=busy_ms / 1000)
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                               timeout=busy_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
     if not readonly:
         # WAL lets readers (TUIs, CLI) run beside the one writer at a time; NORMAL syncs at
         # checkpoints, so a killed process loses nothing (a power cut may lose the last commits).
@@ -52,13 +128,26 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    # After a full disk or an I/O error SQLite may already have rolled back by itself; a second
+    # ROLLBACK would fail and hide the error that matters.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 class Store:
     """One open database. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool,
+                 busy_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
         self.conn = conn
         self.readonly = readonly
+        self.busy_ms = busy_ms
+        self.health = WriteHealth()
 
     @property
     def db(self) -> Any:
@@ -69,21 +158,35 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> "Store":
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
+             busy_timeout: float | None = None) -> "Store":
+        """Open (and migrate) the database; a write waits up to ``busy_timeout`` seconds
+        (default $FLOWTUI_BUSY_TIMEOUT, else 30) for another process's lock before it fails."""
         db_path = Path(path)
+        if busy_timeout is None:
+            try:
+                busy_timeout = float(os.environ.get("FLOWTUI_BUSY_TIMEOUT", ""))
+            except ValueError:
+                busy_timeout = BUSY_TIMEOUT_MS / 1000
+        if not 0 <= busy_timeout <= 86_400:  # also NaN: the default
+            busy_timeout = BUSY_TIMEOUT_MS / 1000
+        busy_ms = int(busy_timeout * 1000)
         if readonly and not db_path.exists():
             raise StoreError(f"{db_path}: no database here yet; run a DAG or start the runner first")
         try:
             if not readonly:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(db_path, readonly)
-            store = cls(db_path, conn, readonly)
+            conn = _connect(db_path, readonly, busy_ms)
+            store = cls(db_path, conn, readonly, busy_ms)
             if not readonly:
                 store._migrate()
             elif not store._applied() >= MIGRATION_NAMES:
                 raise StoreError(f"{db_path} has no flowtui schema yet (or an older one); "
                                  "open it once without --read-only, or run a DAG first")
         except sqlite3.DatabaseError as exc:
+            problem = outage(exc)
+            if problem is not None:
+                raise StoreError(f"{db_path}: {problem}; try again") from None
             if "not a database" in str(exc) or "malformed" in str(exc):
                 raise StoreError(
                     f"{db_path} is not a flowtui SQLite database ({exc}); "
@@ -114,6 +217,20 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def checkpoint(self, wait: float = 2.0) -> bool:
+        """Copy the write-ahead log into the database file and empty it, so that flowtui.db
+        alone is a complete copy. False when a reader or writer kept it from finishing within
+        ``wait`` seconds (what it copied stays copied)."""
+        conn = self.conn
+        conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+        return bool(row) and row[0] == 0
+
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -121,10 +238,10 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     def execute_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Apply a list of (sql, params) in one transaction: the engine's hot path."""
@@ -135,15 +252,20 @@ class Store:
         try:
             for sql, params in ops:
                 conn.execute(sql, params)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     # -- runners ---------------------------------------------------------------------------
-    def register_runner(self, kind: str, pid_start: float | None = None) -> int:
+    def register_runner(self, kind: str, pid_start: float | None = None, *,
+                        refuse: Callable[[sqlite3.Connection], None] | None = None) -> int:
+        """Insert this process's runner row. ``refuse(conn)`` runs first in the same write
+        transaction and may raise to keep the row out (one daemon per home)."""
         now = time.time()
         with self.transaction() as conn:
+            if refuse is not None:
+                refuse(conn)
             cur = conn.execute(
                 "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -151,12 +273,22 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
+    def runner_health_sql(self, runner_id: int, error: str, since: float,
+                          until: float) -> tuple[str, tuple]:
+        """The runner's health after an outage: ok again, and what the last problem was."""
+        return ("UPDATE runners SET health = 'ok', last_error = ?, last_error_at = ? "
+                "WHERE id = ?", (f"{error}; writes waited {until - since:.1f} s", since,
+                                 runner_id))
+
     def runner_heartbeat_sql(self, runner_id: int, now: float) -> tuple[str, tuple]:
         return ("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, runner_id))
 
     def stop_runner(self, runner_id: int) -> None:
+        """A runner's last write: it stopped. The log is then folded into the database file,
+        so a copy of flowtui.db alone holds everything up to this stop."""
         with self.transaction() as conn:
             conn.execute("UPDATE runners SET stopped_at = ? WHERE id = ?", (time.time(), runner_id))
+        self.checkpoint()
 
     # -- DAGs and import errors ------------------------------------------------------------
     def sync_dags(self, dags: Iterable[DagRecord], errors: Iterable[ImportError_],
@@ -179,7 +311,8 @@ class Store:
                      json.dumps(d.tags), int(d.paused), d.task_count, now, now),
                 )
             files = list(parsed_files)
-            conn.executemany("DELETE FROM import_errors WHERE fileloc = ?", [(f,) for f in files])
+            conn.executemany("DELETE FROM import_errors WHERE fileloc = ? AND origin = 'load'",
+                             [(f,) for f in files])
             conn.executemany(
                 "INSERT INTO import_errors (fileloc, line, message, created_at) VALUES (?, ?, ?, ?)",
                 [(e.fileloc, e.line, e.message, now) for e in errors],
@@ -192,6 +325,16 @@ class Store:
         ).fetchall()
         return [DagRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), bool(r[7]), r[8],
                           bool(r[9]), r[10], r[11]) for r in rows]
+
+    def set_runner_errors(self, errors: Iterable[ImportError_]) -> None:
+        """Replace the errors the runner found while scheduling (DAGs it set aside); a parse
+        of the folder leaves them alone."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM import_errors WHERE origin = 'runner'")
+            conn.executemany(
+                "INSERT INTO import_errors (fileloc, line, message, created_at, origin) "
+                "VALUES (?, ?, ?, ?, 'runner')",
+                [(e.fileloc, e.line, e.message, e.created_at) for e in errors])
 
     def import_errors(self) -> list[ImportError_]:
         rows = self.conn.execute(

@@ -241,3 +241,15 @@ def _alerts(db: Database) -> None:
             detail TEXT NOT NULL
         ) STRICT
         """)
+
+
+@migrations(name="0005_runner_health")
+def _runner_health(db: Database) -> None:
+    # A runner's health after an outage (a locked or full database), and the errors the runner
+    # itself found while scheduling a DAG, which a parse of the folder must not erase.
+    _run_statements(db, """
+        ALTER TABLE runners ADD COLUMN health TEXT NOT NULL DEFAULT 'ok';
+        ALTER TABLE runners ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+        ALTER TABLE runners ADD COLUMN last_error_at REAL;
+        ALTER TABLE import_errors ADD COLUMN origin TEXT NOT NULL DEFAULT 'load'
+        """)
