@@ -132,7 +132,8 @@ def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str
         else:
             apply_offline(store, conn, dag, run, tis, action, affected, options, user)
     if owner is None:
-        return Outcome(action, run, affected, "store")
+        return Outcome(action, run, affected, "store", "; ".join(
+            already(t, options["state"]) for t in _unchanged(tis, action, affected, options)))
     wake(owner[1])
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -193,8 +194,13 @@ def apply_offline(store: Store, conn, dag: DagSpec, run: Run, tis: dict[str, Tas
             (now, run.dag_id, run.run_id, task_id, tis[task_id].try_number or None, old, state,
              cause, reason))
 
+    unchanged = set(_unchanged(tis, action, affected, options))
+    if unchanged and len(unchanged) == len(affected):
+        return  # every task already has that state: only the audit row is written
     for task_id in affected:
         ti = tis[task_id]
+        if task_id in unchanged:
+            continue
         if ti.state == "running" and action in ("clear", "mark", "kill"):
             _kill_orphan(conn, run, ti)
         if action == "clear":
@@ -202,8 +208,11 @@ def apply_offline(store: Store, conn, dag: DagSpec, run: Run, tis: dict[str, Tas
                    next_try_at=None, pid=None,
                    max_tries=ti.try_number + dag.tasks[task_id].retries + 1)
         elif action == "mark":
+            # A task that already ended keeps its start and end (its duration feeds the
+            # duration history and SLA predictions); only its state changes.
             set_ti(task_id, options["state"], f"marked {options['state']} by {user}",
-                   end_date=now, pid=None)
+                   end_date=now if ti.end_date is None or ti.state == "running" else ti.end_date,
+                   pid=None)
         elif action == "retry":
             set_ti(task_id, "up_for_retry", f"retry now, requested by {user}", next_try_at=now)
         elif action == "kill":
@@ -220,8 +229,8 @@ def apply_offline(store: Store, conn, dag: DagSpec, run: Run, tis: dict[str, Tas
     if all(s in terminal for s in states.values()):
         leaves = dag.leaves()
         new = "failed" if any(states[t] in ("failed", "upstream_failed") for t in leaves) else "success"
-        conn.execute("UPDATE dag_runs SET state = ?, end_date = ?, updated_at = ? WHERE id = ?",
-                     (new, now, now, run.pk))
+        conn.execute("UPDATE dag_runs SET state = ?, end_date = COALESCE(end_date, ?), "
+                     "updated_at = ? WHERE id = ?", (new, now, now, run.pk))
     else:
         new = "queued"
         conn.execute("UPDATE dag_runs SET state = 'queued', end_date = NULL, runner_id = NULL, "
@@ -230,6 +239,19 @@ def apply_offline(store: Store, conn, dag: DagSpec, run: Run, tis: dict[str, Tas
         conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, cause) "
                      "VALUES (?, 'run', ?, ?, ?, ?, ?)", (now, run.dag_id, run.run_id, run.state,
                                                          new, cause))
+
+
+def _unchanged(tis: dict[str, TaskInstance], action: str, affected: list[str],
+               options: dict) -> list[str]:
+    """The tasks a mark leaves as they are: they have that state already."""
+    if action != "mark":
+        return []
+    return [t for t in affected if tis[t].state == options.get("state")]
+
+
+def already(task_id: str, state: str) -> str:
+    """What a mark to the state a task already has says (it changes nothing)."""
+    return f"{task_id} is already {state}; nothing changed"
 
 
 def _end_orphan(store: Store, dag: DagSpec, run: Run, ti: TaskInstance) -> None:

@@ -5,6 +5,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from flowtui.runner.actions import already
 from flowtui.runner.trigger_rules import Counts
 from flowtui.store import RunState, TaskState
 
@@ -28,6 +29,7 @@ def apply_request(engine: "Engine", live: "LiveRun", request: tuple, now: float)
     options = json.loads(options_json)
     cause = f"operator:{user}"
     done: list[str] = []
+    notes: list[str] = []
     if action == "cancel_run":
         cancel_run(engine, live, f"cancelled by {user}", cause, now)
         done = [live.run_id]
@@ -54,14 +56,26 @@ def apply_request(engine: "Engine", live: "LiveRun", request: tuple, now: float)
             done.append(task_id)
         elif action == "mark":
             target = S(options["state"])
+            if task.state == target and task.override is None:
+                # Marking what already is would only rewrite its end (and so its duration).
+                notes.append(already(task_id, target.value))
+                continue
             _reset(engine, task, target, f"marked {target.value} by {user}", cause, now)
             done.append(task_id)
     if action in ("clear", "mark") and done:
         _recount(engine, live, now)
+    result = f"{action}: {', '.join(done) or 'nothing to do'}"
+    if notes:
+        result = "; ".join(([result] if done else []) + notes)
     engine._ops.append(("UPDATE requests SET done_at = ?, result = ? WHERE id = ?",
-                        (time.time(), f"{action}: {', '.join(done) or 'nothing to do'}",
-                         request_id)))
+                        (time.time(), result, request_id)))
     return f"{action} {', '.join(done)}"
+
+
+# A mark of a task that already ended changes its state only: its start and end (its duration,
+# which feeds duration history and SLA predictions) stay as recorded.
+SQL_TI_RELABEL = ("UPDATE task_instances SET state=?, reason=?, end_date=COALESCE(end_date, ?), "
+                  "next_try_at=NULL, updated_at=? WHERE run_pk=? AND task_id=?")
 
 
 def _reset(engine: "Engine", task, target: TaskState, reason: str, cause: str, now: float) -> None:
@@ -71,9 +85,16 @@ def _reset(engine: "Engine", task, target: TaskState, reason: str, cause: str, n
         task.override = (target, reason, cause)
         engine._kill(task, reason, now, grace=task.spec.kill_grace)
         return
-    end = now if target in _TERMINAL else None
     task.next_try_at = None
-    engine._set_state(task, target, cause, reason, now, end=end, operator=True)
+    if target not in _TERMINAL:
+        engine._set_state(task, target, cause, reason, now, end=None, operator=True)
+        return
+    old = task.state
+    engine._set_state(task, target, cause, reason, now, write=False, operator=True)
+    engine._ops.append((SQL_TI_RELABEL, (target.value, reason, now, now, task.run.pk,
+                                         task.task_id)))
+    engine._event(task, old, target, cause, reason, now)
+    engine._notify(task.run, task, target.value, reason)
 
 
 def _recount(engine: "Engine", live: "LiveRun", now: float) -> None:
