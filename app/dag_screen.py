@@ -13,16 +13,56 @@ from textual.widgets import DataTable, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
-from flowtui.app.render import state_colour, state_text
+from flowtui.app.graph_view import GraphView
+from flowtui.app.render import short_run, state_colour, state_text
 from flowtui.render import GLYPHS
 from flowtui.runner.durations import format_duration
+from flowtui.runner.graph import GraphLayout, layout
 
 VIEWS = ("grid", "graph", "chart", "gantt")
+FAILED = ("failed",)
+# Where the graph view starts when the run has one: what the operator came for.
+ATTENTION = ("failed", "up_for_retry", "running")
+
+
+class RunGrid(DataTable):
+    """Runs x tasks. Home/End go to the first/last task (DataTable scrolls sideways there)."""
+
+    BINDINGS = [Binding("j", "cursor_down", show=False), Binding("k", "cursor_up", show=False),
+                Binding("h", "cursor_left", show=False),
+                Binding("home", "first_row", show=False), Binding("end", "last_row", show=False)]
+
+    def action_first_row(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_last_row(self) -> None:
+        self.move_cursor(row=self.row_count - 1)
+
+
+def column_labels(runs: list[Any]) -> list[str]:
+    """Grid headers: the logical day (MM-DD); with the time when a day repeats, and the run's
+    number when even that repeats, so two columns never read the same."""
+    stamps = []
+    for run in runs:
+        parts = short_run(run.run_id).split(" ")
+        stamps.append((parts[1], parts[2]) if len(parts) >= 3 else (run.run_id[-10:], ""))
+    days = [day for day, _ in stamps]
+    labels = [day if days.count(day) == 1 else f"{day} {hour}".strip() for day, hour in stamps]
+    return [label if labels.count(label) == 1 else f"{label} #{run.pk}"
+            for label, run in zip(labels, runs)]
 
 
 class DagScreen(DagActions, TaskActions, FlowScreen):
     BINDINGS = [*NAV, *TASK_BINDINGS,
                 Binding("g", "toggle_view", "Grid/graph", id="grid-graph"),
+                Binding("j", "move(1)", "Next task (graph) or row (grid); k previous",
+                        key_display="j/k", show=False, id="dag-next"),
+                Binding("k", "move(-1)", "", show=False, id="dag-previous"),
+                Binding("h", "follow('up')", "Graph: to an upstream task (→ a downstream one)",
+                        key_display="h/←", show=False, id="dag-upstream"),
+                Binding("f", "failed(1)", "Grid: next failed cell (F previous)", key_display="f/F",
+                        show=False, id="dag-next-failed"),
+                Binding("F", "failed(-1)", "", show=False, id="dag-previous-failed"),
                 Binding("d", "durations", "Durations", id="durations"),
                 Binding("D", "view('chart')", "Run chart", id="chart"),
                 Binding("G", "view('gantt')", "Gantt", id="gantt"),
@@ -38,16 +78,22 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         self.show_durations = False
         self.selected: set[TaskRef] = set()
         self.grid_data: Any = None
+        self.dag: Any = None
+        self._grid_shape: Any = None
+        self._layout: GraphLayout | None = None
+        self._layout_key: Any = None
         self.TITLE = f"DAG {dag_id}"
 
     def body(self) -> ComposeResult:
-        yield DataTable(cursor_type="cell", id="grid")
+        yield RunGrid(cursor_type="cell", id="grid")
+        yield GraphView(id="graph-view")
         with VerticalScroll(id="graph-scroll"):
             yield Static("", id="graph")
         yield Static("", id="detail")
 
     def on_mount(self) -> None:
         self.query_one("#graph-scroll").display = False
+        self.query_one(GraphView).display = False
         super().on_mount()
 
     # -- data ------------------------------------------------------------------------------
@@ -73,46 +119,69 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         grid = self.grid_data
         if grid is None:
             return
-        title = f"DAG {self.dag_id}  view: {self.view}  (g grid/graph, D chart, G gantt)"
+        hints = {"grid": "g graph, f/F failed, D chart, G gantt",
+                 "graph": "g grid, j/k h/→ move", "chart": "D back", "gantt": "G back"}
+        title = f"DAG {self.dag_id}  view: {self.view}  ({hints[self.view]})"
         self.query_one(".title", Static).update(title)
         table = self.query_one("#grid", DataTable)
         scroll = self.query_one("#graph-scroll")
+        view = self.query_one(GraphView)
+        graph_drawn = self.view == "graph" and self.dag is not None
         table.display = self.view == "grid"
-        scroll.display = self.view != "grid"
-        if self.view == "grid":
-            self._paint_grid(table, grid)
+        view.display = graph_drawn
+        scroll.display = self.view != "grid" and not graph_drawn
+        self._paint_grid(table, grid)
+        if graph_drawn:
+            self._paint_graph(view)
         elif self.view == "graph":
-            self.query_one("#graph", Static).update(self._graph_text())
+            self.query_one("#graph", Static).update(Text(
+                "The DAG's file does not load now; see import errors (i on the DAGs screen)."))
         elif self.view == "chart":
             self.query_one("#graph", Static).update(self._chart_text())
-        else:
+        elif self.view == "gantt":
             self.query_one("#graph", Static).update(self._gantt_text())
         self._paint_detail()
 
     def _paint_grid(self, table: DataTable, grid: Any) -> None:
+        """Rows keyed by task id, columns by run: a rebuild (runs arrive, durations toggle) puts
+        the cursor back on the task and run it was on, never on a position."""
         columns = [str(run.pk) for run in grid.runs]
-        if [str(c.value) for c in table.columns][1:] != columns or table.row_count != len(grid.task_ids):
-            cursor = table.cursor_coordinate
+        labels = column_labels(grid.runs)
+        shape = (tuple(columns), tuple(labels), tuple(grid.task_ids), self.show_durations)
+        if shape == self._grid_shape:
+            for task_id in grid.task_ids:
+                for column, cell in zip(["task", *columns], self._grid_cells(grid, task_id)):
+                    if str(table.get_cell(task_id, column)) != str(cell):
+                        table.update_cell(task_id, column, cell)
+            return
+        task_key, run_key = self._grid_cursor(table)
+        old_row = table.cursor_coordinate.row
+        self._grid_shape = shape
+        with self.app.batch_update():
             table.clear(columns=True)
             table.add_column("task", key="task")
-            for run in grid.runs:
-                label = (run.run_id.split("__", 1)[-1][:10])
-                table.add_column(Text(label[5:] if len(label) >= 10 else label, style=
-                                      state_colour(self.app, run.state)), key=str(run.pk))
+            for run, label in zip(grid.runs, labels):
+                table.add_column(Text(label, style=state_colour(self.app, run.state)),
+                                 key=str(run.pk))
             for task_id in grid.task_ids:
                 table.add_row(*self._grid_cells(grid, task_id), key=task_id)
+            if not grid.task_ids:
+                return
             if self.focus_run is not None and str(self.focus_run) in columns:
-                table.move_cursor(row=0, column=columns.index(str(self.focus_run)) + 1)
-                self.focus_run = None
-            elif grid.runs:
-                table.move_cursor(row=min(cursor.row, table.row_count - 1),
-                                  column=max(1, min(cursor.column or len(columns),
-                                                    len(columns))))
-            return
-        for task_id in grid.task_ids:
-            for column, cell in zip(["task", *columns], self._grid_cells(grid, task_id)):
-                if str(table.get_cell(task_id, column)) != str(cell):
-                    table.update_cell(task_id, column, cell)
+                run_key, self.focus_run = str(self.focus_run), None
+            column = (0 if run_key == "task" else columns.index(run_key) + 1
+                      if run_key in columns else len(columns))
+            row = (grid.task_ids.index(task_key) if task_key in grid.task_ids
+                   else min(old_row, len(grid.task_ids) - 1))
+            table.move_cursor(row=row, column=column, animate=False)
+
+    @staticmethod
+    def _grid_cursor(table: DataTable) -> tuple[str | None, str | None]:
+        """(task id, run pk) under the grid's cursor, or Nones on an empty grid."""
+        if table.row_count == 0 or not table.columns:
+            return None, None
+        row_key, column_key = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return str(row_key.value), str(column_key.value)
 
     def _grid_cells(self, grid: Any, task_id: str) -> list[Any]:
         cells: list[Any] = [task_id]
@@ -132,13 +201,13 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         self._paint()
 
     def _selected_run(self) -> Any:
+        """The run under the grid's cursor (kept while the graph shows), else the newest."""
         grid = self.grid_data
         if grid is None or not grid.runs:
             return None
-        if self.view == "grid":
-            column = self.query_one("#grid", DataTable).cursor_coordinate.column
-            if column >= 1 and column - 1 < len(grid.runs):
-                return grid.runs[column - 1]
+        column = self.query_one("#grid", DataTable).cursor_coordinate.column
+        if column >= 1 and column - 1 < len(grid.runs):
+            return grid.runs[column - 1]
         return grid.runs[-1]
 
     def current_task(self) -> TaskRef | None:
@@ -146,15 +215,12 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         run = self._selected_run()
         if grid is None or run is None:
             return None
-        if self.view == "grid":
-            row = self.query_one("#grid", DataTable).cursor_coordinate.row
-            if row >= len(grid.task_ids):
-                return None
-            task_id = grid.task_ids[row]
+        if self.view == "graph" and self.dag is not None:
+            task_id = self.query_one(GraphView).selected
         else:
-            failed = [t for t in grid.task_ids if (grid.cells.get((run.pk, t)) and
-                      grid.cells[(run.pk, t)].state in ("failed", "up_for_retry", "running"))]
-            task_id = failed[0] if failed else grid.task_ids[0]
+            task_id, _ = self._grid_cursor(self.query_one("#grid", DataTable))
+        if task_id is None:
+            return None
         return TaskRef(self.dag_id, run.pk, run.run_id, task_id)
 
     def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
@@ -164,6 +230,9 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         self.action_open()
 
     def on_data_table_cell_highlighted(self) -> None:
+        self._paint_detail()
+
+    def on_graph_view_node_selected(self) -> None:
         self._paint_detail()
 
     def _paint_detail(self) -> None:
@@ -202,33 +271,21 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
             best[task_id] = (base[0] + typical(task_id), base[1] + [task_id])
         return max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
 
-    def _graph_text(self) -> Text:
+    def _paint_graph(self, view: GraphView) -> None:
         dag = self.dag
-        if dag is None:
-            return Text("The DAG's file does not load now; see import errors (i on the DAGs "
-                        "screen).")
+        key = tuple((t, tuple(spec.deps)) for t, spec in dag.tasks.items())
+        if key != self._layout_key or self._layout is None:
+            self._layout_key = key
+            self._layout = layout({t: spec.deps for t, spec in dag.tasks.items()})
         run = self._selected_run()
-        layers = dag.layers()
-        critical = set(self._critical_path(run.pk if run else None))
-        text = Text(f"{run.run_id if run else 'no run yet'}   ")
-        text.append("* critical path", style="bold")
-        text.append("\n\n")
-        for depth in range(max(layers.values(), default=-1) + 1):
-            for task_id in [t for t in dag.topological_order() if layers[t] == depth]:
-                ti = self.grid_data.cells.get((run.pk, task_id)) if run else None
-                state = ti.state if ti else "none"
-                text.append("   " * depth)
-                text.append(f"{GLYPHS.get(state, '?')} ", style=state_colour(self.app, state))
-                text.append(task_id, style="bold" if task_id in critical else "")
-                text.append(" *" if task_id in critical else "")
-                deps = dag.tasks[task_id].deps
-                if deps:
-                    text.append(f"  <- {', '.join(deps)}", style="dim")
-                rule = dag.tasks[task_id].trigger_rule
-                if rule != "all_success":
-                    text.append(f"  [{rule}]", style="dim")
-                text.append("\n")
-        return text
+        states = {t: ti.state for (pk, t), ti in self.grid_data.cells.items()
+                  if run is not None and pk == run.pk}
+        attention = [t for t in self._layout.rows if states.get(t) in ATTENTION]
+        view.show_graph(self._layout, states, set(self._critical_path(run.pk if run else None)),
+                        prefer=attention[0] if attention else None)
+        self.query_one(".title", Static).update(
+            f"DAG {self.dag_id}  view: graph  run: {short_run(run.run_id) if run else 'none yet'}"
+            "   * critical path  (g grid, j/k h/→ move)")
 
     def _chart_text(self) -> Text:
         rows = [r for r in self.durations if r[2] is not None]
@@ -274,18 +331,54 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
 
     # -- keys ------------------------------------------------------------------------------
     def action_toggle_view(self) -> None:
-        self.view = "graph" if self.view == "grid" else "grid"
-        self._paint()
+        self._switch("graph" if self.view == "grid" else "grid")
 
     def action_view(self, name: str) -> None:
-        self.view = name if self.view != name else "grid"
+        self._switch(name if self.view != name else "grid")
+
+    def _switch(self, view: str) -> None:
+        self.view = view
         self._paint()
+        target = {"grid": "#grid", "graph": "#graph-view"}.get(view, "#graph-scroll")
+        widget = self.query_one(target)
+        if widget.display:
+            widget.focus()
 
     def action_durations(self) -> None:
         self.show_durations = not self.show_durations
-        if self.grid_data is not None:
-            self.query_one("#grid", DataTable).clear(columns=True)
         self._paint()
+
+    def action_move(self, step: int) -> None:
+        if self.view == "graph":
+            self.query_one(GraphView).action_move(step)
+        elif self.view == "grid":
+            table = self.query_one("#grid", DataTable)
+            table.action_cursor_down() if step > 0 else table.action_cursor_up()
+
+    def action_follow(self, way: str) -> None:
+        if self.view == "graph":
+            self.query_one(GraphView).action_follow(way)
+
+    def action_failed(self, direction: int) -> None:
+        """Put the grid's cursor on the next (or previous) failed cell, run by run from the
+        cursor (top to bottom within a run), wrapping around."""
+        grid = self.grid_data
+        table = self.query_one("#grid", DataTable)
+        if grid is None or self.view != "grid" or not grid.task_ids:
+            return
+        cells = [(c, r) for c in range(len(grid.runs)) for r in range(len(grid.task_ids))]
+        here = table.cursor_coordinate
+        if here.column >= 1:
+            start = cells.index((here.column - 1, here.row))
+        else:
+            start = -1 if direction > 0 else len(cells)
+        for step in range(1, len(cells) + 1):
+            column, row = cells[(start + direction * step) % len(cells)]
+            ti = grid.cells.get((grid.runs[column].pk, grid.task_ids[row]))
+            if ti is not None and ti.state in FAILED:
+                table.move_cursor(row=row, column=column + 1, animate=False)
+                return
+        self.notify("No failed task in the runs shown.", timeout=3)
 
     def _dag_id(self) -> str:
         return self.dag_id
