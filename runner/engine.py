@@ -267,9 +267,13 @@ class Engine(LaunchMixin, EndingMixin):
                             self._spawn(task, now)
 
                 self.call_at(health.retry_at, spawn)
-        if not self.daemon and not self.runs and not self._kill_pending():
-            # run_until_done is over once what the runs recorded is in the database.
-            while self._ops:
+
+        def over() -> bool:
+            """run_until_done is over once what the runs recorded, and what hooks an outage
+            held back did, is in the database (a daemon waits for what comes next)."""
+            if self.daemon or self.runs or self._kill_pending():
+                return False
+            while self._ops or (self._timers and self._timers[0][0] <= self.clock()):
                 try:
                     self._flush()
                 except StoreUnavailable:
@@ -278,7 +282,14 @@ class Engine(LaunchMixin, EndingMixin):
                     for key, _ in self.selector.select(max(0.0, health.retry_at - self.clock())):
                         if key.data is None:
                             self._drain_wake(self.clock())  # a second Ctrl-C gives up
-            return  # a daemon waits for what comes next
+                    continue
+                self._fire_timers(self.clock())  # the hooks redone after an outage
+                if self.runs:
+                    return False  # a redone hook started more work
+            return True
+
+        if over():
+            return
         events = None
         if self._ops and self._running:
             # What is left to write here (pids of tasks just started) may wait a moment to ride
@@ -300,6 +311,7 @@ class Engine(LaunchMixin, EndingMixin):
             else:
                 self._reap(key.data, now)
         self._fire_timers(now)
+        over()
 
     def _timeout(self) -> float:
         deadline = self._next_heartbeat
