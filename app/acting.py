@@ -9,6 +9,8 @@ from textual import work
 from textual.binding import Binding
 
 from flowtui.app.dialogs import ClearDialog, ConfirmDialog, MarkDialog
+from flowtui.app.render import short_run
+from flowtui.runner.actions import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +127,46 @@ class TaskActions:
         try:
             outcome = self.app.ops.submit(ref.dag_id, ref.run_pk, action, task_ids, options)
         except Exception as exc:  # shown, never a traceback
-            self.app.call_from_thread(self.notify, f"{action}: {exc}", severity="error",
-                                      timeout=8)
+            self.app.call_from_thread(self.notify, f"{VERBS.get(action, action)} of "
+                                      f"{ref.dag_id}.{', '.join(task_ids)} not done: {exc}",
+                                      severity="error", timeout=8, markup=False)
             return
-        where = outcome.applied_by if outcome.applied_by != "store" else "recorded (no runner)"
-        self.app.call_from_thread(self.notify, f"{action} {', '.join(outcome.task_ids)}: {where}",
-                                  timeout=4)
+        message, severity = told(outcome, options)
+        self.app.call_from_thread(self.notify, message, severity=severity, timeout=6,
+                                  markup=False)
         self.selected = set()
         self.app.call_from_thread(self.reload)
+
+
+VERBS = {"clear": "Clear", "retry": "Retry now", "mark": "Mark", "kill": "Kill"}
+
+
+def told(outcome: Outcome, options: dict) -> tuple[str, str]:
+    """A toast a person can act on: what was sent to which task, and what became of it."""
+    names = ", ".join(outcome.task_ids)
+    tasks = (f"{outcome.run.dag_id}.{names}" if len(outcome.task_ids) == 1 else
+             f"{len(outcome.task_ids)} tasks of {outcome.run.dag_id} ({names})")
+    verb = VERBS.get(outcome.action, outcome.action)
+    if outcome.action == "mark":
+        verb = f"Mark {options.get('state', '')}"
+    head = f"{verb} sent to {tasks} (run {short_run(outcome.run.run_id)})"
+    detail = outcome.detail or ""
+    notes = [n for n in detail.split("; ") if n.endswith("nothing changed")]
+    if outcome.applied_by == "store":
+        tail = ("no runner is alive: flowtui ended its processes and recorded it"
+                if outcome.action == "kill" else
+                "recorded; no runner is alive, the next one started carries on")
+    elif detail.startswith("queued"):
+        return f"{head}; queued: no runner confirmed it yet", "warning"
+    elif detail.endswith("nothing to do") and not notes:
+        return f"{head}; the runner found nothing to do (its state had already moved on)", \
+            "warning"
+    else:
+        tail = {"kill": "the runner is stopping its processes",
+                "retry": "the runner starts it now"}.get(outcome.action, "the runner applied it")
+    if notes and len(notes) == len(outcome.task_ids):
+        return f"{head}: {'; '.join(notes)}", "information"
+    return "; ".join([f"{head}; {tail}", *notes]), "information"
 
 
 class DagActions:
@@ -153,55 +187,105 @@ class DagActions:
         try:
             params = self.app.ops.dag(dag_id).params
         except Exception as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
+
+        def trigger(values: dict) -> str:
+            run_id = self.app.ops.trigger(dag_id, values["date"], values["conf"])
+            return f"Triggered {dag_id}: run {run_id} queued; {self._runner_word()}"
 
         def done(values: dict | None) -> None:
             if values is not None:
-                self._do(lambda: f"triggered {self.app.ops.trigger(dag_id, values['date'], values['conf'])}")
+                self._do(lambda: trigger(values))
 
         self.app.push_screen(TriggerDialog(dag_id, params), done)
 
+    def _runner_word(self) -> str:
+        """Said after queueing work (runs in a worker thread: it reads the store)."""
+        health = self.app.thread_data().runner_health()
+        return ("the runner starts it" if health.alive else
+                "no runner is alive: start 'flowtui runner' to execute it")
+
     def action_backfill(self) -> None:
-        from flowtui.app.dialogs import BackfillDialog
+        from flowtui.app.backfills_screen import BackfillDialog, preview_backfill, start_backfill
 
         dag_id = self._dag_id()
         if not dag_id:
+            return
+        config = self.app.config
+        try:
+            dag = self.app.ops.dag(dag_id)
+        except Exception as exc:
+            self.notify(str(exc), severity="error", markup=False)
             return
 
         def done(values: dict | None) -> None:
             if values is not None:
-                self._do(lambda: f"backfill {self.app.ops.backfill_start(dag_id, values)} started")
+                self._do(lambda: start_backfill(config, dag, values))
 
-        self.app.push_screen(BackfillDialog(dag_id, lambda v: self.app.ops.backfill_plan(dag_id, v)),
+        self.app.push_screen(BackfillDialog(dag_id, lambda v: preview_backfill(config, dag, v)),
                              done)
 
     def action_pause(self) -> None:
-        from flowtui.app.dialogs import ConfirmDialog
-
         dag_id = self._dag_id()
-        if not dag_id:
+        if dag_id:
+            self._ask_pause(dag_id, self._paused(dag_id))
+
+    @work(thread=True, group="act", exit_on_error=False)
+    def _ask_pause(self, dag_id: str, paused: bool) -> None:
+        """Work out what the change would do (an unpause lists its catch-up runs), then ask."""
+        try:
+            lines = (catch_up_lines(self.app.ops.dag(dag_id), self.app.thread_data().store)
+                     if paused else ["  no new scheduled runs are created or started; "
+                                     "running ones finish"])
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
-        paused = self._paused(dag_id)
+        self.app.call_from_thread(self._confirm_pause, dag_id, paused, lines)
+
+    def _confirm_pause(self, dag_id: str, paused: bool, lines: list[str]) -> None:
         verb = "Unpause" if paused else "Pause"
-        what = ("its schedule resumes; missed intervals are caught up if catchup is on"
-                if paused else "no new scheduled runs are created or started")
+
+        def change() -> str:
+            self.app.ops.set_paused(dag_id, not paused)
+            return (f"{dag_id} unpaused: {lines[0].strip().rstrip(':')}" if paused else
+                    f"{dag_id} paused: no new scheduled runs start until it is unpaused")
 
         def done(ok: bool | None) -> None:
             if ok:
-                self._do(lambda: (self.app.ops.set_paused(dag_id, not paused),
-                                  f"{dag_id} {verb.lower()}d")[1])
+                self._do(change)
 
-        self.app.push_screen(ConfirmDialog(f"{verb} {dag_id}?", [f"  {what}"], verb), done)
+        self.app.push_screen(ConfirmDialog(f"{verb} {dag_id}?", lines, verb), done)
 
     @work(thread=True, group="act", exit_on_error=False)
     def _do(self, call: Any) -> None:
         try:
-            message = call()
+            message, severity = call(), "information"
         except Exception as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
-            return
-        self.app.call_from_thread(self.notify, message, timeout=4)
+            message, severity = str(exc), "error"
+        self.app.call_from_thread(self.notify, message, severity=severity, timeout=8,
+                                  markup=False)
         self.app.call_from_thread(self.reload)
 
 
+def catch_up_lines(dag: Any, store: Any, shown: int = 12) -> list[str]:
+    """The runs an unpause creates at once, as ``flowtui dags unpause --dry-run`` lists them."""
+    import time
+
+    from flowtui.runner.clock import iso
+    from flowtui.runner.daemon import due_intervals
+
+    if not dag.schedule:
+        return ["  it has no schedule: no run is created; manual triggers start again"]
+    last = store.conn.execute("SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND "
+                              "run_type = 'scheduled'", (dag.dag_id,)).fetchone()[0]
+    due = due_intervals(dag, last, time.time())
+    if not due:
+        return ["  no catch-up run is due; its schedule resumes at the next interval"]
+    mode = "catchup on: every missed interval" if dag.catchup else "catchup off: the latest only"
+    lines = [f"  it creates {len(due)} scheduled run(s) now ({mode}):"]
+    lines += [f"    logical date {(iso(i.start, dag.timezone) or '')[:16].replace('T', ' ')}"
+              for i in due[:shown]]
+    if len(due) > shown:
+        lines.append(f"    ... and {len(due) - shown} more")
+    return lines

@@ -1,23 +1,67 @@
-"""Dialogs that confirm a change and name exactly what it changes."""
+"""Dialogs that confirm a change, name exactly what it changes and show the keys they take."""
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.worker import Worker, WorkerState
+
+T = TypeVar("T")
 
 
-class ConfirmDialog(ModalScreen[bool]):
+def plain(text: str) -> Content:
+    """Text shown exactly as written: a key label like ``[y]`` or a task id is never markup."""
+    return Content(text)
+
+
+class KeyButton(Button):
+    """A button labelled with its key as visible text. It never takes focus, so Enter always
+    reaches the dialog (which confirms) instead of pressing whichever button had focus."""
+
+    can_focus = False
+
+    def __init__(self, label: str, key: str, *, id: str, variant: Any = "default",
+                 disabled: bool = False) -> None:
+        super().__init__(plain(f"{label} [{key}]"), variant, id=id, disabled=disabled)
+
+
+class OptionBox(Checkbox, inherit_bindings=False):
+    """A checkbox whose state reads as text, ``[x]`` or ``[ ]`` (not colour alone), toggled by
+    space or its letter; Enter is left to the dialog, where it confirms."""
+
+    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False)]
+
+    def __init__(self, label: str, key: str, value: bool, *, id: str) -> None:
+        super().__init__(plain(f"{label} [{key}]"), value, id=id)
+
+    @property
+    def _button(self) -> Content:
+        return Content.styled("[x]", "bold") if self.value else Content("[ ]")
+
+
+class Dialog(ModalScreen[T]):
+    """The frame every flowtui dialog shares: a title, what changes, the keys, the buttons."""
+
+    def keys_line(self, text: str) -> Static:
+        return Static(plain(text), classes="keys")
+
+    def say(self, widget_id: str, text: str) -> None:
+        self.query_one(f"#{widget_id}", Static).update(plain(text))
+
+
+class ConfirmDialog(Dialog[bool]):
     """Yes or no, with the list of what will change."""
 
     BINDINGS = [Binding("escape,n", "cancel", "Cancel", id="dialog-cancel"),
-                Binding("y", "confirm", "Confirm", id="dialog-confirm")]
+                Binding("y,enter", "confirm", "Confirm", id="dialog-confirm")]
 
     def __init__(self, title: str, lines: list[str], confirm: str = "Confirm") -> None:
         super().__init__()
@@ -25,11 +69,12 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="title")
-            yield Static("\n".join(self.lines) or "(nothing)", classes="changes")
+            yield Label(plain(self.title_text), classes="title")
+            yield Static(plain("\n".join(self.lines) or "(nothing)"), classes="changes")
+            yield self.keys_line(f"[y]/[enter] {self.confirm_label.lower()}   [n]/[esc] cancel")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel [n]", id="cancel")
-                yield Button(f"{self.confirm_label} [y]", id="confirm", variant="warning")
+                yield KeyButton("Cancel", "n", id="cancel")
+                yield KeyButton(self.confirm_label, "y", id="confirm", variant="warning")
 
     @on(Button.Pressed, "#confirm")
     def action_confirm(self) -> None:
@@ -40,108 +85,151 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class ClearDialog(ModalScreen[dict | None]):
-    """Clear: the tasks it resets, with downstream / upstream / failed-only as toggles."""
+class PlannedDialog(Dialog[dict | None]):
+    """A dialog listing the tasks an action changes. The list is worked out in a thread (it
+    reads the store) each time an option changes; confirming needs the list for the options
+    shown, so what is confirmed is what was on screen."""
 
-    BINDINGS = [Binding("escape,n", "cancel", "Cancel", id="clear-cancel"),
-                Binding("y", "confirm", "Clear", id="clear-confirm"),
-                Binding("d", "toggle('downstream')", "Downstream", id="clear-downstream"),
-                Binding("u", "toggle('upstream')", "Upstream", id="clear-upstream"),
-                Binding("f", "toggle('failed_only')", "Failed only", id="clear-failed")]
+    WORKING = "working out which tasks this changes..."
 
     def __init__(self, run_label: str, plan: Callable[[dict], list[str]],
-                 options: dict[str, bool] | None = None) -> None:
+                 options: dict[str, bool]) -> None:
         super().__init__()
-        self.run_label = run_label
-        self.plan = plan
-        self.options = options or {"downstream": True, "upstream": False, "failed_only": False}
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(f"Clear tasks of {self.run_label}", classes="title")
-            yield Checkbox("downstream [d]", self.options["downstream"], id="downstream")
-            yield Checkbox("upstream [u]", self.options["upstream"], id="upstream")
-            yield Checkbox("failed only [f]", self.options["failed_only"], id="failed_only")
-            yield Static("", id="changes", classes="changes")
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel [n]", id="cancel")
-                yield Button("Clear [y]", id="confirm", variant="warning")
+        self.run_label, self.plan, self.options = run_label, plan, options
+        self.affected: list[str] | None = None
 
     def on_mount(self) -> None:
         self._replan()
 
+    def describe(self, affected: list[str]) -> str:
+        raise NotImplementedError
+
     def _replan(self) -> None:
-        self.affected = self.plan(self.options)
-        lines = [f"  {t}" for t in self.affected] or ["  (no task matches)"]
-        self.query_one("#changes", Static).update(
-            f"These {len(self.affected)} task(s) go back to none and run again, "
-            "with their full retries:\n" + "\n".join(lines))
+        self.affected = None
+        self.say("changes", self.WORKING)
+        self._plan(dict(self.options))
+
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def _plan(self, options: dict) -> tuple[dict, list[str]]:
+        return options, self.plan(options)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "plan":
+            return
+        if event.state == WorkerState.SUCCESS:
+            options, affected = event.worker.result
+            if options == self.options:
+                self.affected = affected
+                self.say("changes", self.describe(affected))
+        elif event.state == WorkerState.ERROR:
+            self.say("changes", f"cannot tell which tasks change: {event.worker.error}")
 
     def action_toggle(self, name: str) -> None:
-        box = self.query_one(f"#{name}", Checkbox)
-        box.value = not box.value
+        self.query_one(f"#{name}", OptionBox).toggle()
 
     @on(Checkbox.Changed)
     def _changed(self, event: Checkbox.Changed) -> None:
         self.options[event.checkbox.id or ""] = event.value
         self._replan()
 
-    @on(Button.Pressed, "#confirm")
-    def action_confirm(self) -> None:
-        if self.affected:
-            self.dismiss(dict(self.options))
+    def ready(self) -> bool:
+        """The list for the options shown is on screen, and it is not empty."""
+        if self.affected is None:
+            self.notify("still working out which tasks change; confirm again in a moment",
+                        markup=False, timeout=2)
+            return False
+        if not self.affected:
+            self.notify("no task matches these options: nothing would change", markup=False,
+                        timeout=3)
+            return False
+        return True
 
-    @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
 
 
-class MarkDialog(ModalScreen[dict | None]):
+def task_lines(affected: list[str]) -> str:
+    return "\n".join(f"  {t}" for t in affected) or "  (no task matches)"
+
+
+class ClearDialog(PlannedDialog):
+    """Clear: the tasks it resets, with downstream / upstream / failed-only as options."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "Cancel", id="clear-cancel"),
+                Binding("y,enter", "confirm", "Clear", id="clear-confirm"),
+                Binding("d", "toggle('downstream')", "Downstream", id="clear-downstream"),
+                Binding("u", "toggle('upstream')", "Upstream", id="clear-upstream"),
+                Binding("f", "toggle('failed_only')", "Failed only", id="clear-failed")]
+
+    def __init__(self, run_label: str, plan: Callable[[dict], list[str]],
+                 options: dict[str, bool] | None = None) -> None:
+        super().__init__(run_label, plan, options or {"downstream": True, "upstream": False,
+                                                      "failed_only": False})
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(plain(f"Clear tasks of {self.run_label}"), classes="title")
+            yield OptionBox("downstream", "d", self.options["downstream"], id="downstream")
+            yield OptionBox("upstream", "u", self.options["upstream"], id="upstream")
+            yield OptionBox("failed only", "f", self.options["failed_only"], id="failed_only")
+            yield Static(plain(self.WORKING), id="changes", classes="changes")
+            yield self.keys_line("[y]/[enter] clear   [d] [u] [f]/[space] toggle   "
+                                 "[n]/[esc] cancel")
+            with Horizontal(classes="buttons"):
+                yield KeyButton("Cancel", "n", id="cancel")
+                yield KeyButton("Clear", "y", id="confirm", variant="warning")
+
+    def describe(self, affected: list[str]) -> str:
+        return (f"These {len(affected)} task(s) go back to none and run again, with their full "
+                "retries (a running one is stopped first):\n" + task_lines(affected))
+
+    @on(Button.Pressed, "#confirm")
+    def action_confirm(self) -> None:
+        if self.ready():
+            self.dismiss(dict(self.options))
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.dismiss(None)
+
+
+class MarkDialog(PlannedDialog):
     """Mark: choose success, failed or skipped; the tasks it sets are listed."""
 
     BINDINGS = [Binding("escape,n", "cancel", "Cancel", id="mark-cancel"),
                 Binding("s", "pick('success')", "Success", id="mark-success"),
                 Binding("f", "pick('failed')", "Failed", id="mark-failed"),
                 Binding("k", "pick('skipped')", "Skipped", id="mark-skipped"),
-                Binding("d", "toggle", "Downstream", id="mark-downstream")]
+                Binding("d", "toggle('downstream')", "Downstream", id="mark-downstream"),
+                Binding("enter", "explain", "Confirm", show=False, id="mark-enter")]
 
     def __init__(self, run_label: str, plan: Callable[[dict], list[str]]) -> None:
-        super().__init__()
-        self.run_label, self.plan = run_label, plan
-        self.options: dict[str, Any] = {"downstream": False, "upstream": False}
+        super().__init__(run_label, plan, {"downstream": False, "upstream": False})
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Mark tasks of {self.run_label}", classes="title")
-            yield Checkbox("downstream too [d]", False, id="downstream")
-            yield Static("", id="changes", classes="changes")
-            yield Static("Set them to:  [s] success   [f] failed   [k] skipped   [n] cancel")
+            yield Label(plain(f"Mark tasks of {self.run_label}"), classes="title")
+            yield OptionBox("downstream too", "d", False, id="downstream")
+            yield Static(plain(self.WORKING), id="changes", classes="changes")
+            yield self.keys_line("Set them to:  [s] success   [f] failed   [k] skipped   "
+                                 "[n]/[esc] cancel")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel [n]", id="cancel")
-                yield Button("success [s]", id="success", variant="success")
-                yield Button("failed [f]", id="failed", variant="error")
-                yield Button("skipped [k]", id="skipped")
+                yield KeyButton("Cancel", "n", id="cancel")
+                yield KeyButton("success", "s", id="success", variant="success")
+                yield KeyButton("failed", "f", id="failed", variant="error")
+                yield KeyButton("skipped", "k", id="skipped")
 
-    def on_mount(self) -> None:
-        self._replan()
-
-    def _replan(self) -> None:
-        self.affected = self.plan(self.options)
-        self.query_one("#changes", Static).update(
-            "These task(s) change state (a running one is stopped first):\n" +
-            "\n".join(f"  {t}" for t in self.affected))
-
-    def action_toggle(self) -> None:
-        box = self.query_one("#downstream", Checkbox)
-        box.value = not box.value
-
-    @on(Checkbox.Changed)
-    def _changed(self, event: Checkbox.Changed) -> None:
-        self.options["downstream"] = event.value
-        self._replan()
+    def describe(self, affected: list[str]) -> str:
+        return ("These task(s) change state (a running one is stopped first; one that already "
+                "ended keeps its times):\n" + task_lines(affected))
 
     def action_pick(self, state: str) -> None:
-        self.dismiss({**self.options, "state": state})
+        if self.ready():
+            self.dismiss({**self.options, "state": state})
+
+    def action_explain(self) -> None:
+        # Enter cannot know which state is meant; it says so instead of guessing.
+        self.notify("choose the state: s success, f failed, k skipped", markup=False, timeout=3)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
@@ -150,11 +238,8 @@ class MarkDialog(ModalScreen[dict | None]):
         else:
             self.action_pick(event.button.id or "success")
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
-
-class TriggerDialog(ModalScreen[dict | None]):
+class TriggerDialog(Dialog[dict | None]):
     """Trigger a manual run: logical date and conf, the JSON checked before it is sent."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="trigger-cancel")]
@@ -165,15 +250,16 @@ class TriggerDialog(ModalScreen[dict | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Trigger a run of {self.dag_id}", classes="title")
-            yield Label("Logical date (YYYY-MM-DD, empty for now)")
+            yield Label(plain(f"Trigger a run of {self.dag_id}"), classes="title")
+            yield Label(plain("Logical date (YYYY-MM-DD, empty for now)"))
             yield Input(placeholder="2026-01-31", id="date")
-            yield Label(f"Conf (JSON object; params: {json.dumps(self.params)})")
+            yield Label(plain(f"Conf (JSON object; params: {json.dumps(self.params)})"))
             yield Input(value="{}", id="conf")
             yield Static("", id="error", classes="error")
+            yield self.keys_line("[enter] trigger   [tab] next field   [esc] cancel")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel [esc]", id="cancel")
-                yield Button("Trigger [enter]", id="confirm", variant="primary")
+                yield KeyButton("Cancel", "esc", id="cancel")
+                yield KeyButton("Trigger", "enter", id="confirm", variant="primary")
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#confirm")
@@ -183,11 +269,10 @@ class TriggerDialog(ModalScreen[dict | None]):
         try:
             conf = json.loads(text)
         except json.JSONDecodeError as exc:
-            self.query_one("#error", Static).update(f"conf is not valid JSON: {exc.msg} at "
-                                                    f"character {exc.pos}")
+            self.say("error", f"conf is not valid JSON: {exc.msg} at character {exc.pos}")
             return
         if not isinstance(conf, dict):
-            self.query_one("#error", Static).update("conf must be a JSON object, like {\"x\": 1}")
+            self.say("error", "conf must be a JSON object, like {\"x\": 1}")
             return
         if date:
             import datetime as dt
@@ -195,73 +280,9 @@ class TriggerDialog(ModalScreen[dict | None]):
             try:
                 dt.date.fromisoformat(date) if len(date) == 10 else dt.datetime.fromisoformat(date)
             except ValueError:
-                self.query_one("#error", Static).update("date must be YYYY-MM-DD or ISO datetime")
+                self.say("error", "date must be YYYY-MM-DD or ISO datetime")
                 return
         self.dismiss({"date": date or None, "conf": conf})
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class BackfillDialog(ModalScreen[dict | None]):
-    """Backfill: range, parallelism, order and reprocess; it starts only after a preview."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="backfill-cancel")]
-
-    def __init__(self, dag_id: str, preview: Callable[[dict], tuple[list[str], str | None]]) -> None:
-        super().__init__()
-        self.dag_id, self.preview = dag_id, preview
-        self.previewed: dict | None = None
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(f"Backfill {self.dag_id}", classes="title")
-            with Horizontal(classes="buttons"):
-                yield Input(placeholder="start YYYY-MM-DD", id="start")
-                yield Input(placeholder="end YYYY-MM-DD", id="end")
-                yield Input(value="1", id="parallelism")
-            with Horizontal(classes="buttons"):
-                yield Select([("oldest first", "oldest-first"), ("newest first", "newest-first")],
-                             value="oldest-first", allow_blank=False, id="order")
-                yield Select([("skip dates with runs", "none"), ("re-run failed", "failed"),
-                              ("re-run all finished", "completed")], value="none",
-                             allow_blank=False, id="reprocess")
-            yield Static("Preview the runs before starting them.", id="plan", classes="changes")
-            yield Static("", id="error", classes="error")
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel [esc]", id="cancel")
-                yield Button("Preview", id="preview", variant="primary")
-                yield Button("Start", id="start-backfill", variant="warning", disabled=True)
-
-    def _values(self) -> dict:
-        return {"start": self.query_one("#start", Input).value.strip(),
-                "end": self.query_one("#end", Input).value.strip(),
-                "parallelism": self.query_one("#parallelism", Input).value.strip() or "1",
-                "order": self.query_one("#order", Select).value,
-                "reprocess": self.query_one("#reprocess", Select).value}
-
-    @on(Input.Changed)
-    @on(Select.Changed)
-    def _edited(self) -> None:
-        self.previewed = None
-        self.query_one("#start-backfill", Button).disabled = True
-
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#preview")
-    def _preview(self) -> None:
-        values = self._values()
-        lines, error = self.preview(values)
-        self.query_one("#error", Static).update(error or "")
-        self.query_one("#plan", Static).update("\n".join(lines))
-        if error is None:
-            self.previewed = values
-            self.query_one("#start-backfill", Button).disabled = False
-
-    @on(Button.Pressed, "#start-backfill")
-    def _start(self) -> None:
-        if self.previewed is not None and self.previewed == self._values():
-            self.dismiss(self.previewed)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
