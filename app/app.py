@@ -8,6 +8,7 @@ from typing import Any
 from textual.app import App, SystemCommand
 from textual.screen import ModalScreen, Screen
 
+from flowtui.app.backfills_screen import BackfillsScreen
 from flowtui.app.data import Data
 from flowtui.app.lists import (
     AlertsScreen, DagsScreen, ImportErrorsScreen, NowScreen, RunnerScreen, RunsScreen, SlaScreen,
@@ -17,14 +18,14 @@ from flowtui.runner.config import Config
 from flowtui.themes import CSS_PATH, THEMES
 
 REFRESH_SECONDS = 1.0
-MODE_NAMES = ("now", "dags", "runs", "alerts", "sla", "runner")
+MODE_NAMES = ("now", "dags", "runs", "alerts", "sla", "runner", "backfills")
 
 
 class FlowtuiApp(App[None]):
     CSS_PATH = str(CSS_PATH)
     TITLE = "flowtui"
     MODES = {"now": NowScreen, "dags": DagsScreen, "runs": RunsScreen, "alerts": AlertsScreen,
-             "sla": SlaScreen, "runner": RunnerScreen}
+             "sla": SlaScreen, "runner": RunnerScreen, "backfills": BackfillsScreen}
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, config: Config, *, read_only: bool = False, theme: str = "dark",

@@ -19,6 +19,7 @@ NAV = [
     Binding("3", "app.mode('alerts')", "Alerts", show=False, id="mode-alerts"),
     Binding("4", "app.mode('sla')", "SLA", show=False, id="mode-sla"),
     Binding("5", "app.mode('runner')", "Runner", show=False, id="mode-runner"),
+    Binding("6", "app.mode('backfills')", "Backfills", show=False, id="mode-backfills"),
     Binding("question_mark", "app.help", "Help", id="help"),
     Binding("colon", "app.command_palette", "Palette", show=False, id="palette"),
     Binding("escape", "back", "Back", id="back"),
