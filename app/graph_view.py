@@ -149,5 +149,8 @@ class GraphView(ScrollView, can_focus=True):
         return "\n".join(self.row_text(row).plain.rstrip() for row in range(len(self.graph.rows)))
 
     def on_resize(self, _event: Any) -> None:
+        self.call_after_refresh(self._scroll_to_selected)
+
+    def _scroll_to_selected(self) -> None:
         if self.selected is not None:
-            self.call_after_refresh(self.select, self.selected)
+            self.select(self.selected)
