@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
-from flowtui.render import GLYPHS, local_time, run_json, table, task_json, visible
+from flowtui.render import GLYPHS, echo, local_time, run_json, table, task_json, visible
 from flowtui.runner.config import Config, load_config
 from flowtui.runner.durations import format_duration
 from flowtui.runner.loader import LoadResult, load_folder
@@ -74,11 +74,12 @@ def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:
         return result.dags[dag_id]
     broken = [e for e in result.errors if Path(e.fileloc).stem == dag_id]
     if broken:
-        first_line = str(broken[0]).splitlines()[0]
+        first_line = visible(str(broken[0]).splitlines()[0], inline=True)
         raise UsageError(f"DAG {dag_id!r} cannot be loaded: {first_line} "
                          "('flowtui dags check' shows the details)")
-    known = ", ".join(sorted(result.dags)) or "none"
-    raise UsageError(f"unknown DAG {dag_id!r} in {config.pipelines} (known: {known})")
+    known = visible(", ".join(sorted(result.dags)) or "none", inline=True)
+    raise UsageError(f"unknown DAG {dag_id!r} in {visible(str(config.pipelines), inline=True)} "
+                     f"(known: {known})")
 
 
 def sync(store: Store, result: LoadResult) -> None:
@@ -119,12 +120,13 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             counts[ti.state] = counts.get(ti.state, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         took = format_duration((run.end_date or time.time()) - (run.start_date or time.time()))
-        print(f"run {run.run_id} of {run.dag_id}: {run.state} in {took} ({summary})")
+        echo(f"run {run.run_id} of {run.dag_id}: {run.state} in {took} ({summary})")
         for ti in tis:
             if ti.state in ("failed", "upstream_failed"):
-                print(f"  {GLYPHS[ti.state]} {ti.task_id}: {ti.state}: {ti.reason}")
+                echo(f"  {GLYPHS[ti.state]} {ti.task_id}: {ti.state}: "
+                     f"{visible(ti.reason or '', inline=True)}")
         if run.state != "success":
-            print(f"  logs: flowtui logs {run.dag_id} {run.run_id} TASK")
+            echo(f"  logs: flowtui logs {run.dag_id} {run.run_id} TASK")
     return EXIT_OK if run.state == "success" else EXIT_FAILED
 
 
@@ -205,13 +207,13 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
 
     result = _load(config)
     dag = _dag(result, args.dag_id, config)
-    print(f"{dag.dag_id}  ({os.path.relpath(dag.fileloc)})")
+    echo(f"{dag.dag_id}  ({visible(os.path.relpath(dag.fileloc), inline=True)})")
     if dag.description:
-        print(dag.description)
-    print(f"schedule: {dag.schedule or 'manual only'}  timezone: {dag.timezone}  "
-          f"tasks: {len(dag.tasks)}  max_active_runs: {dag.max_active_runs}")
+        echo(dag.description)
+    echo(f"schedule: {dag.schedule or 'manual only'}  timezone: {dag.timezone}  "
+         f"tasks: {len(dag.tasks)}  max_active_runs: {dag.max_active_runs}")
     print()
-    print(draw_layers(dag))
+    echo(draw_layers(dag))
     print()
     rows = []
     for task_id in dag.topological_order():
@@ -224,7 +226,7 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
         print()
         print("next fire times:")
         for line in next_fire_times(dag, time.time(), 5):
-            print(f"  {line}")
+            echo(f"  {line}")
     return EXIT_OK
 
 
@@ -271,10 +273,10 @@ def cmd_tasks_list(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         _emit_json([task_json(ti) for ti in tis])
         return EXIT_OK
-    print(f"{run.dag_id} {run.run_id}: {run.state}")
+    echo(f"{run.dag_id} {run.run_id}: {run.state}")
     rows = [[f"{GLYPHS[ti.state]} {ti.task_id}", ti.state, f"{ti.try_number}/{ti.max_tries}",
              format_duration(ti.duration) if ti.duration is not None else "-",
-             "-" if ti.exit_code is None else str(ti.exit_code), visible(ti.reason)]
+             "-" if ti.exit_code is None else str(ti.exit_code), ti.reason or ""]
             for ti in tis]
     print(table(rows, ["TASK", "STATE", "TRY", "DURATION", "EXIT", "REASON"]))
     return EXIT_OK

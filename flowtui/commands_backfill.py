@@ -6,6 +6,7 @@ import json
 import sys
 
 from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from flowtui.render import echo
 from flowtui.runner.clock import iso
 from flowtui.runner import actions
 from flowtui.runner import backfill as bf
@@ -33,16 +34,17 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
                          "flowtui.toml")
     store = Store.open(config.db_path)
     sync(store, result)
-    plan, reprocess = bf.prepare(store, dag, args.start, args.end, reprocess=args.reprocess,
-                                 order=args.order, allow_many=args.yes)
     if args.dry_run:
+        plan, _ = bf.prepare(store, dag, args.start, args.end, reprocess=args.reprocess,
+                             order=args.order, allow_many=args.yes)
         return _print_plan(dag.dag_id, dag.timezone, plan, args.json)
-    if not plan.create:
+    backfill_id, plan = bf.queue_backfill(
+        store, dag, args.start, args.end, reprocess=args.reprocess, order=args.order,
+        parallelism=args.parallelism, pool=args.pool, allow_many=args.yes)
+    if backfill_id is None:
         print(f"nothing to backfill: all {len(plan.skip)} date(s) skipped "
               f"(first reason: {plan.skip[0][1] if plan.skip else 'no intervals'})")
         return EXIT_OK
-    backfill_id = bf.create_backfill(store, dag, plan, parallelism=args.parallelism,
-                                     order=args.order, reprocess=reprocess, pool=args.pool)
     if not args.wait:
         print(f"backfill {backfill_id}: {len(plan.create)} run(s) queued, {len(plan.skip)} "
               f"skipped; 'flowtui backfill list' shows its progress")
@@ -85,12 +87,12 @@ def _print_plan(dag_id: str, timezone: str, plan: bf.Plan, as_json: bool) -> int
             "skip": [{"logical_date": iso(i.start), "reason": why} for i, why in plan.skip],
         }, indent=2))
         return EXIT_OK
-    print(f"backfill of {dag_id} would create {len(plan.create)} run(s) and skip "
-          f"{len(plan.skip)} (dry run: nothing changed)")
+    echo(f"backfill of {dag_id} would create {len(plan.create)} run(s) and skip "
+         f"{len(plan.skip)} (dry run: nothing changed)")
     for interval in plan.create:
         print(f"  create  {local(interval.start)}  (interval ends {local(interval.end)})")
     for interval, why in plan.skip:
-        print(f"  skip    {local(interval.start)}  {why}")
+        echo(f"  skip    {local(interval.start)}  {why}")
     return EXIT_OK
 
 
@@ -113,10 +115,10 @@ def _manage(args: argparse.Namespace, config: Config) -> int:
         for b in items:
             p = bf.progress(store, b)
             zone = zones.get(b.dag_id, "UTC")
-            print(f"{b.id:>4}  {b.dag_id}  {b.state:<9}  {(iso(b.start_date, zone) or '')[:10]} .. "
-                  f"{(iso(b.end_date, zone) or '')[:10]}  parallelism {b.parallelism}  {b.run_order}  "
-                  f"done {p['done']}, running {p['running']}, failed {p['failed']}, "
-                  f"skipped {p['skipped']}, left {p['left']}")
+            echo(f"{b.id:>4}  {b.dag_id}  {b.state:<9}  {(iso(b.start_date, zone) or '')[:10]} .. "
+                 f"{(iso(b.end_date, zone) or '')[:10]}  parallelism {b.parallelism}  {b.run_order}  "
+                 f"done {p['done']}, running {p['running']}, failed {p['failed']}, "
+                 f"skipped {p['skipped']}, left {p['left']}")
         return EXIT_OK
     if len(args.target) != 2 or not args.target[1].isdigit():
         raise UsageError(f"usage: flowtui backfill {action} ID (see 'flowtui backfill list')")

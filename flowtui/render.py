@@ -21,18 +21,29 @@ COLOURS = {
 
 # C0 controls (but tab and newline), DEL, and C1 controls (0x80-0x9f) become visible text.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+# In one table cell or one line, tab and newline too: they would break the layout.
+_CONTROL_INLINE = re.compile("[\x00-\x1f\x7f\x80-\x9f]")
 
 
-def visible(text: str) -> str:
-    """Make control characters visible (ESC -> ``^[``), so output cannot drive a terminal."""
-    def repl(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        if code < 0x20:
-            return "^" + chr(code + 64)
-        if code == 0x7F:
-            return "^?"
-        return f"<U+{code:04X}>"
-    return _CONTROL.sub(repl, text)
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 64)
+    if code == 0x7F:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def visible(text: str, *, inline: bool = False) -> str:
+    """Untrusted text (pipeline files, task output, reasons) made safe for a terminal: control
+    characters become visible (ESC -> ``^[``), so the text cannot drive the terminal. With
+    ``inline``, tab and newline too."""
+    return (_CONTROL_INLINE if inline else _CONTROL).sub(_shown, text)
+
+
+def echo(text: str = "", **kwargs: Any) -> None:
+    """``print`` for CLI output that carries pipeline-file or task text."""
+    print(visible(text), **kwargs)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -73,7 +84,9 @@ def local_time(ts: float | None) -> str:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    """A plain aligned text table (no colour: it is also what scripts and pipes read)."""
+    """A plain aligned text table (no colour: it is also what scripts and pipes read); every
+    cell is shown with ``visible``, so pipeline-file text cannot drive the terminal."""
+    rows = [[visible(cell, inline=True) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from flowtui.runner.clock import iso
 from flowtui.runner.model import DagSpec
-from flowtui.runner.schedule import Interval, fire_times
+from flowtui.runner.schedule import DATE_RANGE, FIRST_DAY, LAST_DAY, Interval, fire_times
 from flowtui.store import Store, current_user
 from flowtui.store.models import BACKFILL_COLUMNS, Backfill
 
@@ -30,9 +31,12 @@ class Plan:
 
 def parse_day(text: str, timezone: str, flag: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise BackfillError(f"{flag} {text!r} is not a date; use YYYY-MM-DD") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BackfillError(f"{flag} {text!r} is out of range; {DATE_RANGE}")
+    return day
 
 
 def intervals_in_range(dag: DagSpec, first: dt.date, last: dt.date) -> list[Interval]:
@@ -48,8 +52,11 @@ def intervals_in_range(dag: DagSpec, first: dt.date, last: dt.date) -> list[Inte
     nxt = last + dt.timedelta(days=1)
     stop = dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp()
     out: list[Interval] = []
-    times = fire_times(dag.schedule, dag.timezone, begin - 1e-6)
-    start = next(times)
+    # Fires at or after begin (the float just below it: at year 9999, begin - 1e-6 == begin).
+    times = fire_times(dag.schedule, dag.timezone, math.nextafter(begin, -math.inf))
+    start = next(times, None)
+    if start is None:
+        return out
     for end in times:
         if start >= stop:
             break
@@ -96,43 +103,70 @@ def overlapping(store: Store, dag_id: str, intervals: list[Interval]) -> Backfil
 
 def create_backfill(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: str,
                     reprocess: str, pool: str | None, user: str | None = None) -> int:
-    """Record the backfill and queue its runs (all in one transaction)."""
+    """Record the backfill and queue its runs, in one write transaction that plans the same
+    intervals again: dates another backfill queued since ``plan`` was made are skipped, never
+    queued twice."""
+    intervals = sorted([*plan.create, *(i for i, _ in plan.skip)], key=lambda i: i.start)
+    with store.transaction():
+        fresh = plan_backfill(store, dag, intervals, reprocess)
+        return _record(store, dag, fresh, parallelism=parallelism, order=order,
+                       reprocess=reprocess, pool=pool, user=user)
+
+
+def queue_backfill(store: Store, dag: DagSpec, start: str, end: str, *, reprocess: str | None,
+                   order: str, parallelism: int, pool: str | None, allow_many: bool = False,
+                   user: str | None = None) -> tuple[int | None, Plan]:
+    """Check, plan and record a backfill as one write transaction (BEGIN IMMEDIATE), so two at
+    once see each other: the second is refused as overlapping, or plans around the first.
+    Returns the new backfill's id (None when every date is skipped) and its plan."""
+    intervals = _checked_intervals(dag, start, end, allow_many)
+    with store.transaction():
+        plan, chosen = _plan(store, dag, intervals, reprocess, order)
+        if not plan.create:
+            return None, plan
+        return _record(store, dag, plan, parallelism=parallelism, order=order,
+                       reprocess=chosen, pool=pool, user=user), plan
+
+
+def _record(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: str,
+            reprocess: str, pool: str | None, user: str | None) -> int:
+    """The inserts of a backfill and its runs, inside the caller's transaction."""
     user = user or current_user()
     now = time.time()
     starts = [i.start for i in plan.create] or [i.start for i, _ in plan.skip]
     taken = store.run_ids(dag.dag_id)
-    with store.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO backfills (dag_id, start_date, end_date, parallelism, run_order, "
-            "reprocess, pool, state, skipped, user, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-            (dag.dag_id, min(starts), max(starts), parallelism, order, reprocess, pool,
-             len(plan.skip), user, now, now))
-        backfill_id = int(cur.lastrowid or 0)
-        for interval in plan.create:
-            base = f"backfill__{iso(interval.start)}"
-            run_id, n = base, 2
-            while run_id in taken:
-                run_id, n = f"{base}.{n}", n + 1
-            taken.add(run_id)
-            run_cur = conn.execute(
-                "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, "
-                "data_interval_start, data_interval_end, conf, state, created_at, updated_at, "
-                "backfill_id) VALUES (?, ?, 'backfill', ?, ?, ?, '{}', 'queued', ?, ?, ?)",
-                (dag.dag_id, run_id, interval.start, interval.start, interval.end, now, now,
-                 backfill_id))
-            run_pk = int(run_cur.lastrowid or 0)
-            conn.executemany(
-                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, "
-                "pool, pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
-                [(run_pk, dag.dag_id, run_id, t.task_id, t.max_tries, pool or t.pool,
-                  t.pool_slots, dag.priority[t.task_id], now) for t in dag.tasks.values()])
-            conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, "
-                         "cause, detail) VALUES (?, 'run', ?, ?, NULL, 'queued', ?, ?)",
-                         (now, dag.dag_id, run_id, f"operator:{user}", f"backfill {backfill_id}"))
-        store.audit(conn, "backfill", dag_id=dag.dag_id, user=user, detail={
-            "backfill_id": backfill_id, "runs": len(plan.create), "skipped": len(plan.skip),
-            "parallelism": parallelism, "order": order, "reprocess": reprocess, "pool": pool})
+    conn = store.conn
+    cur = conn.execute(
+        "INSERT INTO backfills (dag_id, start_date, end_date, parallelism, run_order, "
+        "reprocess, pool, state, skipped, user, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+        (dag.dag_id, min(starts), max(starts), parallelism, order, reprocess, pool,
+         len(plan.skip), user, now, now))
+    backfill_id = int(cur.lastrowid or 0)
+    for interval in plan.create:
+        base = f"backfill__{iso(interval.start)}"
+        run_id, n = base, 2
+        while run_id in taken:
+            run_id, n = f"{base}.{n}", n + 1
+        taken.add(run_id)
+        run_cur = conn.execute(
+            "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, "
+            "data_interval_start, data_interval_end, conf, state, created_at, updated_at, "
+            "backfill_id) VALUES (?, ?, 'backfill', ?, ?, ?, '{}', 'queued', ?, ?, ?)",
+            (dag.dag_id, run_id, interval.start, interval.start, interval.end, now, now,
+             backfill_id))
+        run_pk = int(run_cur.lastrowid or 0)
+        conn.executemany(
+            "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, "
+            "pool, pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
+            [(run_pk, dag.dag_id, run_id, t.task_id, t.max_tries, pool or t.pool,
+              t.pool_slots, dag.priority[t.task_id], now) for t in dag.tasks.values()])
+        conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, "
+                     "cause, detail) VALUES (?, 'run', ?, ?, NULL, 'queued', ?, ?)",
+                     (now, dag.dag_id, run_id, f"operator:{user}", f"backfill {backfill_id}"))
+    store.audit(conn, "backfill", dag_id=dag.dag_id, user=user, detail={
+        "backfill_id": backfill_id, "runs": len(plan.create), "skipped": len(plan.skip),
+        "parallelism": parallelism, "order": order, "reprocess": reprocess, "pool": pool})
     return backfill_id
 
 
@@ -218,12 +252,21 @@ def to_json(store: Store, backfill: Backfill) -> dict:
 def prepare(store: Store, dag: DagSpec, start: str, end: str, *, reprocess: str | None,
             order: str, allow_many: bool = False) -> tuple[Plan, str]:
     """Validate a backfill request and plan it: what the CLI and the TUI's dialog preview."""
+    return _plan(store, dag, _checked_intervals(dag, start, end, allow_many), reprocess, order)
+
+
+def _checked_intervals(dag: DagSpec, start: str, end: str, allow_many: bool) -> list[Interval]:
     first = parse_day(start, dag.timezone, "--start")
     last = parse_day(end, dag.timezone, "--end")
     intervals = intervals_in_range(dag, first, last)
     if len(intervals) > MAX_WITHOUT_YES and not allow_many:
         raise BackfillError(f"that range holds {len(intervals)} runs (more than "
                             f"{MAX_WITHOUT_YES:,}); narrow it or pass --yes")
+    return intervals
+
+
+def _plan(store: Store, dag: DagSpec, intervals: list[Interval], reprocess: str | None,
+          order: str) -> tuple[Plan, str]:
     other = overlapping(store, dag.dag_id, intervals)
     if other is not None and reprocess is None:
         raise BackfillError(f"these dates overlap backfill {other.id} ({other.state}); say what "
@@ -307,5 +350,5 @@ def run_in_foreground(store: Store, config, dag: DagSpec, backfill_id: int,
 
 
 __all__ = ["BackfillError", "Plan", "create_backfill", "get_backfill", "intervals_in_range",
-           "list_backfills", "next_runs", "overlapping", "plan_backfill", "progress", "set_state",
-           "to_json", "json"]
+           "list_backfills", "next_runs", "overlapping", "plan_backfill", "progress",
+           "queue_backfill", "set_state", "to_json", "json"]

@@ -11,6 +11,7 @@ from flowtui.runner.engine import Engine, Listener
 from flowtui.runner.executor import process_start_time
 from flowtui.runner.model import DagSpec
 from flowtui.runner.operator import handle_own_requests
+from flowtui.runner.schedule import DATE_RANGE, in_date_range
 from flowtui.store import RunState, Store, StoreError
 from flowtui.store.models import Run
 import os
@@ -28,13 +29,16 @@ def parse_date(value: str, timezone: str) -> float:
     try:
         if len(value) == 10:
             day = dt.date.fromisoformat(value)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
-        moment = dt.datetime.fromisoformat(value)
+            moment = dt.datetime(day.year, day.month, day.day, tzinfo=tz)
+        else:
+            moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise RunError(f"cannot read the date {value!r}; use YYYY-MM-DD or an ISO datetime "
                        "such as 2026-01-01T06:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
+    if not in_date_range(moment, timezone):
+        raise RunError(f"the date {value!r} is out of range; {DATE_RANGE}")
     return moment.timestamp()
 
 

@@ -12,6 +12,7 @@ cron walk that would see a different sequence.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -37,17 +38,22 @@ class Interval:
 
 
 def in_date_range(moment: dt.datetime, timezone: str) -> bool:
-    """Whether an aware moment is a logical date flowtui can store and write in ``timezone``
-    and in UTC."""
+    """Whether an aware moment is a logical date flowtui can store and write, in ``timezone``
+    and in UTC: its own date is in the range and neither of those conversions overflows."""
     if not FIRST_DAY <= moment.date() <= LAST_DAY:
         return False
     try:
         for zone in (UTC, ZoneInfo(timezone)):
-            if not FIRST_DAY <= moment.astimezone(zone).date() <= LAST_DAY:
-                return False
+            moment.astimezone(zone)
     except (OverflowError, ValueError):
         return False
     return True
+
+
+def _below(instant: float) -> float:
+    """The float just below ``instant``: walks from it include ``instant`` (at year 9999,
+    ``instant - 1e-6`` is ``instant`` itself)."""
+    return math.nextafter(instant, -math.inf)
 
 
 def _instant(naive: dt.datetime, tz: ZoneInfo) -> float:
@@ -91,7 +97,10 @@ def _fires(schedule: str, timezone: str, after: float) -> Iterator[tuple[float, 
 
     tz = ZoneInfo(timezone)
     try:
-        itr = croniter(PRESETS.get(schedule, schedule), _naive(after - _shift(tz, after), tz))
+        # A minute early too: a naive datetime rounds to the microsecond, so a start just
+        # below a fire time could otherwise round onto it and lose it.
+        itr = croniter(PRESETS.get(schedule, schedule),
+                       _naive(after - _shift(tz, after) - 60, tz))
     except (OverflowError, ValueError, OSError):
         return
     last = after
@@ -170,10 +179,13 @@ def intervals_between(dag: DagSpec, after_start: float | None, now: float) -> li
     if not dag.schedule:
         return []
     origin = dag.start_date if dag.start_date is not None else now
-    begin = origin - 1e-6 if after_start is None else after_start
+    begin = _below(origin) if after_start is None else after_start
     out: list[Interval] = []
     times = fire_times(dag.schedule, dag.timezone, begin)
     previous = next(times, None)
+    if after_start is None and dag.start_date is not None and previous is not None \
+            and previous < dag.start_date:
+        previous = next(times, None)
     if previous is None:
         return []
     for fire in times:
@@ -192,9 +204,9 @@ def next_interval_end(dag: DagSpec, last_start: float | None, now: float) -> flo
     schedule or ``end_date`` has passed. (Intervals already due are ``due_intervals``' job.)"""
     if not dag.schedule:
         return None
-    floor = dag.start_date - 1e-6 if dag.start_date is not None else float("-inf")
+    floor = _below(dag.start_date) if dag.start_date is not None else -math.inf
     if last_start is not None:
-        floor = max(floor, last_start + 1e-6)
+        floor = max(floor, math.nextafter(last_start, math.inf))
     times = fire_times(dag.schedule, dag.timezone, max(now, floor))
     end = next(times, None)
     if end is None:

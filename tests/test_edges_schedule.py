@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -194,3 +195,15 @@ def test_dags_show_flags_only_the_end_of_the_gap(home: Path, pipelines: Path,
     fires = [l.strip() for l in lines[lines.index("next fire times:") + 1:] if l.strip()]
     assert [l[11:16] for l in fires] == ["01:15", "01:30", "01:45", "03:00", "03:15"], fires
     assert [l[11:16] for l in fires if "DST" in l] == ["03:00"], fires
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_a_walk_from_just_below_a_fire_time_yields_it_first(schedule: str) -> None:
+    """Float instants just below a fire round onto it as datetimes; the fire is still found,
+    in 2026 and at the far end of the range."""
+    for timezone, spring, _, _ in NIGHTS:
+        for year in (2026, 9999):
+            begin = midnight(dt.date(year, 12, 1) if year == 9999 else spring, timezone) - 3600
+            fire = next(fire_times(schedule, timezone, begin))
+            for below in (math.nextafter(fire, -math.inf), fire - 0.4):
+                assert next(fire_times(schedule, timezone, below)) == fire, (timezone, year)
