@@ -17,7 +17,7 @@ from flowtui.app.graph_view import GraphView
 from flowtui.app.render import short_run, state_colour, state_text
 from flowtui.render import GLYPHS
 from flowtui.runner.durations import format_duration
-from flowtui.runner.graph import GraphLayout, layout
+from flowtui.runner.graph import GraphLayout, layout, shorten
 
 VIEWS = ("grid", "graph", "chart", "gantt")
 FAILED = ("failed",)
@@ -184,7 +184,7 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         return str(row_key.value), str(column_key.value)
 
     def _grid_cells(self, grid: Any, task_id: str) -> list[Any]:
-        cells: list[Any] = [task_id]
+        cells: list[Any] = [shorten(task_id, 28)]  # the detail line below shows it whole
         for run in grid.runs:
             ti = grid.cells.get((run.pk, task_id))
             if ti is None:
@@ -284,8 +284,8 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         view.show_graph(self._layout, states, set(self._critical_path(run.pk if run else None)),
                         prefer=attention[0] if attention else None)
         self.query_one(".title", Static).update(
-            f"DAG {self.dag_id}  view: graph  run: {short_run(run.run_id) if run else 'none yet'}"
-            "   * critical path  (g grid, j/k h/→ move)")
+            f"DAG {self.dag_id}  view: graph  {short_run(run.run_id) if run else 'no run yet'}"
+            "  * = critical path  (g grid)")
 
     def _chart_text(self) -> Text:
         rows = [r for r in self.durations if r[2] is not None]

@@ -68,9 +68,13 @@ class GraphView(ScrollView, can_focus=True):
         changed = task_id != self.selected
         self.selected = task_id
         node = graph.nodes[task_id]
-        # Keep the node whole in view, with a few columns of its lines on either side.
-        self.scroll_to_region(Region(node.x, node.row, node.width, 1), spacing=Spacing(0, 4, 0, 4),
-                              animate=False, force=True)
+        # Keep the node whole in view with room around it for the lines that come in and go
+        # out (what the operator reads next), as much as the window allows.
+        window = self.scrollable_content_region
+        side = max(0, min(24, (window.width - node.width) // 2))
+        rows = max(0, min(3, (window.height - 1) // 2))
+        self.scroll_to_region(Region(node.x, node.row, node.width, 1),
+                              spacing=Spacing(rows, side, rows, side), animate=False, force=True)
         self.refresh()
         if changed:
             self.post_message(self.NodeSelected(task_id))
