@@ -1,6 +1,7 @@
 """Task actions shared by every screen that shows tasks: clear, retry, mark, kill, logs."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from typing import Any
@@ -151,7 +152,7 @@ def told(outcome: Outcome, options: dict) -> tuple[str, str]:
         verb = f"Mark {options.get('state', '')}"
     head = f"{verb} sent to {tasks} (run {short_run(outcome.run.run_id)})"
     detail = outcome.detail or ""
-    notes = [n for n in detail.split("; ") if n.endswith("nothing changed")]
+    notes = re.findall(r"\S+ is already \w+; nothing changed", detail)
     if outcome.applied_by == "store":
         tail = ("no runner is alive: flowtui ended its processes and recorded it"
                 if outcome.action == "kill" else
