@@ -56,7 +56,10 @@ class TaskActions:
             self.selected.discard(current)
         else:
             self.selected.add(current)
-        self.notify(f"{len(self.selected)} selected", timeout=1.5)
+        count = len(self.selected)
+        self.notify(f"{count} task(s) selected: c, r, m and ctrl+k act on all of them"
+                    if count else "nothing selected: keys act on the task under the cursor",
+                    timeout=2, markup=False)
         self.refresh_selection()
 
     def refresh_selection(self) -> None:
@@ -188,7 +191,7 @@ class DagActions:
         try:
             params = self.app.ops.dag(dag_id).params
         except Exception as exc:
-            self.notify(str(exc), severity="error", markup=False)
+            self.notify(f"Cannot trigger {dag_id}: {exc}", severity="error", markup=False)
             return
 
         def trigger(values: dict) -> str:
@@ -197,7 +200,7 @@ class DagActions:
 
         def done(values: dict | None) -> None:
             if values is not None:
-                self._do(lambda: trigger(values))
+                self._do(lambda: trigger(values), f"trigger {dag_id}")
 
         self.app.push_screen(TriggerDialog(dag_id, params), done)
 
@@ -217,12 +220,12 @@ class DagActions:
         try:
             dag = self.app.ops.dag(dag_id)
         except Exception as exc:
-            self.notify(str(exc), severity="error", markup=False)
+            self.notify(f"Cannot backfill {dag_id}: {exc}", severity="error", markup=False)
             return
 
         def done(values: dict | None) -> None:
             if values is not None:
-                self._do(lambda: start_backfill(config, dag, values))
+                self._do(lambda: start_backfill(config, dag, values), f"backfill {dag_id}")
 
         self.app.push_screen(BackfillDialog(dag_id, lambda v: preview_backfill(config, dag, v)),
                              done)
@@ -240,7 +243,8 @@ class DagActions:
                      if paused else ["  no new scheduled runs are created or started; "
                                      "running ones finish"])
         except Exception as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            self.app.call_from_thread(self.notify, f"Cannot {'unpause' if paused else 'pause'} "
+                                      f"{dag_id}: {exc}", severity="error", markup=False)
             return
         self.app.call_from_thread(self._confirm_pause, dag_id, paused, lines)
 
@@ -254,16 +258,16 @@ class DagActions:
 
         def done(ok: bool | None) -> None:
             if ok:
-                self._do(change)
+                self._do(change, f"{verb.lower()} {dag_id}")
 
         self.app.push_screen(ConfirmDialog(f"{verb} {dag_id}?", lines, verb), done)
 
     @work(thread=True, group="act", exit_on_error=False)
-    def _do(self, call: Any) -> None:
+    def _do(self, call: Any, what: str) -> None:
         try:
             message, severity = call(), "information"
-        except Exception as exc:
-            message, severity = str(exc), "error"
+        except Exception as exc:  # said in one line, never a traceback
+            message, severity = f"Could not {what}: {exc}", "error"
         self.app.call_from_thread(self.notify, message, severity=severity, timeout=8,
                                   markup=False)
         self.app.call_from_thread(self.reload)
