@@ -116,7 +116,7 @@ def test_dates_at_the_ends_of_the_range_work(home: Path, pipelines: Path) -> Non
 def test_concurrent_backfills_of_one_dag_never_double_a_date(tmp_path: Path) -> None:
     """Three `flowtui backfill` processes of one range at once, a few times over: one queues
     the dates, the others refuse with one line or find nothing left; no date gets two runs."""
-    for round_ in range(4):
+    for round_ in range(6):
         home, pipelines = tmp_path / f"home{round_}", tmp_path / f"pipelines{round_}"
         home.mkdir()
         write(pipelines, "daily.yaml", BERLIN)
