@@ -1,5 +1,4 @@
-"""Backfills in the TUI: the dialog that starts one (every field visible, the runs previewed)
-and the screen that lists them with pause, resume and cancel, through the CLI's runner calls."""
+"""Backfills in the TUI: the dialog that starts one and the screen that pauses, resumes, cancels."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,4 @@
-"""Dialogs say what they do: keys as visible text, Enter confirms, checkbox state as text; the
-backfill dialog fits 80x24; the backfills screen pauses, resumes and cancels; unpause lists its
-catch-up runs; toasts say what became of an action. Headless Pilot on a real store."""
+"""Dialogs, the backfill dialog and screen, and toasts, driven headless on a real store."""
 from __future__ import annotations
 
 import datetime as dt

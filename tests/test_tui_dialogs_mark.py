@@ -1,6 +1,4 @@
-"""A mark to the state a task already has changes nothing but the audit log; a mark of a task
-that already ended changes its state only (its start, end and duration stay), with or without a
-live runner, through the real CLI."""
+"""A no-op mark changes nothing but the audit log; a mark of an ended task keeps its times."""
 from __future__ import annotations
 
 import sqlite3
