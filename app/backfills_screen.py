@@ -50,11 +50,6 @@ def _check(config: Config, values: dict) -> str | None:
     return None
 
 
-def _plan(store: Store, dag: DagSpec, values: dict) -> tuple[bf.Plan, str]:
-    return bf.prepare(store, dag, values["start"], values["end"], reprocess=values["reprocess"],
-                      order=values["order"])
-
-
 def preview_backfill(config: Config, dag: DagSpec, values: dict) -> Preview:
     """What ``flowtui backfill --dry-run`` lists, for the dialog (runs in a worker thread)."""
     error = _check(config, values)
@@ -62,7 +57,8 @@ def preview_backfill(config: Config, dag: DagSpec, values: dict) -> Preview:
         return Preview([], [], error)
     store = Store.open(config.db_path)
     try:
-        plan, _ = _plan(store, dag, values)
+        plan, _ = bf.prepare(store, dag, values["start"], values["end"],
+                             reprocess=values["reprocess"], order=values["order"])
     except bf.BackfillError as exc:
         return Preview([], [], str(exc))
     finally:
@@ -79,15 +75,17 @@ def start_backfill(config: Config, dag: DagSpec, values: dict) -> str:
     """Create the backfill as the CLI does and wake the runner; say what happened."""
     store = Store.open(config.db_path)
     try:
-        plan, reprocess = _plan(store, dag, values)
-        if not plan.create:
-            return f"nothing to backfill for {dag.dag_id}: every date was skipped"
-        backfill_id = bf.create_backfill(store, dag, plan, parallelism=int(values["parallelism"]),
-                                         order=values["order"], reprocess=reprocess,
-                                         pool=values["pool"] or None)
+        # The CLI's call: checked, planned and queued in one write transaction, so a backfill
+        # queued since the preview is planned around, never doubled.
+        backfill_id, plan = bf.queue_backfill(
+            store, dag, values["start"], values["end"], reprocess=values["reprocess"],
+            order=values["order"], parallelism=int(values["parallelism"]),
+            pool=values["pool"] or None)
         daemon = actions.live_daemon(store)
     finally:
         store.close()
+    if backfill_id is None:
+        return f"nothing to backfill for {dag.dag_id}: every date was skipped since the preview"
     if daemon is not None:
         actions.wake(daemon[1])
     runner = ("the runner starts them" if daemon else
