@@ -278,13 +278,11 @@ def catch_up_lines(dag: Any, store: Any, shown: int = 12) -> list[str]:
     import time
 
     from flowtui.runner.clock import iso
-    from flowtui.runner.daemon import due_intervals
+    from flowtui.runner.daemon import due_intervals, last_scheduled
 
     if not dag.schedule:
         return ["  it has no schedule: no run is created; manual triggers start again"]
-    last = store.conn.execute("SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND "
-                              "run_type = 'scheduled'", (dag.dag_id,)).fetchone()[0]
-    due = due_intervals(dag, last, time.time())
+    due = due_intervals(dag, last_scheduled(store, dag.dag_id), time.time())
     if not due:
         return ["  no catch-up run is due; its schedule resumes at the next interval"]
     mode = "catchup on: every missed interval" if dag.catchup else "catchup off: the latest only"

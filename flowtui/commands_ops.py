@@ -93,11 +93,9 @@ def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
     store = _store(config)
     sync(store, result)
     if not paused and args.dry_run:
-        from flowtui.runner.daemon import due_intervals
+        from flowtui.runner.daemon import due_intervals, last_scheduled
 
-        last = store.conn.execute("SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? "
-                                  "AND run_type = 'scheduled'", (dag.dag_id,)).fetchone()[0]
-        due = due_intervals(dag, last, time.time())
+        due = due_intervals(dag, last_scheduled(store, dag.dag_id), time.time())
         print(f"unpausing {dag.dag_id} would create {len(due)} run(s):")
         for interval in due:
             print(f"  scheduled  logical date {local_time(interval.start)}  "

@@ -16,10 +16,12 @@ from typing import Any
 from flowtui.runner.durations import parse_duration
 from flowtui.store import Store, current_user
 
-KINDS = ("task_failed", "task_retry", "sla_at_risk", "sla_miss", "zombie", "hung", "circuit_open")
+KINDS = ("task_failed", "task_retry", "sla_at_risk", "sla_miss", "zombie", "hung", "circuit_open",
+         "runner_degraded")
 CHANNEL_TYPES = ("slack", "pagerduty", "webhook", "command")
 SEVERITY = {"task_failed": "error", "task_retry": "info", "sla_at_risk": "warning",
-            "sla_miss": "critical", "zombie": "error", "hung": "error", "circuit_open": "critical"}
+            "sla_miss": "critical", "zombie": "error", "hung": "error", "circuit_open": "critical",
+            "runner_degraded": "error"}
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_CHANNEL_TIMEOUT = 300.0
 MAX_ALERT_ID = 2**63 - 1  # SQLite's INTEGER range; nothing larger can name an alert
@@ -181,8 +183,13 @@ class Alerts:
         self.wake_sender = wake_sender or (lambda: None)
 
     def _policies(self, dag_id: str, kind: str) -> list[Policy]:
-        dag = self.dags.get(dag_id)
-        names = dag.alerts if dag is not None else []
+        """The policies an alert goes through: its DAG's; an alert about no DAG (the runner
+        itself) goes through every policy that lists its kind."""
+        if not dag_id:
+            names: list[str] = list(self.config.policies)
+        else:
+            dag = self.dags.get(dag_id)
+            names = dag.alerts if dag is not None else []
         return [self.config.policies[n] for n in names
                 if n in self.config.policies and kind in self.config.policies[n].on]
 
@@ -248,11 +255,12 @@ class Alerts:
         return row[0] if row else None
 
     def resolve_matching(self, dag_id: str, run_id: str, task_id: str | None, now: float,
-                         kinds: tuple[str, ...]) -> None:
-        """The task (or run) succeeded: its alerts resolve themselves."""
-        where = "dag_id = ? AND run_id = ? AND state != 'resolved' AND kind IN (%s)" % (
-            ",".join("?" * len(kinds)))
-        params: list[Any] = [dag_id, run_id, *kinds]
+                         kinds: tuple[str, ...], states: tuple[str, ...] = ("open", "acked")
+                         ) -> None:
+        """The task (or run) succeeded: its alerts (in one of ``states``) resolve themselves."""
+        where = "dag_id = ? AND run_id = ? AND state IN (%s) AND kind IN (%s)" % (
+            ",".join("?" * len(states)), ",".join("?" * len(kinds)))
+        params: list[Any] = [dag_id, run_id, *states, *kinds]
         if task_id is not None:
             where += " AND task_id = ?"
             params.append(task_id)

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from flowtui.runner.actions import live_owner
 from flowtui.runner.adoption import adopt_run
-from flowtui.runner.alerting import SEVERITY, Alerts, dag_policy_errors, parse_alerting
+from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import iso
 from flowtui.runner.config import Config
@@ -127,6 +127,7 @@ class Daemon:
         self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake)
         self.engine.on_task_end = self._on_task_end
         self._sla_seen: dict[tuple[str, str], str] = {}
+        self._sla_problems: set[str] = set()  # said on stderr while they last
         # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
@@ -164,12 +165,14 @@ class Daemon:
 
     def _store_recovered(self, error: str, since: float, now: float) -> None:
         """The database takes writes again: catch up on what the outage held back (a changed
-        file, runs to create), and alert when it lasted long."""
-        self._start(now)
-        if now - since >= self.alert_after and OUTAGE_ALERT in SEVERITY:
+        file, runs to create), and alert when it lasted long (an alert acked for an earlier
+        outage is resolved, so this one is raised anew)."""
+        if now - since >= self.alert_after:
+            self.alerts.resolve_matching("", "", None, now, (OUTAGE_ALERT,), states=("acked",))
             self.alerts.raise_alert(OUTAGE_ALERT, "", summary=(
                 f"the runner could not write to {self.store.path} for {now - since:.0f} s "
-                f"({error}); nothing was lost, it caught up at {iso(now)}"))
+                f"({error}); it writes again since {iso(now)} and nothing recorded was lost"))
+        self._start(now)
 
     # -- pipelines -------------------------------------------------------------------------
     def _files_snapshot(self) -> dict[str, tuple[int, int]]:
@@ -258,22 +261,16 @@ class Daemon:
         row = self.store.conn.execute("SELECT paused FROM dags WHERE dag_id = ?", (dag_id,)).fetchone()
         return bool(row and row[0])
 
-    def _last_scheduled(self, dag_id: str) -> float | None:
-        row = self.store.conn.execute(
-            "SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND run_type = 'scheduled'",
-            (dag_id,)).fetchone()
-        return row[0] if row else None
-
     def _schedule_dag(self, dag_id: str, now: float) -> None:
         """Create the runs that are due (catch-up or the latest), then arm the next fire."""
         dag = self.dags.get(dag_id)
         if dag is None or not dag.schedule or self._paused(dag_id):
             self._fire_at.pop(dag_id, None)
             return
-        for interval in due_intervals(dag, self._last_scheduled(dag_id), now):
+        for interval in due_intervals(dag, last_scheduled(self.store, dag_id), now):
             self._create_scheduled(dag, interval.start, interval.end)
         self._start_queued(dag_id, now)
-        fire = next_interval_end(dag, self._last_scheduled(dag_id), now)
+        fire = next_interval_end(dag, last_scheduled(self.store, dag_id), now)
         if fire is None or self._fire_at.get(dag_id) == fire:
             return
         self._fire_at[dag_id] = fire
@@ -415,7 +412,12 @@ class Daemon:
 
         if not any(d.sla for d in self.dags.values()):
             return
-        statuses = active_statuses(self.store, self.dags, now)
+        problems: list[str] = []
+        statuses = active_statuses(self.store, self.dags, now, problems=problems)
+        for line in problems:
+            if line not in self._sla_problems:
+                print(f"flowtui runner: {line}", file=sys.stderr, flush=True)
+        self._sla_problems = set(problems)  # one that goes and comes back is said again
         current = {(i.dag_id, i.run_id) for i in statuses}
         for key in [k for k in self._sla_seen if k not in current]:
             del self._sla_seen[key]  # out of the SLA window: forget it
@@ -427,8 +429,9 @@ class Daemon:
             if item.verdict == "at risk":
                 self.alerts.raise_alert(
                     "sla_at_risk", item.dag_id, item.run_id, "",
-                    f"predicted to finish at {iso(item.predicted)}, after the deadline "
-                    f"{iso(item.deadline)} (critical path: {' -> '.join(item.critical_path)})")
+                    f"predicted to finish at {iso(item.predicted) or 'unknown'}, after the "
+                    f"deadline {iso(item.deadline)} (critical path: "
+                    f"{' -> '.join(item.critical_path)})")
             elif item.verdict == "missed" and item.run_state != "success":
                 self.alerts.raise_alert("sla_miss", item.dag_id, item.run_id, "",
                                         f"not done by its deadline {iso(item.deadline)}")
@@ -436,6 +439,14 @@ class Daemon:
 
 RESOLVED_BY_RUN = ("task_failed", "task_retry", "zombie", "hung", "sla_at_risk", "sla_miss")
 ALERT_TICK = 1.0
+
+
+def last_scheduled(store: Store, dag_id: str) -> float | None:
+    """The logical date of the DAG's newest scheduled run: where its schedule carries on."""
+    row = store.conn.execute(
+        "SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND run_type = 'scheduled'",
+        (dag_id,)).fetchone()
+    return row[0] if row else None
 
 
 def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:
