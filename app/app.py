@@ -1,8 +1,11 @@
 """The flowtui Textual app: modes for the top-level screens, live refresh, themes."""
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from textual.app import App, SystemCommand
@@ -39,6 +42,7 @@ class FlowtuiApp(App[None]):
         self._local = threading.local()
         self._last_change: tuple[int, float] | None = None
         self.first_paint_at: float | None = None
+        self.last_looked = load_last_looked(config.home)
         for item in THEMES.values():
             self.register_theme(item)
         self.theme = THEMES.get(theme, THEMES["dark"]).name
@@ -54,18 +58,31 @@ class FlowtuiApp(App[None]):
         self.switch_mode(self.start_mode)
         self._poll()
 
+    def on_unmount(self) -> None:
+        save_last_looked(self.config.home, time.time())
+
     def _poll(self) -> None:
         self.run_worker(self._check_changes, thread=True, exclusive=True, group="poll",
                         exit_on_error=False)
 
     def _check_changes(self) -> None:
         try:
-            change = self.thread_data().changes()
+            data = self.thread_data()
+            change = data.changes()
+            # The header on a timer of its own: a runner killed with -9 writes nothing, so no
+            # change would ever repaint it.
+            health, alerts = data.runner_health(), data.open_alerts()
         finally:
             self.call_from_thread(self.set_timer, self.refresh_seconds, self._poll)
+        self.call_from_thread(self._paint_header, health, alerts)
         if change != self._last_change:
             self._last_change = change
             self.call_from_thread(self._refresh_visible)
+
+    def _paint_header(self, health: Any, alerts: int) -> None:
+        screen = self.screen
+        if hasattr(screen, "paint_health") and not isinstance(screen, ModalScreen):
+            screen.paint_health(health, alerts)
 
     @property
     def last_change(self) -> tuple[int, float] | None:
@@ -83,7 +100,10 @@ class FlowtuiApp(App[None]):
 
     # -- navigation ------------------------------------------------------------------------
     def action_mode(self, name: str) -> None:
+        """A number key opens that screen itself, never a stack left open there earlier."""
         self.switch_mode(name)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_help(self) -> None:
         from flowtui.app.help import LOG_KEYS, HelpScreen
@@ -104,13 +124,39 @@ class FlowtuiApp(App[None]):
     def action_import_errors(self) -> None:
         self.push_screen(ImportErrorsScreen())
 
+    def _dag_ids(self) -> list[str]:
+        try:
+            return sorted(row.dag_id for row in self.thread_data().store.dags())
+        except Exception:  # no database yet: no DAGs to offer
+            return []
+
+    def _open_dag(self, dag_id: str, action: str | None = None) -> None:
+        from flowtui.app.dag_screen import DagScreen
+
+        screen = DagScreen(dag_id)
+        self.push_screen(screen)
+        if action is not None:
+            self.call_after_refresh(screen.run_action, action)
+
     def get_system_commands(self, screen: Screen) -> Any:
-        yield from super().get_system_commands(screen)
+        """Every screen, every DAG and every action, from any screen (Textual's own extras
+        that mean nothing here are left out; quit stays)."""
+        for command in super().get_system_commands(screen):
+            if command.title.lower() == "quit":
+                yield command
         for index, name in enumerate(MODE_NAMES):
             yield SystemCommand(f"Go to {name} ({index})", f"Open the {name} screen",
-                                lambda n=name: self.switch_mode(n))
+                                lambda n=name: self.action_mode(n))
         yield SystemCommand("Import errors", "Files that do not load, and why",
                             self.action_import_errors)
+        for dag_id in self._dag_ids():
+            yield SystemCommand(f"DAG {dag_id}", "Open its grid and graph",
+                                lambda d=dag_id: self._open_dag(d))
+            if not self.read_only:
+                for verb, action in (("Trigger", "trigger"), ("Backfill", "backfill"),
+                                     ("Pause or unpause", "pause")):
+                    yield SystemCommand(f"{verb} {dag_id}", f"{verb} the DAG {dag_id}",
+                                        lambda d=dag_id, a=action: self._open_dag(d, a))
         for key, binding in screen._bindings:  # type: ignore[attr-defined]
             for b in binding if isinstance(binding, list) else [binding]:
                 if b.description and not b.action.startswith("app.") and (
@@ -129,6 +175,38 @@ _MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "
 def _key_name(key: str) -> str:
     return {"question_mark": "?", "slash": "/", "colon": ":", "left_square_bracket": "[",
             "right_square_bracket": "]", "space": "space", "escape": "esc"}.get(key, key)
+
+
+def _seen_file() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "flowtui" / "last-looked.json"
+
+
+def load_last_looked(home: Path) -> float | None:
+    """When this user last closed the TUI on this home: Now marks what is newer as new."""
+    try:
+        value = json.loads(_seen_file().read_text()).get(str(home))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def save_last_looked(home: Path, at: float) -> None:
+    path = _seen_file()
+    try:
+        seen = json.loads(path.read_text())
+        if not isinstance(seen, dict):
+            seen = {}
+    except (OSError, ValueError):
+        seen = {}
+    seen[str(home)] = at
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(seen))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home folder: nothing is marked new next time, nothing breaks
 
 
 def make_app(config: Config, **options: Any) -> FlowtuiApp:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -79,24 +80,16 @@ class FlowScreen(Screen):
         if worker.group == "fetch" and event.state == WorkerState.SUCCESS:
             result, health, alerts, change = worker.result
             self._fetched_at_change = change
-            self._paint_health(health, alerts)
+            self.paint_health(health, alerts)
             self.show(result)
             self.call_after_refresh(self.app.painted, self)
         elif event.state == WorkerState.ERROR:
             self.notify(f"{type(worker.error).__name__}: {worker.error}", severity="error",
                         timeout=8)
 
-    def _paint_health(self, health: Any, alerts: int) -> None:
-        if health.pid is None:
-            runner = "runner: none started"
-        elif health.alive:
-            runner = f"runner ● alive (pid {health.pid}, heartbeat {ago(time_of(health))})"
-        else:
-            runner = f"runner ✗ DOWN (last heartbeat {ago(time_of(health))})"
-        mode = "  read-only" if self.app.read_only else ""
-        self.query_one("#health", Static).update(
-            f"flowtui  {runner}   alerts open: {alerts}{mode}   "
-            f"{display_path(self.app.config.home)}")
+    def paint_health(self, health: Any, alerts: int) -> None:
+        """The header: the runner's health from its heartbeat age, open alerts, read-only."""
+        self.query_one("#health", Static).update(header_text(self.app, health, alerts))
 
     # -- keys ------------------------------------------------------------------------------
     def action_back(self) -> None:
@@ -116,6 +109,29 @@ class FlowScreen(Screen):
 
 
 MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "ack", "resolve"}
+
+
+def header_text(app: Any, health: Any, alerts: int) -> Text:
+    text = Text("flowtui ", style="bold")
+    if health.pid is None:
+        text.append("✗ no runner", style="bold red")
+        text.append(" (start 'flowtui runner')")
+    elif not health.alive:
+        text.append("✗ runner DOWN", style="bold red")
+        text.append(f" (last heartbeat {ago(time_of(health))})")
+    elif health.problem:
+        text.append("⚠ runner degraded", style="bold yellow")
+        text.append(f" ({health.problem})")
+    else:
+        text.append("● runner", style="green")
+        text.append(f" pid {health.pid}, beat {ago(time_of(health))}")
+    text.append("  ")
+    text.append(f"alerts open: {alerts}", style="bold red" if alerts else "")
+    if app.read_only:
+        text.append("  read-only", style="bold")
+    text.append(f"  {display_path(app.config.home)}", style="dim")
+    text.truncate(app.size.width or 80, overflow="ellipsis")
+    return text
 
 
 def time_of(health: Any) -> float | None:

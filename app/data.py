@@ -20,6 +20,7 @@ class RunnerHealth:
     pid: int | None
     kind: str
     heartbeat_age: float | None
+    problem: str = ""  # why a live runner cannot do its work (no write for too long, an outage)
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class NowItem:
     reason: str
     since: float
     duration: float | None
+    next_try_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -91,15 +93,21 @@ class Data:
     # -- header ----------------------------------------------------------------------------
     def runner_health(self) -> RunnerHealth:
         row = self.store.conn.execute(
-            "SELECT id, pid, kind, heartbeat_at, stopped_at, hostname FROM runners WHERE kind = "
-            "'daemon' ORDER BY id DESC LIMIT 1").fetchone()
+            "SELECT id, pid, kind, heartbeat_at, stopped_at, hostname, health, last_error "
+            "FROM runners WHERE kind = 'daemon' ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             return RunnerHealth(False, None, "daemon", None)
         from flowtui.runner.actions import live_owner
+        from flowtui.runner.engine import HEARTBEAT_INTERVAL
 
         age = time.time() - row[3]
         alive = row[4] is None and live_owner(self.store, row[0]) is not None
-        return RunnerHealth(alive, row[1], row[2], age)
+        problem = ""
+        if alive and age > 3 * HEARTBEAT_INTERVAL:
+            problem = f"no heartbeat written for {age:.0f}s: database locked or full?"
+        elif alive and row[6] not in ("ok", None):
+            problem = row[7] or row[6]
+        return RunnerHealth(alive, row[1], row[2], age, problem)
 
     def open_alerts(self) -> int:
         try:
@@ -114,7 +122,7 @@ class Data:
         """Failed, retrying, upstream-failed and long-running tasks, newest first."""
         rows = self.store.conn.execute(
             "SELECT ti.dag_id, ti.run_id, ti.run_pk, ti.task_id, ti.state, ti.try_number, "
-            "ti.max_tries, ti.reason, ti.updated_at, ti.start_date, ti.end_date "
+            "ti.max_tries, ti.reason, ti.updated_at, ti.start_date, ti.end_date, ti.next_try_at "
             "FROM task_instances ti WHERE ti.state IN ('failed', 'up_for_retry', 'running', "
             "'upstream_failed') AND ti.updated_at >= ? ORDER BY ti.updated_at DESC LIMIT ?",
             (since, limit * 3)).fetchall()
@@ -131,7 +139,8 @@ class Data:
                 reason = f"running {duration:.0f}s, usually {usual:.0f}s"
             else:
                 reason = r[7]
-            out.append(NowItem(r[0], r[1], r[2], r[3], state, r[5], r[6], reason, r[8], duration))
+            out.append(NowItem(r[0], r[1], r[2], r[3], state, r[5], r[6], reason, r[8], duration,
+                               r[11]))
             if len(out) >= limit:
                 break
         return out

@@ -17,20 +17,26 @@ from flowtui.render import GLYPHS
 from flowtui.runner.durations import format_duration
 
 
-def sync_table(table: DataTable, rows: list[tuple[str, tuple]]) -> None:
+def sync_table(table: DataTable, rows: list[tuple[str, tuple]],
+               caps: dict[int, int] | None = None) -> None:
     """Update a table in place by row key: changed cells only; rebuilt only when rows were
-    added, removed or reordered (keeps the cursor and avoids flicker on live updates)."""
+    added, removed or reordered (keeps the cursor and avoids flicker on live updates).
+    ``caps`` limits some columns' widths (by index), so the last columns stay on screen."""
     keys = [key for key, _ in rows]
     current = [str(k.value) for k in table.rows]
-    _size_columns(table, rows)
+    _size_columns(table, rows, caps or {})
     with table.app.batch_update():
         if current != keys:
+            # Keep the cursor on the same item (by key), wherever it moved; if it vanished, on
+            # the row that took its place.
             cursor = table.cursor_row
+            selected = current[cursor] if 0 <= cursor < len(current) else None
             table.clear()
             for key, cells in rows:
                 table.add_row(*cells, key=key)
             if rows:
-                table.move_cursor(row=min(cursor, len(rows) - 1))
+                row = keys.index(selected) if selected in keys else min(cursor, len(rows) - 1)
+                table.move_cursor(row=row, animate=False)
             return
         columns = list(table.columns)
         for key, cells in rows:
@@ -39,18 +45,20 @@ def sync_table(table: DataTable, rows: list[tuple[str, tuple]]) -> None:
                     table.update_cell(key, column, new)
 
 
-def _size_columns(table: DataTable, rows: list[tuple[str, tuple]], cap: int = 70) -> None:
+def _size_columns(table: DataTable, rows: list[tuple[str, tuple]],
+                  caps: dict[int, int], cap: int = 70) -> None:
     """Give each column the width of its widest cell now, instead of DataTable measuring new
     rows later when idle (a frame drawn before that shows every column cut to its label)."""
     from rich.cells import cell_len
 
     for index, column in enumerate(table.ordered_columns):
+        limit = caps.get(index, cap)
         widest = cell_len(column.label.plain)
         for _, cells in rows:
             if index < len(cells):
                 cell = cells[index]
                 widest = max(widest, cell_len(cell.plain if isinstance(cell, Text) else str(cell)))
-        width = min(widest, cap)
+        width = min(widest, limit)
         if column.auto_width or column.width != width:
             column.auto_width = False
             column.width = width
@@ -59,12 +67,31 @@ def _size_columns(table: DataTable, rows: list[tuple[str, tuple]], cap: int = 70
 
 class TableScreen(FlowScreen):
     COLUMNS: tuple[str, ...] = ()
+    MOVES = [Binding("j", "move('down')", "Down", show=False, id="down"),
+             Binding("k", "move('up')", "Up", show=False, id="up"),
+             Binding("home", "move('top')", "First", show=False, id="first"),
+             Binding("end", "move('bottom')", "Last", show=False, id="last"),
+             Binding("pageup", "move('page_up')", "Page up", show=False, id="page-up"),
+             Binding("pagedown", "move('page_down')", "Page down", show=False, id="page-down")]
+
+    def action_move(self, where: str) -> None:
+        table = self.table
+        if table.row_count == 0:
+            return
+        if where == "top":
+            table.move_cursor(row=0, animate=False)
+        elif where == "bottom":
+            table.move_cursor(row=table.row_count - 1, animate=False)
+        else:
+            getattr(table, f"action_cursor_{where}" if where in ("up", "down") else
+                    f"action_{where}")()
 
     def body(self) -> ComposeResult:
         table = DataTable(cursor_type="row", zebra_stripes=True, id="table")
         for name in self.COLUMNS:
             table.add_column(name, key=name)
         yield table
+        yield Static("", id="filter-shown")
         yield Input(placeholder="filter (enter to apply, esc to close)", id="filter")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -88,15 +115,37 @@ class TableScreen(FlowScreen):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        box.value = self.filter_text
         box.add_class("visible")
         box.focus()
 
     @on(Input.Submitted, "#filter")
     def _filter(self, event: Input.Submitted) -> None:
-        self.filter_text = event.value.strip().lower()
-        event.input.remove_class("visible")
+        self._set_filter(event.value.strip().lower())
+
+    def _set_filter(self, text: str) -> None:
+        self.filter_text = text
+        box = self.query_one("#filter", Input)
+        box.remove_class("visible")
         self.table.focus()
+        self._paint_filter()
         self.reload()
+
+    def _paint_filter(self) -> None:
+        """A filter in force is always shown, with how to clear it."""
+        label = self.query_one("#filter-shown", Static)
+        label.update(Text(f"filter: {self.filter_text}   (esc clears)") if self.filter_text else "")
+        label.set_class(bool(self.filter_text), "visible")
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_class("visible"):
+            box.remove_class("visible")
+            self.table.focus()
+        elif self.filter_text:
+            self._set_filter("")
+        else:
+            super().action_back()
 
     def keep(self, *values: str) -> bool:
         return not self.filter_text or any(self.filter_text in v.lower() for v in values)
@@ -105,44 +154,133 @@ class TableScreen(FlowScreen):
 FILTER = Binding("slash", "filter", "Filter", id="filter")
 
 
-class NowScreen(TaskActions, TableScreen):
-    """Triage: what failed, is retrying or runs unusually long, across all DAGs."""
+NOW_RANGES = (("1 h", 3600.0), ("24 h", 86400.0), ("7 d", 7 * 86400.0),
+              ("since you last looked", None))
+NOW_LABELS = {"failed": "failed", "up_for_retry": "retrying", "upstream_failed": "upstream",
+              "running": "long"}
 
-    TITLE = "Now: failed, retrying and unusually long tasks, newest first (last 24 h)"
-    COLUMNS = ("when", "state", "dag", "task", "run", "try", "why")
-    BINDINGS = [*NAV, *TASK_BINDINGS, FILTER]
+
+class NowScreen(TaskActions, TableScreen):
+    """Triage: what failed, is retrying or runs unusually long, across all DAGs, and below the
+    list the selected task's reason, error excerpt, log tail and countdown: the answer on
+    screen with zero keys."""
+
+    TITLE = "Now"
+    COLUMNS = ("new", "when", "state", "task", "try", "why")
+    BINDINGS = [*NAV, *TASK_BINDINGS, FILTER, *TableScreen.MOVES,
+                Binding("T", "range", "Time range", id="now-range")]
 
     def __init__(self) -> None:
         super().__init__()
         self.items: dict[str, Any] = {}
         self.selected: set[TaskRef] = set()
+        self.range_index = 1
+        self._detail_key: str | None = None
+
+    def body(self) -> ComposeResult:
+        yield from super().body()
+        yield Static("", id="now-detail")
 
     def fetch(self, data: Any) -> Any:
-        return data.now_items(time.time() - 86400)
+        label, span = NOW_RANGES[self.range_index]
+        since = self.app.last_looked if span is None else time.time() - span
+        return data.now_items(since or 0.0)
 
     def show(self, items: list) -> None:
         rows = []
         self.items = {}
+        looked = self.app.last_looked
         for item in items:
             if not self.keep(item.dag_id, item.task_id, item.state, item.reason):
                 continue
             key = f"{item.run_pk}:{item.task_id}"
             self.items[key] = item
-            rows.append((key, (ago(item.since), state_text(self.app, item.state), item.dag_id,
-                               item.task_id, short_run(item.run_id),
+            new = Text("●", style="bold yellow") if looked and item.since > looked else ""
+            state = Text(f"{GLYPHS.get(item.state, '?')} {NOW_LABELS.get(item.state, item.state)}",
+                         style=_state_style(self.app, item.state))
+            rows.append((key, (new, ago(item.since).replace(" ago", ""), state,
+                               Text(f"{item.dag_id}.{item.task_id}", overflow="ellipsis"),
                                f"{item.try_number}/{item.max_tries}",
                                Text(item.reason or "", overflow="ellipsis"))))
-        sync_table(self.table, rows)
+        sync_table(self.table, rows, caps={3: 30})
+        label = NOW_RANGES[self.range_index][0]
+        fresh = sum(1 for i in self.items.values() if looked and i.since > looked)
+        title = self.query_one(".title", Static)
         if not rows:
-            self.query_one(".title", Static).update(
-                "Now: nothing failed, nothing retrying, nothing running long in the last 24 h ✓")
+            title.update(f"Now · {label} (T changes): nothing failed, nothing retrying, "
+                         "nothing running long ✓")
         else:
-            self.query_one(".title", Static).update(self.TITLE)
+            news = f" · {fresh} new since you last looked" if fresh else ""
+            title.update(f"Now · {len(rows)} need a look · {label} (T changes){news}")
+        self._load_detail()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._load_detail()
+
+    def action_range(self) -> None:
+        self.range_index = (self.range_index + 1) % len(NOW_RANGES)
+        self.reload()
+
+    def _load_detail(self) -> None:
+        key = self.current_key()
+        item = self.items.get(key or "")
+        if item is None:
+            self._detail_key = None
+            self.query_one("#now-detail", Static).update(
+                "" if self.items else Text("Nothing needs you here. 1 DAGs · 2 runs · "
+                                           "5 runner · ? keys", style="dim"))
+            return
+        self._detail_key = key
+        self._detail_worker(key, item)
+
+    @work(thread=True, exclusive=True, group="now-detail", exit_on_error=False)
+    def _detail_worker(self, key: str, item: Any) -> None:
+        from flowtui.runner.excerpt import find_excerpt, tail
+
+        attempt = None
+        tries = self.app.thread_data().tries(item.run_pk, item.task_id)
+        if tries:
+            attempt = max(tries, key=lambda t: t.try_number)
+        excerpt = find_excerpt(attempt.log_path) if attempt and attempt.log_path else None
+        lines = tail(attempt.log_path, 4) if attempt and attempt.log_path else []
+        self.app.call_from_thread(self._paint_detail, key, item, excerpt, lines)
+
+    def _paint_detail(self, key: str, item: Any, excerpt: Any, lines: list[str]) -> None:
+        from flowtui.render import visible
+
+        if key != self._detail_key:
+            return  # the cursor moved on meanwhile
+        text = Text()
+        text.append(f"{item.dag_id}.{item.task_id}", style="bold")
+        text.append(f"  {short_run(item.run_id)}  try {item.try_number}/{item.max_tries}  ")
+        text.append(NOW_LABELS.get(item.state, item.state), style=_state_style(self.app, item.state))
+        if item.state == "up_for_retry" and item.next_try_at:
+            left = item.next_try_at - time.time()
+            text.append(f"  retry in {format_duration(max(0.0, left))}" if left > 0 else
+                        "  retry due now", style="bold")
+        text.append("\n")
+        if item.reason:
+            text.append(visible(item.reason) + "\n")
+        if excerpt is not None:
+            text.append("error: ", style="bold red")
+            text.append(visible(excerpt.text) + "\n", style="bold red")
+        elif item.state in ("failed", "up_for_retry"):
+            text.append("no error line found in the log\n", style="dim")
+        for line in lines:
+            text.append("  " + visible(line)[:300] + "\n", style="dim")
+        text.append("l full log · enter task detail · c clear · r retry · m mark", style="dim")
+        self.query_one("#now-detail", Static).update(text)
 
     def current_task(self) -> TaskRef | None:
         key = self.current_key()
         item = self.items.get(key or "")
         return TaskRef(item.dag_id, item.run_pk, item.run_id, item.task_id) if item else None
+
+
+def _state_style(app: Any, state: str) -> str:
+    from flowtui.app.render import state_colour
+
+    return state_colour(app, state)
 
 
 class DagsScreen(DagActions, TableScreen):
@@ -152,7 +290,7 @@ class DagsScreen(DagActions, TableScreen):
                 Binding("t", "trigger", "Trigger", id="trigger"),
                 Binding("b", "backfill", "Backfill", id="backfill"),
                 Binding("p", "pause", "Pause/unpause", id="pause"),
-                Binding("i", "errors", "Import errors", id="errors"), FILTER]
+                Binding("i", "errors", "Import errors", id="errors"), FILTER, *TableScreen.MOVES]
 
     def __init__(self) -> None:
         super().__init__()
@@ -231,7 +369,8 @@ def _run_colour(app: Any, state: str) -> str:
 class RunsScreen(TableScreen):
     TITLE = "Runs, newest first"
     COLUMNS = ("dag", "run", "type", "state", "started", "duration")
-    BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-run"), FILTER]
+    BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-run"), FILTER,
+                *TableScreen.MOVES]
 
     def fetch(self, data: Any) -> Any:
         return data.runs(300)
@@ -257,7 +396,7 @@ class RunsScreen(TableScreen):
 class RunnerScreen(TableScreen):
     TITLE = "Runners and pools"
     COLUMNS = ("id", "kind", "host", "pid", "started", "heartbeat", "state")
-    BINDINGS = [*NAV]
+    BINDINGS = [*NAV, *TableScreen.MOVES]
 
     def body(self) -> ComposeResult:
         yield from super().body()
@@ -303,7 +442,7 @@ class AlertsScreen(TableScreen):
     COLUMNS = ("id", "state", "severity", "kind", "level", "next step", "age", "where",
                "deliveries", "summary")
     BINDINGS = [*NAV, Binding("a", "ack", "Ack", id="ack"),
-                Binding("R", "resolve", "Resolve", id="resolve"), FILTER]
+                Binding("R", "resolve", "Resolve", id="resolve"), FILTER, *TableScreen.MOVES]
 
     def fetch(self, data: Any) -> Any:
         from flowtui.app.data import alert_rows
@@ -367,7 +506,7 @@ class AlertsScreen(TableScreen):
 class SlaScreen(TableScreen):
     TITLE = "SLA: deadlines, predicted finish and the critical path"
     COLUMNS = ("verdict", "dag", "run", "deadline", "left", "predicted", "critical path")
-    BINDINGS = [*NAV, FILTER]
+    BINDINGS = [*NAV, FILTER, *TableScreen.MOVES]
 
     def fetch(self, data: Any) -> Any:
         from flowtui.app.data import sla_rows
