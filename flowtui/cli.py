@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sqlite3
 import sys
 from typing import Any, NoReturn
@@ -18,6 +19,25 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own message lists every choice and guesses nothing: a typo gets one line
+        # that names the closest command or value.
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        names = [str(choice) for choice in choices]
+        close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+        if isinstance(action, argparse._SubParsersAction):
+            words = self.prog.split()[1:]  # "flowtui dags" -> the words before this one
+            guess = " ".join([*words, close[0]]) if close else None
+            what = f"unknown command {' '.join([*words, str(value)])!r}"
+        else:
+            guess = close[0] if close else None
+            option = "/".join(action.option_strings) or str(action.metavar or action.dest)
+            what = f"{option}: {str(value)!r} is not a choice"
+        hint = f"; did you mean {guess!r}?" if guess else f" (choose from {', '.join(names)})"
+        raise UsageError(what + hint)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -217,7 +237,10 @@ def _known_error(exc: Exception) -> str | None:
 
 
 def _fail(message: str) -> Any:
-    print(f"flowtui: error: {message}", file=sys.stderr)
+    from flowtui.render import visible
+
+    # Messages quote DAG ids, task ids and file text: one line, nothing that drives a terminal.
+    print(f"flowtui: error: {visible(message, inline=True)}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
 
 

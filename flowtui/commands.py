@@ -2,21 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
-from flowtui.render import GLYPHS, echo, local_time, run_json, table, task_json, visible
+from flowtui.progress import failed_upstreams, failure_lines, logs_command
+from flowtui.render import (GLYPHS, echo, local_time, run_json, table, task_errors, task_json,
+                            visible)
 from flowtui.runner.config import Config, load_config
 from flowtui.runner.durations import format_duration
-from flowtui.runner.loader import LoadResult, load_folder
+from flowtui.runner.excerpt import find_excerpt
+from flowtui.runner.graph import shorten
+from flowtui.runner.loader import LoadError, LoadResult, load_folder
 from flowtui.runner.model import DagSpec
 from flowtui.store import Store
-from flowtui.store.models import DagRecord, ImportError_, Run
+from flowtui.store.models import DagRecord, ImportError_, Run, Try
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -77,9 +84,19 @@ def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:
         first_line = visible(str(broken[0]).splitlines()[0], inline=True)
         raise UsageError(f"DAG {dag_id!r} cannot be loaded: {first_line} "
                          "('flowtui dags check' shows the details)")
-    known = visible(", ".join(sorted(result.dags)) or "none", inline=True)
-    raise UsageError(f"unknown DAG {dag_id!r} in {visible(str(config.pipelines), inline=True)} "
-                     f"(known: {known})")
+    raise UsageError(unknown_dag(dag_id, result.dags, str(config.pipelines)))
+
+
+def unknown_dag(dag_id: str, known: Iterable[str], where: str) -> str:
+    """"unknown DAG" with the closest known id, else the known ids."""
+    names = sorted(known)
+    close = difflib.get_close_matches(dag_id, names, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        hint = f"(known: {shown or 'none'})"
+    return f"unknown DAG {dag_id!r} in {where}{'; ' if close else ' '}{hint}"
 
 
 def sync(store: Store, result: LoadResult) -> None:
@@ -110,9 +127,10 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     finally:
         display.close()
     tis = store.task_instances(run.pk)
+    errors = task_errors(store, run)
     if args.json:
         document = run_json(run)
-        document["tasks"] = [task_json(ti) for ti in tis]
+        document["tasks"] = [task_json(ti, errors.get(ti.task_id)) for ti in tis]
         _emit_json(document)
     else:
         counts: dict[str, int] = {}
@@ -121,12 +139,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         took = format_duration((run.end_date or time.time()) - (run.start_date or time.time()))
         echo(f"run {run.run_id} of {run.dag_id}: {run.state} in {took} ({summary})")
-        for ti in tis:
-            if ti.state in ("failed", "upstream_failed"):
-                echo(f"  {GLYPHS[ti.state]} {ti.task_id}: {ti.state}: "
-                     f"{visible(ti.reason or '', inline=True)}")
-        if run.state != "success":
-            echo(f"  logs: flowtui logs {run.dag_id} {run.run_id} TASK")
+        for line in failure_lines(args, config, dag, run, tis, errors):
+            print(line)
     return EXIT_OK if run.state == "success" else EXIT_FAILED
 
 
@@ -148,12 +162,24 @@ def _error_json(e: Any) -> dict[str, Any]:
     return {"file": e.fileloc, "line": e.line, "message": e.message}
 
 
+def _runner_errors(store: Store | None, result: LoadResult) -> list[ImportError_]:
+    """Errors the store holds for this folder's files that this parse does not find: those the
+    runner recorded for the DAGs it set aside because scheduling them failed."""
+    if store is None:
+        return []
+    found = {(e.fileloc, e.line, e.message) for e in result.errors}
+    files = set(result.files)
+    return [e for e in store.import_errors()
+            if e.fileloc in files and (e.fileloc, e.line, e.message) not in found]
+
+
 def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     result = _load(config)
     paused: dict[str, tuple[bool, str | None]] = {}
-    store = _store_or_none(config)
+    store = read_store(config) if config.db_path.exists() else None
     if store is not None:
         paused = {d.dag_id: (d.paused, d.paused_reason) for d in store.dags()}
+    aside = _runner_errors(store, result)
     if args.json:
         _emit_json({
             "dags": [{"dag_id": d.dag_id, "file": d.fileloc, "schedule": d.schedule,
@@ -163,6 +189,7 @@ def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
                       "paused_reason": paused.get(d.dag_id, (d.paused, None))[1]}
                      for d in sorted(result.dags.values(), key=lambda d: d.dag_id)],
             "errors": [_error_json(e) for e in result.errors],
+            "runner_errors": [_error_json(e) for e in aside],
         })
         return EXIT_OK
     rows = []
@@ -174,6 +201,10 @@ def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     print(table(rows, ["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "PAUSED", "FILE"]))
     if result.errors:
         print(f"\n{len(result.errors)} import error(s); see 'flowtui dags check'")
+    if aside:
+        print(f"\n{len(aside)} DAG(s) set aside by the runner:")
+        for error in aside:
+            echo(f"  {LoadError(error.fileloc, error.line, error.message)}")
     return EXIT_OK
 
 
@@ -182,7 +213,6 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
     result = _load(config)
     took = time.perf_counter() - started
     from flowtui.runner.alerting import dag_policy_errors, parse_alerting
-    from flowtui.runner.loader import LoadError
 
     toml = str(config.home / "flowtui.toml")
     alerting = parse_alerting(config.raw, toml)
@@ -190,16 +220,22 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
                          for e in alerting.errors)
     result.errors.extend(LoadError(e.split(": ", 1)[0], None, e.split(": ", 1)[1])
                          for e in dag_policy_errors(alerting, result.dags))
+    aside = _runner_errors(read_store(config) if config.db_path.exists() else None, result)
     if args.json:
         _emit_json({"dags": sorted(result.dags), "files": len(result.files),
-                    "errors": [_error_json(e) for e in result.errors]})
+                    "errors": [_error_json(e) for e in result.errors],
+                    "runner_errors": [_error_json(e) for e in aside]})
     else:
         for error in result.errors:
             print(visible(str(error)))
-        status = "OK" if not result.errors else f"{len(result.errors)} error(s)"
+        for error in aside:
+            print(visible(f"{LoadError(error.fileloc, error.line, error.message)} "
+                          "(recorded by the runner)"))
+        problems = len(result.errors) + len(aside)
+        status = "OK" if not problems else f"{problems} error(s)"
         print(f"{len(result.files)} file(s), {len(result.dags)} DAG(s), {status} "
               f"({took * 1000:.0f} ms)")
-    return EXIT_FAILED if result.errors else EXIT_OK
+    return EXIT_FAILED if result.errors or aside else EXIT_OK
 
 
 def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
@@ -224,16 +260,41 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
     print(table(rows, ["TASK", "KIND", "TRIGGER_RULE", "RETRIES", "PRIORITY", "POOL", "DEPS"]))
     if dag.schedule:
         print()
-        print("next fire times:")
-        for line in next_fire_times(dag, time.time(), 5):
+        fires = next_fire_times(dag, time.time(), 5)
+        print("next fire times:" if fires else "no more fire times: the schedule does not fire "
+              "again before the end of the calendar (year 9999)")
+        for line in fires:
             echo(f"  {line}")
     return EXIT_OK
 
 
 # -- runs and tasks --------------------------------------------------------------------------
+NO_DATABASE = ("no flowtui database in {home}; run 'flowtui runner' or 'flowtui run' there "
+               "first, or check --home")
+
+
+def read_store(config: Config) -> Store:
+    """The home's database, for a command that reads or acts on what was recorded. A home
+    without one is most often a typo in --home: say so rather than show an empty answer."""
+    if not config.db_path.exists():
+        raise UsageError(NO_DATABASE.format(home=config.home))
+    # Opened for writing so that a database another process is still creating gets its schema
+    # (or waits for it) instead of looking empty; nothing is written when it is up to date.
+    return _open_store(config)
+
+
+def known_dag(store: Store, dag_id: str) -> None:
+    """Raise "unknown DAG" unless the store has seen ``dag_id`` (a definition or a run)."""
+    names = {d.dag_id for d in store.dags()}
+    if dag_id in names or store.list_runs(dag_id, limit=1):
+        return
+    raise UsageError(unknown_dag(dag_id, names, str(store.path)))
+
+
 def _get_run(store: Store, dag_id: str, run_id: str) -> Run:
     run = store.get_run(dag_id, run_id)
     if run is None:
+        known_dag(store, dag_id)
         if not store.list_runs(dag_id, limit=1):
             raise UsageError(f"DAG {dag_id!r} has no runs in {store.path}")
         raise UsageError(f"DAG {dag_id!r} has no run {run_id!r}; "
@@ -241,17 +302,11 @@ def _get_run(store: Store, dag_id: str, run_id: str) -> Run:
     return run
 
 
-def _store_or_none(config: Config) -> Store | None:
-    # Opened for writing so that a database another process is still creating gets its schema
-    # (or waits for it) instead of looking empty; nothing is written when it is up to date.
-    if not config.db_path.exists():
-        return None
-    return _open_store(config)
-
-
 def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
-    store = _store_or_none(config)
-    runs = store.list_runs(args.dag_id, args.state, args.limit) if store else []
+    store = read_store(config)
+    if args.dag_id is not None:
+        known_dag(store, args.dag_id)
+    runs = store.list_runs(args.dag_id, args.state, args.limit)
     if args.json:
         _emit_json([run_json(r) for r in runs])
         return EXIT_OK
@@ -265,34 +320,36 @@ def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_tasks_list(args: argparse.Namespace, config: Config) -> int:
-    store = _store_or_none(config)
-    if store is None:
-        raise UsageError(f"no runs recorded yet in {config.home}")
+    store = read_store(config)
     run = _get_run(store, args.dag_id, args.run_id)
     tis = store.task_instances(run.pk)
+    errors = task_errors(store, run)
     if args.json:
-        _emit_json([task_json(ti) for ti in tis])
+        _emit_json([task_json(ti, errors.get(ti.task_id)) for ti in tis])
         return EXIT_OK
     echo(f"{run.dag_id} {run.run_id}: {run.state}")
     rows = [[f"{GLYPHS[ti.state]} {ti.task_id}", ti.state, f"{ti.try_number}/{ti.max_tries}",
              format_duration(ti.duration) if ti.duration is not None else "-",
              "-" if ti.exit_code is None else str(ti.exit_code), ti.reason or ""]
             for ti in tis]
-    print(table(rows, ["TASK", "STATE", "TRY", "DURATION", "EXIT", "REASON"]))
+    lines = table(rows, ["TASK", "STATE", "TRY", "DURATION", "EXIT", "REASON"]).split("\n")
+    print(lines[0])
+    width = shutil.get_terminal_size().columns
+    for ti, line in zip(tis, lines[1:]):
+        print(line)
+        excerpt = errors.get(ti.task_id)
+        if excerpt and ti.state in ("failed", "up_for_retry"):
+            # Under its row, cut to one terminal line: the table stays readable.
+            print(shorten("    " + visible(excerpt.strip(), inline=True), max(20, width - 1)))
     return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace, config: Config) -> int:
-    store = _store_or_none(config)
-    if store is None:
-        raise UsageError(f"no runs recorded yet in {config.home}")
+    store = read_store(config)
     run = _get_run(store, args.dag_id, args.run_id)
     tries = store.tries(run.pk, args.task_id)
     if not tries:
-        names = {ti.task_id for ti in store.task_instances(run.pk)}
-        if args.task_id not in names:
-            raise UsageError(f"run {run.run_id} of {run.dag_id} has no task {args.task_id!r}")
-        raise UsageError(f"task {args.task_id!r} has not started yet in run {run.run_id}")
+        raise UsageError(_no_log(args, config, store, run))
     chosen = tries[-1]
     if args.try_number is not None:
         match = [t for t in tries if t.try_number == args.try_number]
@@ -309,9 +366,59 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
                    if t.try_number == chosen.try_number][0]
         offset = _copy_log(chosen.log_path, offset, tty)
         if current.end_date is not None:
-            _copy_log(chosen.log_path, offset, tty)
+            offset = _copy_log(chosen.log_path, offset, tty)
+            # On stderr: stdout stays the log's bytes, exactly, for a pipe or a file.
+            if tty and not _ends_line(chosen.log_path, offset):
+                print(flush=True)
+            echo(_how_it_ended(current), file=sys.stderr)
             return EXIT_OK
         time.sleep(0.2)
+
+
+def _no_log(args: argparse.Namespace, config: Config, store: Store, run: Run) -> str:
+    """Why a task of a run has no log: it is not in the run, it never ran and why, or it has
+    not started yet."""
+    tis = {ti.task_id: ti for ti in store.task_instances(run.pk)}
+    ti = tis.get(args.task_id)
+    if ti is None:
+        return f"run {run.run_id} of {run.dag_id} has no task {args.task_id!r}"
+    if ti.state == "upstream_failed":
+        dag = None
+        if config.pipelines.is_dir():  # the dependencies live in the pipeline file, not the store
+            dag = _load(config).dags.get(run.dag_id)
+        failed = failed_upstreams(dag, tis, args.task_id)
+        if failed:
+            which = "upstream " + failed[0] if len(failed) == 1 else \
+                "upstreams " + ", ".join(failed)
+            return (f"{args.task_id} never ran: its {which} failed "
+                    f"(run {logs_command(args, config, run, failed[0])})")
+        return f"{args.task_id} never ran: {ti.reason or 'an upstream task failed'}"
+    if ti.state in ("skipped", "success", "failed"):  # set by hand or a trigger rule
+        return f"{args.task_id} never ran: it is {ti.state} ({ti.reason or 'no reason recorded'})"
+    return f"task {args.task_id!r} has not started yet in run {run.run_id} ({ti.state})"
+
+
+def _how_it_ended(attempt: Try) -> str:
+    parts = [attempt.state]
+    if attempt.exit_code is not None:
+        parts.append(f"exit {attempt.exit_code}")
+    elif attempt.reason:
+        parts.append(attempt.reason)
+    excerpt = find_excerpt(attempt.log_path) if attempt.state != "success" else None
+    detail = f" ({visible(shorten(excerpt.text.strip(), 300), inline=True)})" if excerpt else ""
+    return f"-- try {attempt.try_number} ended: {', '.join(parts)}{detail}"
+
+
+def _ends_line(path: str, offset: int) -> bool:
+    """Whether what was printed of the log ends with a newline (or nothing was printed)."""
+    if offset == 0:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset - 1)
+            return fh.read(1) == b"\n"
+    except OSError:
+        return True
 
 
 def _copy_log(path: str, offset: int, tty: bool) -> int:

@@ -6,22 +6,18 @@ import json
 import sys
 import time
 
-from flowtui.cli import EXIT_OK, UsageError
-from flowtui.render import local_time
+from flowtui.cli import EXIT_OK
+from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.alerting import alert_json, list_alerts, set_alert_state
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
-from flowtui.store import Store
 
 
 def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
-    if not config.db_path.exists():
-        if args.alerts_command == "list":
-            print("[]" if args.json else "no alerts")
-            return EXIT_OK
-        raise UsageError(f"no alerts recorded yet in {config.home}")
-    store = Store.open(config.db_path)
+    from flowtui.commands import read_store
+
+    store = read_store(config)
     if args.alerts_command == "list":
         rows = list_alerts(store, include_resolved=args.all)
         if args.json:
@@ -30,25 +26,25 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
                 "summary": r[9]} for r in rows], indent=2))
             return EXIT_OK
         if not rows:
-            print("no open alerts")
+            echo("no open alerts")
         for r in rows:
             nxt = f"  next step in {format_duration(r[10] - time.time())}" if r[10] else ""
-            print(f"{r[0]:>4}  {r[5]:<8} {r[6]:<8} {r[1]:<12} {r[2]}"
-                  f"{' ' + r[3] if r[3] else ''}{' ' + r[4] if r[4] else ''}  level {r[7]}  "
-                  f"{local_time(r[8])}{nxt}\n      {r[9]}")
+            echo(f"{r[0]:>4}  {r[5]:<8} {r[6]:<8} {r[1]:<12} {r[2]}"
+                 f"{' ' + r[3] if r[3] else ''}{' ' + r[4] if r[4] else ''}  level {r[7]}  "
+                 f"{local_time(r[8])}{nxt}\n      {visible(r[9], inline=True)}")
         return EXIT_OK
     state = "acked" if args.alerts_command == "ack" else "resolved"
     set_alert_state(store, args.alert_id, state)
     daemon = actions.live_daemon(store)
     if daemon is not None:
         actions.wake(daemon[1])
-    print(f"alert {args.alert_id} {state}" + ("" if daemon else
-                                             "; no runner is alive to notify the channels yet"))
+    echo(f"alert {args.alert_id} {state}" + ("" if daemon else
+                                            "; no runner is alive to notify the channels yet"))
     return EXIT_OK
 
 
 def cmd_sla(args: argparse.Namespace, config: Config) -> int:
-    from flowtui.commands import _load
+    from flowtui.commands import _load, read_store
     from flowtui.runner.clock import iso
     from flowtui.runner.sla import active_statuses
 
@@ -60,11 +56,9 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
     if broken:  # their runs are left out below: say so rather than show fewer runs silently
         problems.append(f"{len(broken)} pipeline file(s) cannot be loaded, their SLAs are not "
                         f"checked: {', '.join(broken)} ('flowtui dags check' says why)")
-    if config.db_path.exists():
-        items = active_statuses(Store.open(config.db_path), dags, time.time(),
-                                problems=problems)
+    items = active_statuses(read_store(config), dags, time.time(), problems=problems)
     for problem in problems:  # on stderr with --json, so that stdout stays one JSON value
-        print(problem, file=sys.stderr if args.json else sys.stdout)
+        echo(problem, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{"dag_id": i.dag_id, "run_id": i.run_id, "state": i.run_state,
                            "deadline": iso(i.deadline), "predicted_finish": iso(i.predicted),
@@ -72,12 +66,12 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
                           for i in items], indent=2))
         return EXIT_OK
     if not items:
-        print("no runs with an SLA in the last day")
+        echo("no runs with an SLA in the last day")
     for i in items:
         left = i.deadline - time.time()
         when = f"in {format_duration(left)}" if left > 0 else f"{format_duration(-left)} ago"
-        print(f"{i.verdict:<9} {i.dag_id} {i.run_id}  deadline {local_time(i.deadline)} ({when})"
-              f"  predicted {local_time(i.predicted)}"
-              + (f"\n          critical path: {' -> '.join(i.critical_path)}"
-                 if i.critical_path else ""))
+        echo(f"{i.verdict:<9} {i.dag_id} {i.run_id}  deadline {local_time(i.deadline)} ({when})"
+             f"  predicted {local_time(i.predicted)}"
+             + (f"\n          critical path: {' -> '.join(i.critical_path)}"
+                if i.critical_path else ""))
     return EXIT_OK

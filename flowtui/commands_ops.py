@@ -7,7 +7,7 @@ import sys
 import time
 
 from flowtui.cli import EXIT_OK, UsageError
-from flowtui.render import local_time
+from flowtui.render import echo, local_time
 from flowtui.runner import actions
 from flowtui.runner.config import Config
 from flowtui.store import Store
@@ -19,8 +19,8 @@ def cmd_runner(args: argparse.Namespace, config: Config) -> int:
     if not config.pipelines.is_dir():
         raise UsageError(f"pipelines folder {config.pipelines} not found; pass --pipelines DIR")
     daemon = Daemon(config)
-    print(f"flowtui runner: pid {os.getpid()}, home {config.home}, pipelines "
-          f"{config.pipelines}", file=sys.stderr, flush=True)
+    echo(f"flowtui runner: pid {os.getpid()}, home {config.home}, pipelines "
+         f"{config.pipelines}", file=sys.stderr, flush=True)
     daemon.serve()
     return EXIT_OK
 
@@ -46,14 +46,14 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     else:
         logical = parse_date(args.date, dag.timezone) if args.date else None
         run = actions.trigger(store, dag, logical_date=logical, conf=conf)
-        print(run.run_id)
+        echo(run.run_id)
         if actions.live_daemon(store) is None:
-            print("flowtui: no runner is alive for this home; 'flowtui runner' will start the "
-                  "run", file=sys.stderr)
+            echo("flowtui: no runner is alive for this home; 'flowtui runner' will start the "
+                 "run", file=sys.stderr)
         return EXIT_OK
     with store.transaction() as conn:
         store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf})
-    print(run.run_id)
+    echo(run.run_id)
     daemon = actions.live_daemon(store)
     if daemon is not None:
         actions.wake(daemon[1])
@@ -80,8 +80,8 @@ def _trigger_last_good(store: Store, args: argparse.Namespace, conf: dict):
                               runner_id=None, tasks=[], cause="operator")
     except Exception as exc:
         raise RunError(str(exc)) from None
-    print(f"flowtui: warning: {args.dag_id}'s file has errors ('flowtui dags check'); the "
-          "runner uses its last good definition", file=sys.stderr)
+    echo(f"flowtui: warning: {args.dag_id}'s file has errors ('flowtui dags check'); the "
+         "runner uses its last good definition", file=sys.stderr)
     return store.get_run_by_pk(pk)
 
 
@@ -107,12 +107,10 @@ def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
 
 
 def _target(args: argparse.Namespace, config: Config):
-    from flowtui.commands import _dag, _get_run, _load
+    from flowtui.commands import _dag, _get_run, _load, read_store
 
     dag = _dag(_load(config), args.dag_id, config)
-    if not config.db_path.exists():
-        raise UsageError(f"no runs recorded yet in {config.home}")
-    store = _store(config)
+    store = read_store(config)
     run = _get_run(store, args.dag_id, args.run_id)
     return store, dag, run
 
@@ -121,8 +119,8 @@ def _report(outcome: actions.Outcome) -> int:
     where = "applied by " + outcome.applied_by if outcome.applied_by != "store" else (
         "recorded; no runner is alive, the next one carries on")
     detail = f" ({outcome.detail})" if outcome.detail else ""
-    print(f"{outcome.action} {outcome.run.dag_id} {outcome.run.run_id}: "
-          f"{', '.join(outcome.task_ids) or '-'}: {where}{detail}")
+    echo(f"{outcome.action} {outcome.run.dag_id} {outcome.run.run_id}: "
+         f"{', '.join(outcome.task_ids) or '-'}: {where}{detail}")
     return EXIT_OK
 
 
@@ -136,13 +134,13 @@ def cmd_clear(args: argparse.Namespace, config: Config) -> int:
     if not affected:
         raise UsageError("nothing to clear: no task matches (with --failed-only, none failed)")
     if not args.yes:
-        print(f"clear {len(affected)} task(s) of {run.dag_id} {run.run_id}:")
+        echo(f"clear {len(affected)} task(s) of {run.dag_id} {run.run_id}:")
         for task_id in affected:
-            print(f"  {task_id} ({tis[task_id].state})")
+            echo(f"  {task_id} ({tis[task_id].state})")
         if not sys.stdin.isatty():
             raise UsageError("confirmation needed: run again with --yes (stdin is not a terminal)")
         if input("proceed? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing changed")
+            echo("nothing changed")
             return EXIT_OK
     return _report(actions.submit(store, dag, run, "clear", list(args.task_ids), options=options))
 

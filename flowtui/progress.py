@@ -1,13 +1,18 @@
-"""What ``flowtui run`` shows while a run executes: a live table on a terminal, lines otherwise."""
+"""What ``flowtui run`` shows: a live table on a terminal (lines otherwise), then its failures."""
 from __future__ import annotations
 
+import argparse
+import shlex
 import sys
 import time
 from typing import Any, Callable
 
 from flowtui.render import COLOURS, GLYPHS, visible
+from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
+from flowtui.runner.graph import shorten
 from flowtui.runner.model import DagSpec
+from flowtui.store.models import Run, TaskInstance
 
 
 class _Plain:
@@ -101,3 +106,62 @@ def make_listener(dag: DagSpec, live: bool, out: Any = None) -> tuple[Callable[.
         display.update(task.task_id, what, detail or task.reason, task.try_number)
 
     return listener, display
+
+
+# -- the summary after a run -----------------------------------------------------------------
+def failure_lines(args: argparse.Namespace, config: Config, dag: DagSpec, run: Run,
+              tis: list[TaskInstance], errors: dict[str, str]) -> list[str]:
+    """Each failed task with its reason and error excerpt and the command that prints its log;
+    each task that never ran because of it, once, under it."""
+    by_id = {ti.task_id: ti for ti in tis}
+    blocked: dict[str, list[str]] = {}
+    orphans = []
+    for ti in tis:
+        if ti.state == "upstream_failed":
+            cause = failed_upstreams(dag, by_id, ti.task_id)
+            if cause:
+                blocked.setdefault(cause[0], []).append(ti.task_id)
+            else:
+                orphans.append(ti)
+    lines = []
+    for ti in tis:
+        if ti.state != "failed":
+            continue
+        excerpt = errors.get(ti.task_id)
+        lines.append(f"  {GLYPHS['failed']} {visible(ti.task_id, inline=True)}: "
+                     f"{visible(ti.reason or 'failed', inline=True)}"
+                     + (f": {visible(shorten(excerpt, 400), inline=True)}" if excerpt else ""))
+        if ti.try_number > 0:  # a task that failed before it started has no log
+            lines.append(f"      logs: {logs_command(args, config, run, ti.task_id)}")
+        if blocked.get(ti.task_id):
+            names = ", ".join(blocked[ti.task_id])
+            lines.append(f"      {GLYPHS['upstream_failed']} never ran because of it: "
+                         f"{visible(names, inline=True)}")
+    for ti in orphans:
+        lines.append(f"  {GLYPHS[ti.state]} {visible(ti.task_id, inline=True)}: {ti.state}: "
+                     f"{visible(ti.reason or '', inline=True)}")
+    return lines
+
+
+def logs_command(args: argparse.Namespace, config: Config, run: Run, task_id: str) -> str:
+    """The exact ``flowtui logs`` command line for a task of a run, ready to paste (with the
+    --home and --pipelines this command was given, and only those)."""
+    words = ["flowtui"]
+    if getattr(args, "home", None) is not None:
+        words += ["--home", str(config.home)]
+    if getattr(args, "pipelines", None) is not None:
+        words += ["--pipelines", str(config.pipelines)]
+    words += ["logs", run.dag_id, run.run_id, task_id]
+    return visible(" ".join(shlex.quote(word) for word in words), inline=True)
+
+
+def failed_upstreams(dag: DagSpec | None, tis: dict[str, TaskInstance], task_id: str) -> list[str]:
+    """The failed tasks that left ``task_id`` upstream_failed, in topological order: its failed
+    ancestors when the DAG is known, else every failed task of the run."""
+    from flowtui.runner.actions import ancestors
+
+    if dag is not None and task_id in dag.tasks:
+        above = ancestors(dag, [task_id])
+        return [t for t in dag.topological_order()
+                if t in above and tis.get(t) is not None and tis[t].state == "failed"]
+    return [t for t, ti in tis.items() if ti.state == "failed"]

@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from flowtui.runner.clock import iso
-from flowtui.store.models import Run, TaskInstance
+from flowtui.runner.excerpt import find_excerpt
+from flowtui.store import Store
+from flowtui.store.models import Run, TaskInstance, Try
 
 GLYPHS = {
     "none": "·", "scheduled": "◌", "queued": "◌", "running": "▶", "up_for_retry": "↻",
@@ -60,7 +62,8 @@ def run_json(run: Run) -> dict[str, Any]:
     }
 
 
-def task_json(ti: TaskInstance) -> dict[str, Any]:
+def task_json(ti: TaskInstance, error: str | None = None) -> dict[str, Any]:
+    """A task instance as SPEC 6 lists it, plus ``error``: its latest try's error excerpt."""
     return {
         "dag_id": ti.dag_id,
         "run_id": ti.run_id,
@@ -74,6 +77,7 @@ def task_json(ti: TaskInstance) -> dict[str, Any]:
         "exit_code": ti.exit_code,
         "pid": ti.pid,
         "reason": ti.reason,
+        "error": error,
     }
 
 
@@ -95,3 +99,21 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
     return "\n".join(lines)
+
+
+def latest_tries(store: Store, run: Run) -> dict[str, Try]:
+    latest: dict[str, Try] = {}
+    for attempt in store.tries(run.pk):
+        if attempt.task_id not in latest or attempt.try_number > latest[attempt.task_id].try_number:
+            latest[attempt.task_id] = attempt
+    return latest
+
+
+def task_errors(store: Store, run: Run) -> dict[str, str]:
+    """The error excerpt of each task's latest try log, for the tasks that have one."""
+    errors = {}
+    for task_id, attempt in latest_tries(store, run).items():
+        excerpt = find_excerpt(attempt.log_path)
+        if excerpt is not None:
+            errors[task_id] = excerpt.text
+    return errors

@@ -39,8 +39,12 @@ def next_fire_times(dag: DagSpec, now: float, count: int) -> list[str]:
     out = []
     after = now
     if dag.start_date is not None and dag.start_date > now:
-        # The first run is created when the first interval (from start_date) ends.
-        after = next(fire_times(dag.schedule, dag.timezone, dag.start_date - 1e-6))
+        # The first run is created when the first interval (from start_date) ends; a schedule
+        # with no fire left before the end of the calendar (year 9999) has none.
+        first = next(fire_times(dag.schedule, dag.timezone, dag.start_date - 1e-6), None)
+        if first is None:
+            return []
+        after = first
     for instant, note in fire_times_local(dag.schedule, dag.timezone, after, count):
         local = dt.datetime.fromtimestamp(instant, tz)
         utc = dt.datetime.fromtimestamp(instant, dt.timezone.utc)
