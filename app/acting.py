@@ -26,10 +26,10 @@ TASK_BINDINGS = [
     Binding("enter", "open", "Open", id="open"),
     Binding("l", "logs", "Logs", id="logs"),
     Binding("c", "clear", "Clear", id="clear"),
-    Binding("r", "retry", "Retry now", id="retry"),
+    Binding("r", "retry", "Retry", id="retry"),
     Binding("m", "mark", "Mark", id="mark"),
-    Binding("ctrl+k", "kill", "Kill", id="kill"),
-    Binding("space", "select", "Select", id="select"),
+    Binding("ctrl+k", "kill", "Kill", show=False, id="kill"),
+    Binding("space", "select", "Select", show=False, id="select"),
 ]
 
 

@@ -23,7 +23,7 @@ NAV = [
     Binding("6", "app.mode('backfills')", "Backfills", show=False, id="mode-backfills"),
     Binding("question_mark", "app.help", "Help", id="help"),
     Binding("colon", "app.command_palette", "Palette", show=False, id="palette"),
-    Binding("escape", "back", "Back", id="back"),
+    Binding("escape", "back", "Back", show=False, id="back"),
     Binding("q", "back_or_quit", "Quit", id="quit"),
 ]
 

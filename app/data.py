@@ -51,6 +51,7 @@ class DagRow:
     running: int = 0
     next_run: float | None = None
     has_error: bool = False
+    durations: list[float | None] = field(default_factory=list)  # of last_states' runs
 
 
 @dataclass(slots=True)
@@ -166,10 +167,12 @@ class Data:
                               "is_active, fileloc FROM dags ORDER BY dag_id").fetchall():
             row = DagRow(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), r[6],
                          has_error=r[6] in errors)
-            recent = conn.execute("SELECT state FROM dag_runs WHERE dag_id = ? ORDER BY "
-                                  "logical_date DESC, id DESC LIMIT ?",
+            recent = conn.execute("SELECT state, start_date, end_date FROM dag_runs WHERE "
+                                  "dag_id = ? ORDER BY logical_date DESC, id DESC LIMIT ?",
                                   (row.dag_id, runs_per_dag)).fetchall()
             row.last_states = [s[0] for s in reversed(recent)]
+            row.durations = [(s[2] - s[1]) if s[1] is not None and s[2] is not None else None
+                             for s in reversed(recent)]
             row.running = sum(1 for s in recent if s[0] == "running")
             rows.append(row)
         return rows

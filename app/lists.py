@@ -168,7 +168,7 @@ class NowScreen(TaskActions, TableScreen):
     TITLE = "Now"
     COLUMNS = ("new", "when", "state", "task", "try", "why")
     BINDINGS = [*NAV, *TASK_BINDINGS, FILTER, *TableScreen.MOVES,
-                Binding("T", "range", "Time range", id="now-range")]
+                Binding("T", "range", "Range", id="now-range")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -285,7 +285,8 @@ def _state_style(app: Any, state: str) -> str:
 
 class DagsScreen(DagActions, TableScreen):
     TITLE = "DAGs"
-    COLUMNS = ("dag", "schedule", "last runs", "running", "sla", "paused", "problems")
+    COLUMNS = ("dag", "next run", "last runs", "duration", "sla", "paused", "problems",
+               "schedule")
     BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-dag"),
                 Binding("t", "trigger", "Trigger", id="trigger"),
                 Binding("b", "backfill", "Backfill", id="backfill"),
@@ -304,7 +305,13 @@ class DagsScreen(DagActions, TableScreen):
         if any(d.sla for d in dags.values()):
             for item in sla_rows(data, dags):  # newest run first: keep that one per DAG
                 slas.setdefault(item.dag_id, item)
-        return data.dag_rows(), len(data.import_errors()), slas
+        rows = data.dag_rows()
+        now = time.time()
+        for row in rows:
+            spec = dags.get(row.dag_id)
+            if spec is not None and not row.paused:
+                row.next_run = next_fire(spec, now)
+        return rows, len(data.import_errors()), slas
 
     def show(self, result: Any) -> None:
         rows_data, error_count, slas = result
@@ -323,10 +330,15 @@ class DagsScreen(DagActions, TableScreen):
             if not row.is_active:
                 problems.append("file gone")
             paused = ("⏸ " + (row.paused_reason or "paused")) if row.paused else ""
-            rows.append((row.dag_id, (row.dag_id, row.schedule or "manual", glyphs,
-                                      str(row.running or ""), _sla_cell(slas.get(row.dag_id)),
-                                      paused, ", ".join(problems))))
-        sync_table(self.table, rows)
+            if row.running:
+                glyphs.append(f"{row.running}▶", style=_run_colour(self.app, "running"))
+            upcoming = "paused" if row.paused else (
+                "-" if row.next_run is None else "in " + format_duration(
+                    max(0.0, row.next_run - time.time())))
+            rows.append((row.dag_id, (Text(row.dag_id, overflow="ellipsis"), upcoming, glyphs,
+                                      sparkline(row.durations), _sla_cell(slas.get(row.dag_id)),
+                                      paused, ", ".join(problems), row.schedule or "manual")))
+        sync_table(self.table, rows, caps={0: 26, 5: 14})
         suffix = f"   ({error_count} import error(s): press i)" if error_count else ""
         self.query_one(".title", Static).update(f"DAGs{suffix}")
 
@@ -346,6 +358,32 @@ class DagsScreen(DagActions, TableScreen):
 
     def action_errors(self) -> None:
         self.app.push_screen(ImportErrorsScreen())
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> Text:
+    """Run durations as bars, oldest first (an unfinished run is a gap)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return Text("")
+    top = max(known) or 1.0
+    return Text("".join(" " if v is None else SPARKS[min(7, int(v / top * 7.999))]
+                        for v in values), style="cyan")
+
+
+def next_fire(dag: Any, now: float) -> float | None:
+    """When the DAG's next scheduled run is created (None: manual, or no fire left)."""
+    from flowtui.runner.schedule import fire_times
+
+    if not isinstance(dag.schedule, str) or not dag.schedule:
+        return None
+    after = max(now, dag.start_date or now)
+    try:
+        return next(fire_times(dag.schedule, dag.timezone, after), None)
+    except Exception:  # the runner reports an unschedulable DAG; the list still shows it
+        return None
+
 
 def _sla_cell(item: Any) -> Text:
     """The DAG's SLA at a glance: a countdown to the deadline of its newest run, or the verdict."""
@@ -368,7 +406,7 @@ def _run_colour(app: Any, state: str) -> str:
 
 class RunsScreen(TableScreen):
     TITLE = "Runs, newest first"
-    COLUMNS = ("dag", "run", "type", "state", "started", "duration")
+    COLUMNS = ("dag", "run", "state", "started", "duration", "type")
     BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-run"), FILTER,
                 *TableScreen.MOVES]
 
@@ -377,12 +415,12 @@ class RunsScreen(TableScreen):
 
     def show(self, runs: list) -> None:
         self.runs = {str(r.pk): r for r in runs}
-        rows = [(str(r.pk), (r.dag_id, r.run_id, r.run_type, state_text(self.app, r.state),
-                             clock(r.start_date),
+        rows = [(str(r.pk), (Text(r.dag_id, overflow="ellipsis"), short_run(r.run_id),
+                             state_text(self.app, r.state), clock(r.start_date),
                              format_duration((r.end_date or time.time()) - r.start_date)
-                             if r.start_date else "-"))
+                             if r.start_date else "-", r.run_type))
                 for r in runs if self.keep(r.dag_id, r.run_id, r.state, r.run_type)]
-        sync_table(self.table, rows)
+        sync_table(self.table, rows, caps={0: 24, 1: 24})
 
     def action_open(self) -> None:
         from flowtui.app.dag_screen import DagScreen
@@ -439,8 +477,8 @@ class ImportErrorsScreen(FlowScreen):
 
 class AlertsScreen(TableScreen):
     TITLE = "Alerts: open and acked, newest first (a acks, R resolves)"
-    COLUMNS = ("id", "state", "severity", "kind", "level", "next step", "age", "where",
-               "deliveries", "summary")
+    COLUMNS = ("id", "state", "kind", "where", "summary", "next step", "level", "age",
+               "severity", "deliveries")
     BINDINGS = [*NAV, Binding("a", "ack", "Ack", id="ack"),
                 Binding("R", "resolve", "Resolve", id="resolve"), FILTER, *TableScreen.MOVES]
 
@@ -463,10 +501,12 @@ class AlertsScreen(TableScreen):
             nxt = ("-" if a.next_step_at is None else
                    f"in {format_duration(max(0.0, a.next_step_at - now))}")
             state = a.state + (f" by {a.acked_by}" if a.acked_by else "")
-            rows.append((str(a.id), (str(a.id), state, Text(a.severity, style=colour), a.kind,
-                                     str(a.level), nxt, ago(a.created_at), where,
-                                     a.deliveries or "-", Text(a.summary))))
-        sync_table(self.table, rows)
+            rows.append((str(a.id), (str(a.id), Text(state, style=colour), a.kind,
+                                     Text(where, overflow="ellipsis"),
+                                     Text(a.summary, overflow="ellipsis"), nxt, str(a.level),
+                                     ago(a.created_at), Text(a.severity, style=colour),
+                                     a.deliveries or "-")))
+        sync_table(self.table, rows, caps={1: 12, 2: 12, 3: 22, 4: 36})
         self.query_one(".title", Static).update(self.TITLE if rows else "Alerts: none open ✓")
 
     def _current(self) -> Any:
@@ -503,8 +543,15 @@ class AlertsScreen(TableScreen):
         self.app.call_from_thread(self.reload)
 
 
+def zoned(ts: float | None) -> str:
+    """A time of day with its timezone (detail views say which clock they mean)."""
+    if ts is None:
+        return "-"
+    return time.strftime("%H:%M %Z", time.localtime(ts))
+
+
 class SlaScreen(TableScreen):
-    TITLE = "SLA: deadlines, predicted finish and the critical path"
+    TITLE = "SLA: deadline, time left, predicted finish, critical path"
     COLUMNS = ("verdict", "dag", "run", "deadline", "left", "predicted", "critical path")
     BINDINGS = [*NAV, FILTER, *TableScreen.MOVES]
 
@@ -523,10 +570,12 @@ class SlaScreen(TableScreen):
                       "on track": "green"}.get(i.verdict, "")
             left = i.deadline - now
             rows.append((f"{i.dag_id}:{i.run_id}", (
-                Text(i.verdict, style=colour), i.dag_id, short_run(i.run_id), clock(i.deadline),
+                Text(i.verdict, style=colour), Text(i.dag_id, overflow="ellipsis"),
+                short_run(i.run_id), zoned(i.deadline),
                 format_duration(left) if left > 0 else f"-{format_duration(-left)}",
-                clock(i.predicted), " -> ".join(i.critical_path) or "-")))
-        sync_table(self.table, rows)
+                zoned(i.predicted) if i.predicted else "-",
+                " -> ".join(i.critical_path) or "-")))
+        sync_table(self.table, rows, caps={1: 20, 2: 20})
         self.query_one(".title", Static).update(
-            self.TITLE if rows else "SLA: no run with an SLA (sla: {deadline: \"08:00\"} or "
-                                    "{within: 2h}) in the last day")
+            self.TITLE if rows else "SLA: no run with an SLA in the last day "
+                                    "(sla: {deadline: 08:00} or {within: 2h})")
