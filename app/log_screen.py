@@ -1,34 +1,41 @@
-"""The log viewer: the end of a try's log at once (any size), follow, search, first error.
+"""The log viewer: any place of a try's log by byte offset (any size), follow, search, the error.
 
 Output is shown with control and escape characters as visible text, so a task can never change
-the operator's terminal (title, colours, clipboard, cursor). Reading lives in ``log_reader``: a
-worker thread follows the file by byte offset and the screen repaints at most once per poll, from
-a bounded window of lines.
+the operator's terminal (title, colours, clipboard, cursor). Reading lives in ``log_reader``: the
+view holds a bounded window of whole lines, each with its byte offset in the file, loaded around
+any offset (the start, the end, the error excerpt, a search match) and followed by a worker thread
+while it is the end of the log. Where the view stands is the screen's one ``place``: every scroll
+the screen makes re-applies it, so no scroll queued earlier can move the view off a jump.
 """
 from __future__ import annotations
 
-import re
+import os
+import shlex
+import subprocess
 from collections import deque
 from typing import Any, Iterable
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Input, RichLog, Static
+from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from flowtui.app.acting import TaskRef
 from flowtui.app.base import NAV, FlowScreen
-from flowtui.app.log_reader import (VIEW_LINES, LogTail, find_first, read_tail, read_window,
-                                    size_text)
-from flowtui.app.render import display_path, log_line
+from flowtui.app.log_reader import (OPEN_LINES, VIEW_LINES, Line, LogTail, Window, find_first,
+                                    line_end, read_tail, read_window, search, size_text)
+from flowtui.app.log_view import LogView, PathLine, fit_path, pager_command, styled
+from flowtui.app.render import display_path
+from flowtui.runner.excerpt import find_excerpt
 
-__all__ = ["LogScreen", "find_first", "read_tail"]
+__all__ = ["LogScreen", "fit_path", "find_first", "pager_command", "read_tail"]
 
 POLL_SECONDS = 0.25  # how often a followed log is read: at most one repaint per poll
-ERROR_RE = re.compile(rb"error|exception|traceback|fatal", re.I)
+CONTEXT_ROWS = 4     # lines shown above a line jumped to
+END = -1             # the place "the last line of the log"
 
 
 class TailGrew(Message):
@@ -39,15 +46,29 @@ class TailGrew(Message):
 
 
 class LogScreen(FlowScreen):
+    AUTO_FOCUS = ""  # keys go to the screen; the search box takes them only while shown
     BINDINGS = [*NAV,
                 Binding("F", "follow", "Follow", id="log-follow"),
-                Binding("e", "first_error", "First error", id="log-error"),
+                Binding("e", "error", "Error line", id="log-error"),
                 Binding("slash", "search", "Search", id="log-search"),
-                Binding("n", "next_match", "Next", id="log-next"),
-                Binding("N", "previous_match", "Previous", id="log-previous"),
-                Binding("left_square_bracket", "try(-1)", "Prev try", id="log-prev-try"),
-                Binding("right_square_bracket", "try(1)", "Next try", id="log-next-try"),
-                Binding("w", "wrap", "Wrap", id="log-wrap")]
+                Binding("n", "match(1)", "Next match", show=False, id="log-next"),
+                Binding("N", "match(-1)", "Previous match", show=False, id="log-previous"),
+                Binding("left_square_bracket", "try(-1)", "Previous try", show=False,
+                        id="log-prev-try"),
+                Binding("right_square_bracket", "try(1)", "Next try", show=False,
+                        id="log-next-try"),
+                Binding("w", "wrap", "Wrap", id="log-wrap"),
+                Binding("o", "pager", "Pager", id="log-pager"),
+                Binding("y", "copy_path", "Copy path", id="log-copy"),
+                Binding("home,g", "start", "Start of log", show=False, id="log-start"),
+                Binding("end,G", "end", "End of log", show=False, id="log-end"),
+                # Moving: the window of lines loads more of the file at its edges.
+                Binding("up,k", "line(-1)", show=False),
+                Binding("down,j", "line(1)", show=False),
+                Binding("pageup", "page(-1)", show=False),
+                Binding("pagedown", "page(1)", show=False),
+                Binding("left", "sideways(-8)", show=False),
+                Binding("right", "sideways(8)", show=False)]
 
     def __init__(self, ref: TaskRef, try_number: int | None = None) -> None:
         super().__init__()
@@ -56,19 +77,27 @@ class LogScreen(FlowScreen):
         self.tries: list[Any] = []
         self.path = ""
         self.tail: LogTail | None = None
-        self.at_tail = True  # the view shows the end of the log (not a window around a jump)
+        self.at_tail = True  # the window is the end of the log, growing while followed
         self.opening = False  # the end of a newly opened log is shown even while paused
         self.follow = True
         self.running = False
         self.lines: deque[str] = deque(maxlen=VIEW_LINES)
-        self.matches: list[int] = []
-        self.match_index = -1
+        self.offsets: deque[int | None] = deque(maxlen=VIEW_LINES)
+        self.window_end = 0  # the byte after the window's last line (when not the tail)
+        self.file_size = 0
+        self.place: tuple[int, int] = (END, 0)  # (byte offset of a line, its row on screen)
+        self.moves = 0  # bumped by every key that moves the view: late answers then give way
+        self.excerpt: int | None = None  # the offset of the error excerpt's line, once found
         self.pattern = ""
+        self.match: int | None = None  # the offset of the line of the current match
+        self.note = ""
         self.TITLE = f"log: {ref.dag_id} / {ref.run_id} / {ref.task_id}"
 
     def body(self) -> ComposeResult:
-        yield RichLog(highlight=False, markup=False, wrap=False, max_lines=VIEW_LINES, id="log")
-        yield Input(placeholder="search (enter)", id="filter")
+        yield PathLine(id="logpath")
+        yield LogView(highlight=False, markup=False, wrap=False, max_lines=VIEW_LINES,
+                      auto_scroll=False, id="log")
+        yield Input(placeholder="search the whole log (enter)", id="filter", disabled=True)
         yield Static("", id="logbar")
 
     def on_unmount(self) -> None:
@@ -91,6 +120,9 @@ class LogScreen(FlowScreen):
         self.running = chosen.end_date is None
         if chosen.log_path != self.path:
             self.path = chosen.log_path
+            self.excerpt = self.match = None
+            self.note = ""
+            self.query_one(PathLine).show_path(self.path)
             self._open_tail()
         self._bar()
 
@@ -100,6 +132,7 @@ class LogScreen(FlowScreen):
             self.tail.close()
         self.tail = LogTail(self.path)
         self.at_tail = self.opening = True
+        self.place = (END, 0)
         self._paint([])
         self._follow_worker(self.tail)
 
@@ -115,104 +148,265 @@ class LogScreen(FlowScreen):
     def _tail_grew(self) -> None:
         if not ((self.follow or self.opening) and self.at_tail and self.tail is not None):
             return
-        new = self.tail.take()
+        new = self.tail.take_lines()
         if new:
             self.opening = False
-            self.lines.extend(new)
-            self._write(new, scroll_end=True)
+            self.file_size = self.tail.size
+            self._add(new)
             self._bar()
 
-    def _paint(self, lines: Iterable[str], scroll_end: bool | None = None) -> None:
-        self.lines = deque(lines, maxlen=VIEW_LINES)
-        self.query_one("#log", RichLog).clear()
-        self._write(self.lines, scroll_end)
+    def _show_window(self, window: Window, row: int) -> None:
+        """The lines of ``window``, with its target line at ``row`` of the screen."""
+        if self.tail is not None:
+            self.tail.close()  # a window elsewhere in the file is not followed
+        self.at_tail = self.opening = self.follow = False
+        self.window_end, self.file_size = window.end, window.size
+        target = window.lines[window.target][0] if window.lines else None
+        self.place = (target if target is not None else 0, row)
+        self._paint(window.lines)
 
-    def _write(self, lines: Iterable[str], scroll_end: bool | None = None) -> None:
-        """One write for a whole batch: the widget renders and trims once, not once a line."""
+    # -- painting --------------------------------------------------------------------------
+    def _paint(self, lines: Iterable[Line]) -> None:
         batch = list(lines)
+        self.offsets = deque((o for o, _ in batch), maxlen=VIEW_LINES)
+        self.lines = deque((t for _, t in batch), maxlen=VIEW_LINES)
+        self.query_one(LogView).clear()
+        self._write(batch)
+
+    def _add(self, batch: list[Line]) -> None:
+        self.offsets.extend(o for o, _ in batch)
+        self.lines.extend(t for _, t in batch)
+        self._write(batch)
+
+    def _write(self, batch: list[Line]) -> None:
+        """One write for a whole batch (the widget renders and trims once), then the view goes
+        where ``place`` says, now and again after the next refresh (once the layout settled)."""
         if batch:
-            self.query_one("#log", RichLog).write(
-                Text("\n").join(log_line(line) for line in batch), scroll_end=scroll_end)
+            self.query_one(LogView).write(
+                Text("\n").join(styled(o, t, self.excerpt, self.pattern) for o, t in batch), scroll_end=False)
+        self._go()
+        self.call_after_refresh(self._go)
+
+    def _go(self) -> None:
+        log = self.query_one(LogView)
+        offset, row = self.place
+        if offset == END:
+            log.scroll_to(y=log.max_scroll_y, animate=False, immediate=True)
+            return
+        strip = log.strip_of(offset)
+        if strip is not None:
+            log.scroll_to(y=max(0, strip - row), animate=False, immediate=True)
+
+    def _top(self) -> int | None:
+        """The offset of the line at the top of the screen."""
+        log = self.query_one(LogView)
+        return log.offset_at(int(log.scroll_y))
 
     def _bar(self, message: str = "") -> None:
-        status = "following" if self.follow else "paused (F follows)"
+        if message:
+            self.note = message
+        status = "following" if self.follow and self.at_tail else "paused (F follows)"
         tries = f"try {self.try_number} of {len(self.tries)}" if self.tries else ""
-        found = f"  match {self.match_index + 1}/{len(self.matches)}" if self.matches else ""
-        size = f"  {size_text(self.tail.size)}" if self.tail is not None and self.tail.size else ""
+        first = self.offsets[0] if self.offsets else None
+        if self.at_tail:
+            where = "end of the log"
+        elif first == 0 or first is None:
+            where = "start of the log"
+        else:
+            where = f"{100 * first // max(1, self.file_size)}% into the log"
+        size = f" ({size_text(self.file_size)})" if self.file_size else ""
         self.query_one("#logbar", Static).update(
-            message or f"{tries}  {status}  {len(self.lines)} lines{found}{size}  "
-                       f"{display_path(self.path)}")
+            Text(f"{tries}  {status}  {where}{size}  {self.note}".strip(), no_wrap=True,
+                 overflow="ellipsis"))
 
-    # -- keys ------------------------------------------------------------------------------
+    # -- keys: moving ----------------------------------------------------------------------
+    def _moved(self) -> None:
+        """The operator moved the view: it stays where they put it, late answers of searches
+        and jumps asked for before give way, and the next search starts from here."""
+        self.moves += 1
+        self.note = ""
+        self.match = None
+
+    def action_line(self, step: int) -> None:
+        self._scroll(step)
+
+    def action_page(self, step: int) -> None:
+        self._scroll(step * max(1, self.query_one(LogView).scrollable_content_region.height - 1))
+
+    def action_sideways(self, step: int) -> None:
+        log = self.query_one(LogView)
+        log.scroll_to(x=max(0, log.scroll_x + step), animate=False, immediate=True)
+
+    def _scroll(self, rows: int) -> None:
+        self._moved()
+        log = self.query_one(LogView)
+        y = int(log.scroll_y) + rows
+        first = next((o for o in self.offsets if o is not None), None)
+        if y < 0 and first:
+            self._load_before(first, -y)
+        elif y > log.max_scroll_y and not self.at_tail and self.window_end < _size(self.path):
+            self._load_after(y - int(log.max_scroll_y))
+        else:
+            log.scroll_to(y=max(0, min(y, log.max_scroll_y)), animate=False, immediate=True)
+            top = self._top()
+            self.place = (END, 0) if self.at_tail and y >= log.max_scroll_y else (top or 0, 0)
+        self._bar()
+
+    def _load_before(self, first: int, rows: int) -> None:
+        """The window before the line at ``first``: the line above it shows ``rows`` - 1 rows
+        down, as if the view had scrolled on through the file."""
+        self._show_window(read_window(self.path, first - 1, before=OPEN_LINES * 3 // 4),
+                          rows - 1)
+
+    def _load_after(self, rows: int) -> None:
+        """The window after this one, its first line ``rows`` rows from the bottom."""
+        height = self.query_one(LogView).scrollable_content_region.height
+        self._show_window(read_window(self.path, self.window_end, before=OPEN_LINES // 4),
+                          max(0, height - rows))
+
+    def action_start(self) -> None:
+        self._moved()
+        self.follow = False
+        self._show_window(read_window(self.path, 0, before=0), 0)
+        self._bar()
+
+    def action_end(self) -> None:
+        self._moved()
+        self._open_tail()
+        self._bar()
+
     def action_follow(self) -> None:
+        self._moved()
         self.follow = not self.follow
         if self.follow and not self.at_tail and self.path:
             self._open_tail()  # back from a jump: the end of the log, followed again
         elif self.follow:
-            self.query_one("#log", RichLog).scroll_end(animate=False)
+            self.place = (END, 0)
+            self._go()
         self._bar()
 
     def action_wrap(self) -> None:
-        log = self.query_one("#log", RichLog)
+        """Wrap or unwrap long lines, keeping the line at the top of the screen there."""
+        log = self.query_one(LogView)
+        top = self._top()
+        if not (self.at_tail and log.scroll_y >= log.max_scroll_y) and top is not None:
+            self.place = (top, 0)
         log.wrap = not log.wrap
         log.clear()
-        self._write(self.lines)
+        self._write(list(zip(self.offsets, self.lines)))
 
     def action_try(self, step: int) -> None:
         numbers = [t.try_number for t in self.tries]
         if not numbers or self.try_number is None:
             return
+        self._moved()
         index = max(0, min(len(numbers) - 1, numbers.index(self.try_number) + step))
         self.try_number = numbers[index]
         self.show(self.tries)
 
-    def action_first_error(self) -> None:
-        self._find_error()
+    # -- keys: jumps -----------------------------------------------------------------------
+    def action_error(self) -> None:
+        if not self.path:
+            return
+        self._moved()
+        self._bar("looking for the error line…")
+        self._find_error(self.path, self.moves)
 
     @work(thread=True, exclusive=True, group="jump", exit_on_error=False)
-    def _find_error(self) -> None:
-        at = find_first(self.path, ERROR_RE) if self.path else None
-        if at is None:
-            self.app.call_from_thread(self._bar, "no error line in this log")
-            return
-        lines, index = read_window(self.path, at)
-        self.app.call_from_thread(self._show_window, lines, index)
+    def _find_error(self, path: str, moves: int) -> None:
+        excerpt = find_excerpt(path)
+        window = read_window(path, excerpt.offset) if excerpt is not None else None
+        self.app.call_from_thread(self._error_found, path, moves, excerpt, window)
 
-    def _show_window(self, lines: list[str], index: int) -> None:
+    def _error_found(self, path: str, moves: int, excerpt: Any, window: Window | None) -> None:
+        if path != self.path or moves != self.moves:
+            return  # the operator moved on meanwhile
+        if excerpt is None or window is None:
+            self._bar("no line in this log reads as an error")
+            return
+        self.excerpt = excerpt.offset
         self.follow = False
-        self.at_tail = False
-        self._paint(lines, scroll_end=False)
-        log = self.query_one("#log", RichLog)
-        log.scroll_to(y=max(0, index - 2), animate=False)
-        self._bar(f"first error line (line {index + 1} of this window); F follows again")
+        self._show_window(window, CONTEXT_ROWS)
+        self._bar(f"the error line ({excerpt.kind}): follow paused, F follows again")
 
     def action_search(self) -> None:
         box = self.query_one("#filter", Input)
+        box.disabled = False
         box.add_class("visible")
         box.focus()
 
     @on(Input.Submitted, "#filter")
     def _search(self, event: Input.Submitted) -> None:
         event.input.remove_class("visible")
-        self.pattern = event.value.lower()
-        self.matches = [i for i, line in enumerate(self.lines) if self.pattern and
-                        self.pattern in line.lower()]
-        self.match_index = -1
-        self.query_one("#log", RichLog).focus()
-        self.action_next_match()
+        event.input.disabled = True
+        self.pattern = event.value.strip()
+        self.match = None
+        if self.pattern and self.path:
+            self._moved()
+            self._bar(f"searching for {self.pattern!r}…")
+            self._search_worker(self.path, self.pattern, self._top() or 0, True, self.moves)
 
-    def action_next_match(self) -> None:
-        self._jump(1)
-
-    def action_previous_match(self) -> None:
-        self._jump(-1)
-
-    def _jump(self, step: int) -> None:
-        if not self.matches:
-            self._bar(f"no match for {self.pattern!r}" if self.pattern else "")
+    def action_match(self, step: int) -> None:
+        if not (self.pattern and self.path):
+            self._bar("no search yet: / searches the whole log")
             return
+        past = self.match is not None
+        origin = self.match if self.match is not None else self._top() or 0
+        self._moved()
+        self._bar(f"searching for {self.pattern!r}…")
+        self._search_worker(self.path, self.pattern, origin, step > 0, self.moves, past)
+
+    @work(thread=True, exclusive=True, group="jump", exit_on_error=False)
+    def _search_worker(self, path: str, pattern: str, origin: int, forward: bool, moves: int,
+                       past: bool = False) -> None:
+        if past and forward:
+            origin = line_end(path, origin)  # the next match is on a later line
+        found = search(path, pattern, origin, forward)
+        window = read_window(path, found[0]) if found is not None else None
+        self.app.call_from_thread(self._match_found, path, pattern, moves, found, forward,
+                                  window)
+
+    def _match_found(self, path: str, pattern: str, moves: int, found: tuple[int, bool] | None,
+                     forward: bool, window: Window | None) -> None:
+        if path != self.path or pattern != self.pattern or moves != self.moves:
+            return
+        if found is None or window is None:
+            self._bar(f"no match for {pattern!r} in the whole log")
+            return
+        self.match = found[0]
         self.follow = False
-        self.match_index = (self.match_index + step) % len(self.matches)
-        self.query_one("#log", RichLog).scroll_to(y=self.matches[self.match_index],
-                                                  animate=False)
-        self._bar()
+        self._show_window(window, CONTEXT_ROWS)
+        wrapped = ("  search wrapped to the top" if forward else
+                   "  search wrapped to the bottom") if found[1] else ""
+        self._bar(f"match for {pattern!r}{wrapped}  (n next, N previous)")
+
+    # -- keys: elsewhere -------------------------------------------------------------------
+    def action_pager(self) -> None:
+        """The whole log in the operator's pager, the app suspended meanwhile."""
+        if not self.path:
+            return
+        command = pager_command(self.path)
+        try:
+            with self.app.suspend():
+                subprocess.run(command, check=False)
+        except SuspendNotSupported:
+            self.notify(f"this terminal cannot hand over to a pager: run {shlex.join(command)}",
+                        severity="warning", timeout=8, markup=False)
+        except OSError as error:
+            self.notify(f"could not run the pager {command[0]!r} ({error.strerror}): set "
+                        f"$PAGER to one that is installed", severity="error", timeout=8,
+                        markup=False)
+
+    def action_copy_path(self) -> None:
+        if not self.path:
+            return
+        self.app.copy_to_clipboard(self.path)
+        self.notify(f"copied the log's path: {display_path(self.path)}", timeout=4,
+                    markup=False)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
