@@ -94,27 +94,15 @@ def start_backfill(config: Config, dag: DagSpec, values: dict) -> str:
             f"at most {values['parallelism']} at once; {runner}. Press 6 to follow it.")
 
 
-CHANGES = {"pause": "paused", "resume": "running", "cancel": "cancelled"}
-
-
 def change_backfill(config: Config, backfill_id: int, action: str) -> str:
     """Pause, resume or cancel, as ``flowtui backfill pause|resume|cancel ID`` does."""
     store = Store.open(config.db_path)
     try:
-        backfill = bf.get_backfill(store, backfill_id)
-        running = bf.set_state(store, backfill, CHANGES[action])
-        for run_pk in running:
-            run = store.get_run_by_pk(run_pk)
-            owner = actions.live_owner(store, run.runner_id) if run else None
-            if run is not None and owner is not None:
-                actions.request_cancel(store, run, owner)
-        daemon = actions.live_daemon(store)
+        change = bf.change_state(store, backfill_id, action)
     finally:
         store.close()
-    if daemon is not None:
-        actions.wake(daemon[1])
-    stopping = f"; stopping {len(running)} running run(s)" if running else ""
-    return f"Backfill {backfill_id} of {backfill.dag_id} {CHANGES[action]}{stopping}"
+    stopping = f"; stopping {change.stopping} running run(s)" if change.stopping else ""
+    return f"Backfill {backfill_id} of {change.backfill.dag_id} {change.state}{stopping}"
 
 
 # -- the dialog ----------------------------------------------------------------------------

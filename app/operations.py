@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from flowtui.runner import actions
-from flowtui.runner import backfill as bf
 from flowtui.runner.config import Config
 from flowtui.runner.loader import load_folder, pipeline_files
 from flowtui.runner.model import DagSpec
@@ -88,48 +87,3 @@ class Operations:
                 actions.wake(daemon[1])
         finally:
             store.close()
-
-    def backfill_plan(self, dag_id: str, values: dict) -> tuple[list[str], str | None]:
-        from flowtui.runner.clock import iso
-
-        try:
-            dag = self.dag(dag_id)
-            int(values["parallelism"])
-            store = self._store()
-            try:
-                plan, _ = bf.prepare(store, dag, values["start"], values["end"],
-                                     reprocess=values["reprocess"], order=values["order"])
-            finally:
-                store.close()
-        except (bf.BackfillError, actions.ActionError) as exc:
-            return [], str(exc)
-        except ValueError:
-            return [], "parallelism must be a whole number"
-        if not plan.create:
-            return [f"nothing to run: {len(plan.skip)} date(s) skipped"], "nothing to backfill"
-        lines = [f"creates {len(plan.create)} run(s), skips {len(plan.skip)}:"]
-        lines += [f"  run   {(iso(i.start, dag.timezone) or '')[:16]}" for i in plan.create[:8]]
-        if len(plan.create) > 8:
-            lines.append(f"  ... and {len(plan.create) - 8} more")
-        lines += [f"  skip  {(iso(i.start, dag.timezone) or '')[:16]}  {why}"
-                  for i, why in plan.skip[:4]]
-        return lines, None
-
-    def backfill_start(self, dag_id: str, values: dict) -> int:
-        dag = self.dag(dag_id)
-        store = self._store()
-        try:
-            plan, reprocess = bf.prepare(store, dag, values["start"], values["end"],
-                                         reprocess=values["reprocess"], order=values["order"])
-            backfill_id = bf.create_backfill(store, dag, plan,
-                                             parallelism=int(values["parallelism"]),
-                                             order=values["order"], reprocess=reprocess,
-                                             pool=None)
-            daemon = actions.live_daemon(store)
-            if daemon is not None:
-                actions.wake(daemon[1])
-            return backfill_id
-        finally:
-            store.close()
-
-

@@ -122,19 +122,7 @@ def _manage(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     if len(args.target) != 2 or not args.target[1].isdigit():
         raise UsageError(f"usage: flowtui backfill {action} ID (see 'flowtui backfill list')")
-    backfill = bf.get_backfill(store, int(args.target[1]))
-    new_state = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[action]
-    running = bf.set_state(store, backfill, new_state)
-    for run_pk in running:
-        run = store.get_run_by_pk(run_pk)
-        if run is None:
-            continue
-        owner = actions.live_owner(store, run.runner_id)
-        if owner is not None:
-            actions.request_cancel(store, run, owner)
-    daemon = actions.live_daemon(store)
-    if daemon is not None:
-        actions.wake(daemon[1])
-    print(f"backfill {backfill.id} {new_state}" + (
-        f"; stopping {len(running)} running run(s)" if running else ""))
+    change = bf.change_state(store, int(args.target[1]), action)
+    print(f"backfill {change.backfill.id} {change.state}" + (
+        f"; stopping {change.stopping} running run(s)" if change.stopping else ""))
     return EXIT_OK

@@ -17,6 +17,7 @@ from flowtui.store.models import BACKFILL_COLUMNS, Backfill
 ORDERS = ("oldest-first", "newest-first")
 REPROCESS = ("none", "failed", "completed")
 MAX_WITHOUT_YES = 10_000
+MAX_ID = 2**63 - 1
 
 
 class BackfillError(Exception):
@@ -101,18 +102,6 @@ def overlapping(store: Store, dag_id: str, intervals: list[Interval]) -> Backfil
     return Backfill(*row) if row else None
 
 
-def create_backfill(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: str,
-                    reprocess: str, pool: str | None, user: str | None = None) -> int:
-    """Record the backfill and queue its runs, in one write transaction that plans the same
-    intervals again: dates another backfill queued since ``plan`` was made are skipped, never
-    queued twice."""
-    intervals = sorted([*plan.create, *(i for i, _ in plan.skip)], key=lambda i: i.start)
-    with store.transaction():
-        fresh = plan_backfill(store, dag, intervals, reprocess)
-        return _record(store, dag, fresh, parallelism=parallelism, order=order,
-                       reprocess=reprocess, pool=pool, user=user)
-
-
 def queue_backfill(store: Store, dag: DagSpec, start: str, end: str, *, reprocess: str | None,
                    order: str, parallelism: int, pool: str | None, allow_many: bool = False,
                    user: str | None = None) -> tuple[int | None, Plan]:
@@ -164,6 +153,7 @@ def _record(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: 
         conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, "
                      "cause, detail) VALUES (?, 'run', ?, ?, NULL, 'queued', ?, ?)",
                      (now, dag.dag_id, run_id, f"operator:{user}", f"backfill {backfill_id}"))
+    _state_event(conn, backfill_id, dag.dag_id, None, "running", f"operator:{user}", now)
     store.audit(conn, "backfill", dag_id=dag.dag_id, user=user, detail={
         "backfill_id": backfill_id, "runs": len(plan.create), "skipped": len(plan.skip),
         "parallelism": parallelism, "order": order, "reprocess": reprocess, "pool": pool})
@@ -171,8 +161,10 @@ def _record(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: 
 
 
 def get_backfill(store: Store, backfill_id: int) -> Backfill:
-    row = store.conn.execute(f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = ?",
-                             (backfill_id,)).fetchone()
+    row = None
+    if 0 < backfill_id <= MAX_ID:  # beyond SQLite's integers no backfill can be named
+        row = store.conn.execute(f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = ?",
+                                 (backfill_id,)).fetchone()
     if row is None:
         raise BackfillError(f"no backfill {backfill_id}; 'flowtui backfill list' lists them")
     return Backfill(*row)
@@ -205,30 +197,71 @@ def next_runs(store: Store, backfill: Backfill, limit: int) -> list:
     return [Run.from_row(r) for r in rows]
 
 
-def set_state(store: Store, backfill: Backfill, state: str, user: str | None = None) -> list:
-    """Pause, resume or cancel; returns the running runs a cancel must stop."""
-    user = user or current_user()
-    allowed = {"paused": ("running",), "running": ("paused",), "cancelled": ("running", "paused")}
-    if backfill.state not in allowed[state]:
-        raise BackfillError(f"backfill {backfill.id} is {backfill.state}; it cannot be "
-                            f"{ {'paused': 'paused', 'running': 'resumed', 'cancelled': 'cancelled'}[state]}")
+ACTIONS = {"pause": "paused", "resume": "running", "cancel": "cancelled"}
+_ALLOWED = {"paused": ("running",), "running": ("paused",), "cancelled": ("running", "paused")}
+_DONE = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+@dataclass(slots=True)
+class Change:
+    backfill: Backfill  # as it was before the change
+    state: str  # what it is now
+    stopping: int  # running runs whose runner was asked to end them
+
+
+def change_state(store: Store, backfill_id: int, action: str, user: str | None = None
+                 ) -> Change:
+    """Pause, resume or cancel a backfill (the CLI's and the TUI's one way to do it).
+
+    One write transaction sets the state, writes the audit entry and an event (so every reader
+    following the change counter sees it), and for a cancel removes the runs not started and
+    records a cancel request for each running one: the live runner that owns it ends it now,
+    and a run whose runner died is ended by the next runner that adopts it. Then the runners
+    concerned are woken."""
+    from flowtui.runner.actions import live_daemon, live_owner, wake
+
+    if action not in ACTIONS:
+        raise BackfillError(f"unknown backfill action {action!r}; use {', '.join(ACTIONS)}")
+    state, user = ACTIONS[action], user or current_user()
     now = time.time()
     with store.transaction() as conn:
+        backfill = get_backfill(store, backfill_id)  # read inside: no change is lost between
+        if backfill.state not in _ALLOWED[state]:
+            raise BackfillError(f"backfill {backfill.id} is {backfill.state}; it cannot be "
+                                f"{_DONE[action]}")
         conn.execute("UPDATE backfills SET state = ?, updated_at = ? WHERE id = ?",
                      (state, now, backfill.id))
-        action = {"paused": "backfill_pause", "running": "backfill_resume",
-                  "cancelled": "backfill_cancel"}[state]
-        store.audit(conn, action, dag_id=backfill.dag_id, user=user,
+        _state_event(conn, backfill.id, backfill.dag_id, backfill.state, state,
+                     f"operator:{user}", now)
+        store.audit(conn, f"backfill_{action}", dag_id=backfill.dag_id, user=user,
                     detail={"backfill_id": backfill.id})
-        running: list = []
+        running: list[tuple[int, int | None]] = []
         if state == "cancelled":
             # Runs that never started are removed: the date has no run, as before the backfill.
             conn.execute("DELETE FROM dag_runs WHERE backfill_id = ? AND state = 'queued'",
                          (backfill.id,))
-            running = [r[0] for r in conn.execute(
-                "SELECT id FROM dag_runs WHERE backfill_id = ? AND state = 'running'",
-                (backfill.id,))]
-    return running
+            running = conn.execute("SELECT id, runner_id FROM dag_runs WHERE backfill_id = ? "
+                                   "AND state = 'running'", (backfill.id,)).fetchall()
+            conn.executemany("INSERT INTO requests (at, user, action, run_pk) VALUES "
+                             "(?, ?, 'cancel_run', ?)", [(now, user, pk) for pk, _ in running])
+    if state == "running":
+        finish_if_done(store, backfill.id)  # resumed with nothing left to run
+    owners = {live_owner(store, runner_id) for _, runner_id in running}
+    pids = {owner[1] for owner in owners if owner is not None}
+    daemon = live_daemon(store)
+    if daemon is not None:
+        pids.add(daemon[1])
+    for pid in sorted(pids):
+        wake(pid)
+    return Change(backfill, state, len(running))
+
+
+def _state_event(conn, backfill_id: int, dag_id: str, old: str | None, new: str, cause: str,
+                 now: float) -> None:
+    """A backfill changed state: an event, which moves the change counter readers follow."""
+    conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, cause, "
+                 "detail) VALUES (?, 'backfill', ?, '', ?, ?, ?, ?)",
+                 (now, dag_id, old, new, cause, f"backfill {backfill_id}"))
 
 
 def finish_if_done(store: Store, backfill_id: int) -> None:
@@ -236,8 +269,13 @@ def finish_if_done(store: Store, backfill_id: int) -> None:
         left = conn.execute("SELECT count(*) FROM dag_runs WHERE backfill_id = ? AND state IN "
                             "('queued', 'running')", (backfill_id,)).fetchone()[0]
         if not left:
-            conn.execute("UPDATE backfills SET state = 'done', updated_at = ? WHERE id = ? AND "
-                         "state = 'running'", (time.time(), backfill_id))
+            now = time.time()
+            done = conn.execute("UPDATE backfills SET state = 'done', updated_at = ? WHERE "
+                                "id = ? AND state = 'running'", (now, backfill_id)).rowcount
+            if done:
+                dag_id = conn.execute("SELECT dag_id FROM backfills WHERE id = ?",
+                                      (backfill_id,)).fetchone()[0]
+                _state_event(conn, backfill_id, dag_id, "running", "done", "scheduler", now)
 
 
 def to_json(store: Store, backfill: Backfill) -> dict:
@@ -349,6 +387,6 @@ def run_in_foreground(store: Store, config, dag: DagSpec, backfill_id: int,
     return progress(store, get_backfill(store, backfill_id))
 
 
-__all__ = ["BackfillError", "Plan", "create_backfill", "get_backfill", "intervals_in_range",
-           "list_backfills", "next_runs", "overlapping", "plan_backfill", "progress",
-           "queue_backfill", "set_state", "to_json", "json"]
+__all__ = ["BackfillError", "Change", "Plan", "change_state", "get_backfill",
+           "intervals_in_range", "list_backfills", "next_runs", "overlapping", "plan_backfill",
+           "progress", "queue_backfill", "to_json", "json"]
