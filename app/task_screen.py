@@ -98,15 +98,14 @@ def zone_name() -> str:
     return time.strftime("%Z", time.localtime(time.time()))
 
 
-def clipped(console: Any, label: str, value: str, width: int) -> Text:
-    """``label: value`` wrapped at ``width`` to ``COMMAND_LINES`` lines at most, saying so when
-    there is more (it is in the DAG file)."""
+def clipped(console: Any, label: str, value: str, width: int, most: int = COMMAND_LINES,
+            more: str = " … (the rest is in the DAG file)") -> Text:
+    """``label: value`` wrapped at ``width`` to ``most`` lines, saying so when there is more."""
     whole = Text.assemble((f"{label}: ", "bold"), value)
     lines = whole.wrap(console, max(20, width))
-    if len(lines) <= COMMAND_LINES:
+    if len(lines) <= most:
         return whole
-    more = " … (the rest is in the DAG file)"
-    kept = lines[:COMMAND_LINES]
+    kept = lines[:most]
     kept[-1].truncate(max(1, width - len(more)))
     kept[-1].append(more, style="dim")
     return Text("\n").join(kept)
@@ -263,6 +262,8 @@ class TaskScreen(TaskActions, FlowScreen):
             lines.append(Text(one_line(line)))
             if excerpt is not None and line == excerpt:
                 lines[-1].stylize(f"bold {colour}")
+            elif line.startswith("::flowtui "):  # the runner's protocol, not the task's words
+                lines[-1].stylize("dim")
         log.set_lines(lines)
 
     @staticmethod
@@ -295,14 +296,16 @@ def head_text(app: Any, detail: Detail, now: float, width: int) -> Text:
     last = detail.tries[-1] if detail.tries else None
     text = Text()
     text.append_text(state_text(app, ti.state))
-    text.append(f"   try {ti.try_number} of {ti.max_tries}   pool {ti.pool}")
+    text.append(f"   try {ti.try_number} of {ti.max_tries}   pool {one_line(ti.pool)}")
     if ti.duration is not None:
         text.append(f"   took {format_duration(ti.duration)}")
     if ti.state == "running":
         if last is not None and last.pid:
             text.append(f"\nrunning for {format_duration(now - last.start_date)}, pid "
                         f"{last.pid}, heartbeat {ago(last.heartbeat_at)}")
-    elif ti.state != "success":
+    elif ti.state == "success":
+        text.append(f"\n{one_line(ti.reason or 'finished successfully')}")
+    else:
         why = ti.reason or {"none": "not considered yet"}.get(ti.state, "no reason recorded")
         text.append("\nwhy not running: ", style="bold")
         text.append(one_line(why))
@@ -329,7 +332,9 @@ def head_text(app: Any, detail: Detail, now: float, width: int) -> Text:
             filled = int(last.progress / 5)
             text.append(f"\nprogress [{'█' * filled}{'·' * (20 - filled)}] {last.progress:.0f}%")
         if last.metadata:
-            text.append(f"\nmetadata {one_line(json.dumps(last.metadata))}")
+            text.append("\n")
+            text.append_text(clipped(app.console, "metadata", one_line(json.dumps(last.metadata)),
+                                     width, 2, " …"))
         text.append(f"\nlog {display_path(last.log_path)}", style="dim")
     return text
 
