@@ -65,6 +65,16 @@ def _size_columns(table: DataTable, rows: list[tuple[str, tuple]],
             table.refresh()
 
 
+class ListTable(DataTable):
+    """A row table where Home and End go to the first and last row (DataTable scrolls sideways)."""
+
+    def action_scroll_home(self) -> None:
+        self.action_scroll_top()
+
+    def action_scroll_end(self) -> None:
+        self.action_scroll_bottom()
+
+
 class TableScreen(FlowScreen):
     COLUMNS: tuple[str, ...] = ()
     MOVES = [Binding("j", "move('down')", "Down", show=False, id="down"),
@@ -87,7 +97,7 @@ class TableScreen(FlowScreen):
                     f"action_{where}")()
 
     def body(self) -> ComposeResult:
-        table = DataTable(cursor_type="row", zebra_stripes=True, id="table")
+        table = ListTable(cursor_type="row", zebra_stripes=True, id="table")
         for name in self.COLUMNS:
             table.add_column(name, key=name)
         yield table
