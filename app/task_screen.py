@@ -47,13 +47,13 @@ class Detail:
 def rendered_command(dag: Any, run: Any, task_id: str, try_number: int) -> list[tuple[str, str]]:
     """What the task ran: its command (or sensor, or Python function) and working folder, with
     every ``{{ name }}`` filled from the run as the runner fills it for that try."""
-    from flowtui.runner.engine import _run_context
+    from flowtui.runner.engine import run_context
     from flowtui.runner.templating import render
 
     spec = dag.tasks.get(task_id)
     if spec is None:
         return [("command", f"(the task is no longer in {display_path(dag.fileloc)})")]
-    context = dict(_run_context(dag, run))  # a stored Run carries the fields a live one does
+    context = dict(run_context(dag, run))  # a stored Run carries the fields a live one does
     context["task_id"] = task_id
     context["try_number"] = str(max(1, try_number))
 
@@ -135,15 +135,6 @@ class LogTail(Static):
 
 class TaskScreen(TaskActions, FlowScreen):
     BINDINGS = [*NAV, *[b for b in TASK_BINDINGS if b.action not in ("open", "select")]]
-    # Screen CSS applies app-wide: every rule names this screen. What must never be cut (the
-    # reason, the excerpt) is in the head, which takes the height it needs; the tries table
-    # scrolls within a few rows and the log tail has what is left.
-    CSS = """
-    TaskScreen #task-head { height: auto; padding: 0 1; background: $panel; }
-    TaskScreen #table { height: auto; max-height: 5; }
-    TaskScreen #tail-title { height: 1; padding: 0 1; color: $foreground 60%; }
-    TaskScreen #tail { height: 1fr; min-height: 2; background: $surface; padding: 0 1; }
-    """
 
     def __init__(self, ref: TaskRef) -> None:
         super().__init__()

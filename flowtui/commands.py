@@ -163,14 +163,11 @@ def _error_json(e: Any) -> dict[str, Any]:
 
 
 def _runner_errors(store: Store | None, result: LoadResult) -> list[ImportError_]:
-    """Errors the store holds for this folder's files that this parse does not find: those the
-    runner recorded for the DAGs it set aside because scheduling them failed."""
+    """The DAGs of this folder that the runner set aside because scheduling them failed."""
     if store is None:
         return []
-    found = {(e.fileloc, e.line, e.message) for e in result.errors}
     files = set(result.files)
-    return [e for e in store.import_errors()
-            if e.fileloc in files and (e.fileloc, e.line, e.message) not in found]
+    return [e for e in store.import_errors() if e.origin == "runner" and e.fileloc in files]
 
 
 def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:

@@ -29,7 +29,7 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
             echo("no open alerts")
         for r in rows:
             nxt = f"  next step in {format_duration(r[10] - time.time())}" if r[10] else ""
-            echo(f"{r[0]:>4}  {r[5]:<8} {r[6]:<8} {r[1]:<12} {r[2]}"
+            echo(f"{r[0]:>4}  {r[5]:<8} {r[6]:<8} {r[1]:<12} {r[2] or '(runner)'}"
                  f"{' ' + r[3] if r[3] else ''}{' ' + r[4] if r[4] else ''}  level {r[7]}  "
                  f"{local_time(r[8])}{nxt}\n      {visible(r[9], inline=True)}")
         return EXIT_OK

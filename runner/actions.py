@@ -274,14 +274,6 @@ def _kill_orphan(conn, run: Run, ti: TaskInstance) -> None:
                   ti.task_id, ti.try_number))
 
 
-def request_cancel(store: Store, run: Run, owner: tuple[int, int]) -> None:
-    """Ask the live runner that owns ``run`` to end it now (a backfill was cancelled)."""
-    with store.transaction() as conn:
-        conn.execute("INSERT INTO requests (at, user, action, run_pk) VALUES (?, ?, 'cancel_run', ?)",
-                     (time.time(), current_user(), run.pk))
-    wake(owner[1])
-
-
 def trigger(store: Store, dag: DagSpec, *, logical_date: float | None, conf: dict,
             user: str | None = None) -> Run:
     """Queue a manual run for the runner (audited) and wake the daemon; the CLI and TUI's

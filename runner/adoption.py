@@ -25,7 +25,7 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     A running task whose process still lives (same pid and start time) is watched to its end;
     one whose process is gone ends with the exit status its shell wrote, or as a zombie.
     """
-    from flowtui.runner.engine import LiveRun, LiveTask, _run_context
+    from flowtui.runner.engine import LiveRun, LiveTask, run_context
 
     if run.pk in engine.runs:  # already ours: taking it twice would run its tasks twice
         return engine.runs[run.pk]
@@ -36,7 +36,7 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
                    data_interval_end=run.data_interval_end, conf=run.conf,
                    seq=next(engine._run_seq), started_at=run.start_date or now,
                    backfill_id=run.backfill_id)
-    live.base_context = _run_context(dag, live)
+    live.base_context = run_context(dag, live)
     live.log_base = os.path.join(str(engine.config.logs_dir), dag.dag_id, run.run_id)
     order = {t: i for i, t in enumerate(dag.topological_order())}
     for task_id, spec in dag.tasks.items():

@@ -144,7 +144,7 @@ class Engine(LaunchMixin, EndingMixin):
                        logical_date=run.logical_date, data_interval_start=run.data_interval_start,
                        data_interval_end=run.data_interval_end, conf=run.conf,
                        seq=next(self._run_seq), started_at=run.start_date or now)
-        live.base_context = _run_context(dag, live)
+        live.base_context = run_context(dag, live)
         order = {t: i for i, t in enumerate(dag.topological_order())}
         for task_id, spec in dag.tasks.items():
             live.tasks[task_id] = LiveTask(spec=spec, run=live, order=order[task_id],
@@ -592,7 +592,8 @@ class Engine(LaunchMixin, EndingMixin):
 _TERMINAL = frozenset({S.SUCCESS, S.FAILED, S.UPSTREAM_FAILED, S.SKIPPED})
 
 
-def _run_context(dag: DagSpec, live: LiveRun) -> dict[str, Any]:
+def run_context(dag: DagSpec, live: Any) -> dict[str, Any]:
+    """The template context of a run (a live one, or a stored ``Run``: the same fields)."""
     tz = dag.timezone
     logical = iso(live.logical_date, tz) or ""
     params = dict(dag.params)

@@ -224,7 +224,9 @@ def _report(exc: Exception) -> None:
 
 def payload(channel: Channel, action: str, alert: dict[str, Any]) -> dict[str, Any]:
     """The JSON a channel receives for one alert event."""
-    where = alert["dag_id"] + (f" / {alert['run_id']}" if alert["run_id"] else "") + (
+    # An alert about the runner itself (runner_degraded) has no DAG.
+    component = alert["dag_id"] or "runner"
+    where = component + (f" / {alert['run_id']}" if alert["run_id"] else "") + (
         f" / {alert['task_id']}" if alert["task_id"] else "")
     if channel.type == "slack":
         icon = {"trigger": ":rotating_light:", "resolve": ":white_check_mark:"}.get(action, "")
@@ -237,7 +239,7 @@ def payload(channel: Channel, action: str, alert: dict[str, Any]) -> dict[str, A
             body["payload"] = {
                 "summary": f"{alert['kind']}: {where}: {alert['summary']}"[:1024],
                 "source": socket.gethostname(), "severity": alert["severity"],
-                "component": alert["dag_id"], "group": alert["dag_id"], "class": alert["kind"],
+                "component": component, "group": component, "class": alert["kind"],
                 "custom_details": {k: alert[k] for k in ("id", "dag_id", "run_id", "task_id",
                                                          "level", "summary")},
             }

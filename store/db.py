@@ -338,7 +338,8 @@ class Store:
 
     def import_errors(self) -> list[ImportError_]:
         rows = self.conn.execute(
-            "SELECT fileloc, line, message, created_at FROM import_errors ORDER BY fileloc, line"
+            "SELECT fileloc, line, message, created_at, origin FROM import_errors "
+            "ORDER BY fileloc, line"
         ).fetchall()
         return [ImportError_(*r) for r in rows]
 

@@ -141,6 +141,7 @@ class ImportError_:
     line: int | None
     message: str
     created_at: float
+    origin: str = "load"  # "load": the file does not load; "runner": the runner set it aside
 
 
 @dataclass(slots=True)

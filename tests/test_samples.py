@@ -31,7 +31,8 @@ def test_daily_etl_runs_and_reports_every_task(home: Path) -> None:
         assert t["state"] == "success" and t["try_number"] == 1 and t["exit_code"] == 0
         assert t["duration"] > 0 and t["max_tries"] == 3
         assert set(t) == {"dag_id", "run_id", "task_id", "state", "try_number", "max_tries",
-                          "start_date", "end_date", "duration", "exit_code", "pid", "reason"}
+                          "start_date", "end_date", "duration", "exit_code", "pid", "reason",
+                          "error"}
         assert t["start_date"].endswith("+00:00")
     runs = json.loads(flowtui("runs", "list", "--json", home=home, pipelines=SAMPLES).stdout)
     assert runs[0]["state"] == "success" and runs[0]["run_type"] == "manual"
