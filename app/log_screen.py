@@ -215,8 +215,9 @@ class LogScreen(FlowScreen):
         else:
             where = f"{100 * first // max(1, self.file_size)}% into the log"
         size = f" ({size_text(self.file_size)})" if self.file_size else ""
+        # The note first: it is what the last key did, and 80 columns cut the end.
         self.query_one("#logbar", Static).update(
-            Text(f"{tries}  {status}  {where}{size}  {self.note}".strip(), no_wrap=True,
+            Text(f"{self.note}  {status}  {where}{size}  {tries}".strip(), no_wrap=True,
                  overflow="ellipsis"))
 
     # -- keys: moving ----------------------------------------------------------------------
@@ -327,7 +328,7 @@ class LogScreen(FlowScreen):
         self.excerpt = excerpt.offset
         self.follow = False
         self._show_window(window, CONTEXT_ROWS)
-        self._bar(f"the error line ({excerpt.kind}): follow paused, F follows again")
+        self._bar(f"error line ({excerpt.kind})")
 
     def action_search(self) -> None:
         box = self.query_one("#filter", Input)

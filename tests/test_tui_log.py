@@ -104,7 +104,7 @@ def test_e_lands_on_the_real_error_past_decoys_and_stays_there(
         assert REAL_ERROR not in shown(screen)  # buried: 2,000 lines above the end
         await pilot.press("e")
         await until(pilot, lambda: REAL_ERROR in shown(screen), what="the real error line")
-        assert "follow paused" in screen_text(app) and "paused (F follows)" in screen_text(app)
+        assert "error line (failure)  paused (F follows)" in screen_text(app)
         for _ in range(3):  # nor a refresh, nor the tail, nor a queued scroll move it away
             await refreshed(app, pilot)
             await pilot.pause(0.3)
