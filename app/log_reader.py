@@ -12,7 +12,8 @@ from typing import BinaryIO, Iterable
 TAIL_BYTES = 512 * 1024    # what is shown on opening: the end of the file
 WINDOW_BYTES = 256 * 1024  # around a jump target
 VIEW_LINES = 10_000        # lines the viewer keeps (its scrollback while following)
-OPEN_LINES = 2_000         # lines shown on opening and around a jump
+OPEN_LINES = 500           # lines painted on opening and around a jump: ~0.1 ms each to paint;
+                           # scrolling past either edge loads the next lines by byte offset
 BATCH_LINES = 500          # the most lines one repaint adds: the widget costs ~40 µs a line
 LINE_LIMIT = 4096          # bytes of one line that are shown; the rest is summarised
 READ_BYTES = 4 << 20       # the most one poll reads; more unread and it jumps ahead to the end
