@@ -61,3 +61,22 @@ def runners():
     yield started
     for runner in started:
         runner.stop()
+    for home in {runner.home for runner in started}:
+        end_task_processes(home)
+
+
+def end_task_processes(home: Path) -> None:
+    """A stopped runner leaves its tasks running (the next runner adopts them): a test's home
+    is never used again, so its tasks are ended with it."""
+    import sqlite3
+
+    from flowtui.runner import executor
+
+    try:
+        conn = sqlite3.connect(home / "flowtui.db")
+        marks = [row[0] for row in conn.execute("SELECT exit_path FROM tries WHERE end_date IS NULL")]
+        conn.close()
+    except sqlite3.Error:
+        return
+    for mark in marks:
+        executor.kill_tree(None, mark)
