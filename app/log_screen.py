@@ -27,11 +27,11 @@ from flowtui.app.acting import TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.log_reader import (OPEN_LINES, VIEW_LINES, Line, LogTail, Window, find_first,
                                     line_end, read_tail, read_window, search, size_text)
-from flowtui.app.log_view import LogView, PathLine, fit_path, pager_command, styled
+from flowtui.app.log_view import LogView, PathLine, pager_command, styled
 from flowtui.app.render import display_path
 from flowtui.runner.excerpt import find_excerpt
 
-__all__ = ["LogScreen", "fit_path", "find_first", "pager_command", "read_tail"]
+__all__ = ["LogScreen", "find_first", "read_tail"]
 
 POLL_SECONDS = 0.25  # how often a followed log is read: at most one repaint per poll
 CONTEXT_ROWS = 4     # lines shown above a line jumped to
@@ -182,8 +182,8 @@ class LogScreen(FlowScreen):
         """One write for a whole batch (the widget renders and trims once), then the view goes
         where ``place`` says, now and again after the next refresh (once the layout settled)."""
         if batch:
-            self.query_one(LogView).write(
-                Text("\n").join(styled(o, t, self.excerpt, self.pattern) for o, t in batch), scroll_end=False)
+            texts = (styled(o, t, self.excerpt, self.pattern) for o, t in batch)
+            self.query_one(LogView).write(Text("\n").join(texts), scroll_end=False)
         self._go()
         self.call_after_refresh(self._go)
 
@@ -267,7 +267,6 @@ class LogScreen(FlowScreen):
 
     def action_start(self) -> None:
         self._moved()
-        self.follow = False
         self._show_window(read_window(self.path, 0, before=0), 0)
         self._bar()
 

@@ -246,7 +246,8 @@ def test_the_path_is_shortened_from_the_left_never_mid_folder(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     path = str(tmp_path / "flowtui" / "logs" / "a_rather_long_dag_name" /
-               "scheduled__2026-11-21T10:45:32+00:00" / "extract_orders_from_the_warehouse" / "3.log")
+               "scheduled__2026-11-21T10:45:32+00:00" / "extract_orders_from_the_warehouse" /
+               "3.log")
     assert fit_path(path, 200) == "~/flowtui/logs/a_rather_long_dag_name/" \
         "scheduled__2026-11-21T10:45:32+00:00/extract_orders_from_the_warehouse/3.log"
     short = fit_path(path, 60)
