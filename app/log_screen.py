@@ -60,8 +60,10 @@ class LogScreen(FlowScreen):
                 Binding("w", "wrap", "Wrap", id="log-wrap"),
                 Binding("o", "pager", "Pager", id="log-pager"),
                 Binding("y", "copy_path", "Copy path", id="log-copy"),
-                Binding("home,g", "start", "Start of log", show=False, id="log-start"),
-                Binding("end,G", "end", "End of log", show=False, id="log-end"),
+                Binding("home,g", "start", "Start of log", show=False, key_display="Home/g",
+                        id="log-start"),
+                Binding("end,G", "end", "End of log", show=False, key_display="End/G",
+                        id="log-end"),
                 # Moving: the window of lines loads more of the file at its edges.
                 Binding("up,k", "line(-1)", show=False),
                 Binding("down,j", "line(1)", show=False),
