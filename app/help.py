@@ -7,7 +7,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-LOG_KEYS = "F follow · e first error · / search · n/N next/previous match · [ ] tries · w wrap"
+LOG_KEYS = ("F follow · e error line · / search the whole log · n/N next/previous (wraps) · "
+            "[ ] tries · w wrap · o pager · y copy path · Home/g End/G")
 
 
 class HelpScreen(ModalScreen[None]):

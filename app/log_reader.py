@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -90,26 +89,6 @@ def read_tail(path: str, size: int = TAIL_BYTES,
     except OSError:
         return [], 0, False
     return [text for _, text in lines], end, cut
-
-
-def find_first(path: str, pattern: re.Pattern[bytes], chunk: int = 1 << 20) -> int | None:
-    """Byte offset of the first line matching ``pattern``, scanning in chunks."""
-    try:
-        with open(path, "rb") as fh:
-            offset, tail = 0, b""
-            while True:
-                data = fh.read(chunk)
-                if not data:
-                    return None
-                block = tail + data
-                match = pattern.search(block)
-                if match:
-                    line_start = block.rfind(b"\n", 0, match.start()) + 1
-                    return offset - len(tail) + line_start
-                tail = block[-4096:]
-                offset += len(data)
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,13 @@ from textual.worker import get_current_worker
 
 from flowtui.app.acting import TaskRef
 from flowtui.app.base import NAV, FlowScreen
-from flowtui.app.log_reader import (OPEN_LINES, VIEW_LINES, Line, LogTail, Window, find_first,
+from flowtui.app.log_reader import (OPEN_LINES, VIEW_LINES, Line, LogTail, Window,
                                     line_end, read_tail, read_window, search, size_text)
 from flowtui.app.log_view import LogView, PathLine, pager_command, styled
 from flowtui.app.render import display_path
 from flowtui.runner.excerpt import find_excerpt
 
-__all__ = ["LogScreen", "find_first", "read_tail"]
+__all__ = ["LogScreen", "read_tail"]
 
 POLL_SECONDS = 0.25  # how often a followed log is read: at most one repaint per poll
 CONTEXT_ROWS = 4     # lines shown above a line jumped to

@@ -21,7 +21,8 @@ _LEVEL = re.compile(
     rb"|(?i:\blevel[\"']?[ \t]*[=:][ \t]*[\"']?(?:error|fatal|critical)\b)", re.M)
 # Settings, zero counts and the output protocol: blanked before looking for error words, so
 # "on_error=abort", "errors=0", "0 failed" never read as failures. Never spans a line break.
-_SETTING = re.compile(rb"(?<![\w.\-])[\w.\-]+(?:=[^\s,;]*|[ \t]*:[ \t]*0\b)|\b0[ \t]+\w+"
+_SETTING = re.compile(rb"(?<![\w.\-])[\w.\-]+(?:=[^\s,;]*|[ \t]*:[ \t]*0\b(?![ \t]+[A-Za-z]))"
+                      rb"|\b0[ \t]+\w+"
                       rb"|^::flowtui [^\n]*", re.M)
 _FAILURE = re.compile(
     rb"Error\b|\b(?:[Ee]rror:?|ERR!?|[Ff]ail(?:ed|ure|s)?|FAIL(?:ED|URE)?|[Rr]efused|[Dd]enied"

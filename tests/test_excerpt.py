@@ -31,6 +31,7 @@ DECOYS = "INFO config: on_error=abort\nDEBUG errors=0 retries=3\nINFO 0 failed, 
     ("x\nprocess exited with code 3\n", "process exited with code 3"),
     ("x\nexit code 0\n::flowtui progress 50\n", None),
     ("cat: /data/x.csv: No such file or directory\n", "cat: /data/x.csv: No such file or directory"),
+    ("ERROR upload to s3 denied\nINFO checks: 0 failed, 12 passed\n", "ERROR upload to s3 denied"),
 ])
 def test_the_excerpt_is_the_line_a_human_would_point_at(tmp_path: Path, text: str,
                                                          expected: str | None) -> None:
