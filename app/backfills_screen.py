@@ -257,7 +257,7 @@ class BackfillsScreen(TableScreen):
                 Binding("u,R", "change('resume')", "Resume (u or R)", id="backfills-resume"),
                 Binding("x,ctrl+k", "change('cancel')", "Cancel (x or ctrl+k)",
                         id="backfills-cancel"),
-                FILTER]
+                FILTER, *TableScreen.MOVES]
 
     def __init__(self) -> None:
         super().__init__()
