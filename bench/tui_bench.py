@@ -120,6 +120,56 @@ def first_paint(home: Path, pipes: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1]) - start
 
 
+EXCERPT_DAG = """dag_id: crunch
+tasks:
+  transform:
+    command: |
+      echo "INFO config: on_error=abort"
+      for i in $(seq 1 1000); do echo "INFO step $i ok rows=1000 errors=0"; done
+      echo "ERROR psycopg.OperationalError: connection to 10.0.0.5:5432 refused"
+      for i in $(seq 1 1000); do echo "INFO cleanup $i errors=0 0 failed"; done
+      exit 3
+"""
+
+
+def launch_to_excerpt(tmp: Path) -> float:
+    """From process start (the exec) to Now showing the newest failure's real error line in its
+    detail pane, with no key pressed: what a paged engineer waits for."""
+    home, pipes = tmp / "excerpt-home", tmp / "excerpt-pipes"
+    pipes.mkdir(parents=True)
+    (pipes / "crunch.yaml").write_text(EXCERPT_DAG)
+    subprocess.run([sys.executable, "-P", "-m", "flowtui", "--home", str(home), "--pipelines",
+                    str(pipes), "run", "crunch"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd=ROOT)
+    code = ("import time,asyncio,sys
+"
+            "from flowtui.app.app import make_app
+from flowtui.runner.config import load_config
+"
+            "async def main():
+"
+            "    app = make_app(load_config(sys.argv[1], sys.argv[2]), refresh_seconds=3600)
+"
+            "    async with app.run_test(size=(80, 24)) as pilot:
+"
+            "        while 'OperationalError' not in str(app.screen.query_one('#now-detail')"
+            ".render()):
+"
+            "            await pilot.pause(0.005)
+"
+            "        print(time.time())
+"
+            "asyncio.run(main())
+")
+    times = []
+    for _ in range(3):
+        start = time.time()
+        out = subprocess.run([sys.executable, "-P", "-c", code, str(home), str(pipes)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        times.append(float(out.stdout.strip().splitlines()[-1]) - start)
+    return statistics.median(times)
+
+
 def open_huge_log(tmp: Path, size_gb: float) -> float:
     from flowtui.app.log_screen import read_tail
 
@@ -275,6 +325,7 @@ def main() -> int:
         print(f"built {db.stat().st_size / 1e6:.0f} MB store in {time.perf_counter() - t0:.0f}s",
               file=sys.stderr)
         paints = [first_paint(home, pipes) for _ in range(3)]
+        excerpt = launch_to_excerpt(base)
         times, rss = asyncio.run(key_to_repaint(home, pipes, args.presses))
         log_open = open_huge_log(base, args.log_gb)
         log_l, log_e = log_keys_on_huge_log(base, args.log_gb)
@@ -283,9 +334,11 @@ def main() -> int:
     rows = [
         ("first paint of the DAGs screen from process start (median of 3)",
          f"{statistics.median(paints):.2f} s", "<= 1.0 s"),
+        ("launch to the newest failure's error excerpt on screen, no key pressed, 80x24 "
+         "(median of 3)", f"{excerpt:.2f} s", "<= 2.0 s"),
         (f"key press to repainted screen, {args.dags} DAGs x {args.runs} runs x {args.tasks} tasks "
          f"({total:,} task instances), median of {len(times)}",
-         f"{statistics.median(times) * 1000:.0f} ms (max {max(times) * 1000:.0f} ms)", "<= 100 ms"),
+         f"{statistics.median(times) * 1000:.0f} ms (max {max(times) * 1000:.0f} ms)", "<= 50 ms"),
         ("resident memory on that database (peak)", f"{rss:.0f} MB", "<= 200 MB"),
         (f"opening a {args.log_gb:g} GB log (the end of it on screen)",
          f"{log_open * 1000:.1f} ms", "<= 0.5 s"),
