@@ -68,13 +68,21 @@ def _tail_of(fh: BinaryIO, end: int, size: int, keep: int) -> tuple[list[Line], 
     data = fh.read(end - start)
     parts, dropped = _last_lines(data, keep + 2)
     base = start + len(data) - (sum(map(len, parts)) + len(parts) - 1)
+    partial: Line | None = None
     if start > 0 and not dropped:
+        # The first one is a partial line. When it is all there is (one line longer than the
+        # window), say so rather than show an empty log.
+        if not any(parts[1:]):
+            partial = (base, f"[… line continues from earlier in the file, "
+                             f"{size_text(len(parts[0]))} of it here]")
         base += len(parts[0]) + 1
-        parts = parts[1:]  # the first one is a partial line
+        parts = parts[1:]
     if parts and parts[-1] == b"":
         parts.pop()
     cut = start > 0 or dropped > 0 or len(parts) > keep
     lines = _with_offsets(base, parts)
+    if partial is not None:
+        lines.insert(0, partial)
     return lines[-keep:], cut
 
 

@@ -50,3 +50,36 @@ def test_a_runner_killed_with_9_shows_down_in_the_header(term: Terminal, home: P
     term.wait_for("runner DOWN", timeout=10)
     assert time.monotonic() - killed <= 5.0 + 2.0  # heartbeat interval + 2 s
     term.keys("q")
+
+
+def test_following_a_log_goes_on_past_a_line_over_512_kb(term: Terminal, home: Path,
+                                                         pipelines: Path, tmp_path: Path,
+                                                         runners: list) -> None:
+    go = tmp_path / "go"
+    write(pipelines, "longline.yaml", f"""
+        dag_id: longline
+        tasks:
+          talk:
+            command: |
+              echo "before the long line"
+              head -c 700000 /dev/zero | tr '\\\\0' x; echo
+              while [ ! -e {go} ]; do sleep 0.05; done
+              echo "after the long line"
+              sleep 60
+    """)
+    start(runners, home, pipelines)
+    assert flowtui("trigger", "longline", home=home, pipelines=pipelines).returncode == 0
+    term.type(f"{sys.executable} -P -m flowtui --home {home} --pipelines {pipelines} --no-runner")
+    term.keys("Enter")
+    term.wait_for("● runner", timeout=15)
+    term.keys("1")
+    term.wait_for("longline")
+    term.keys("/")
+    term.type("longline")
+    term.keys("Enter", "Enter")
+    term.wait_for("view: grid")
+    term.keys("l")
+    term.wait_for("line continues", timeout=10)  # the long line, cut with its length
+    go.touch()
+    term.wait_for("after the long line", timeout=10)  # following went on past it
+    term.keys("q")
