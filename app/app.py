@@ -116,7 +116,6 @@ class FlowtuiApp(App[None]):
                 if b.description and b.id and b.action not in ("app.help",):
                     seen.setdefault(b.key_display or _key_name(key), b.description)
         lines = [(k, v) for k, v in seen.items()]
-        lines.append(("0-5", "Now, DAGs, runs, alerts, SLA, runner"))
         if isinstance(screen, LogScreen):
             lines.append(("log", LOG_KEYS))
         self.push_screen(HelpScreen(lines, getattr(screen, "TITLE", "") or "flowtui"))
@@ -174,7 +173,9 @@ _MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "
 
 def _key_name(key: str) -> str:
     return {"question_mark": "?", "slash": "/", "colon": ":", "left_square_bracket": "[",
-            "right_square_bracket": "]", "space": "space", "escape": "esc"}.get(key, key)
+            "right_square_bracket": "]", "space": "space", "escape": "esc", "home": "Home",
+            "end": "End", "pageup": "PgUp", "pagedown": "PgDn", "left": "←", "right": "→",
+            "up": "↑", "down": "↓"}.get(key, key)
 
 
 def _seen_file() -> Path:

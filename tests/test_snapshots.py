@@ -135,6 +135,22 @@ def snapshot_app(monkeypatch: pytest.MonkeyPatch):
     shutil.rmtree(root, ignore_errors=True)
 
 
+async def reads_done(app) -> None:
+    """Every read finished: a log viewer's follow thread runs for as long as it is open, and a
+    read superseded by a newer one (exclusive workers) ends cancelled."""
+    from textual.worker import WorkerCancelled, WorkerState
+
+    while True:
+        reads = [w for w in app.workers if w.group != "tail"
+                 and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
+        if not reads:  # (an empty list would mean every worker to wait_for_complete)
+            return
+        try:
+            await app.workers.wait_for_complete(reads)
+        except WorkerCancelled:
+            pass
+
+
 def tables_settled(app) -> bool:
     """Every table has measured the rows just added (DataTable does it when idle)."""
     return all(not table._new_rows and not table._require_update_dimensions
@@ -156,15 +172,23 @@ SCREENS = {
     "log": (["l"], "ValueError"),
     "help": (["question_mark"], "Keys:"),
     "clear_dialog": (["c"], "go back to none"),
+    "backfills": (["6"], "Backfills"),
 }
+# Every screen at both sizes in the dark and high-contrast themes, and at 80x24 in monochrome
+# (NO_COLOR): state must read from glyphs and text alone.
+VARIANTS = [(size, theme) for size in ((80, 24), (160, 48)) for theme in ("dark", "high-contrast")]
+VARIANTS.append(((80, 24), "mono"))
 
 
-@pytest.mark.parametrize("theme", ["dark", "high-contrast"])
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@pytest.mark.parametrize("size, theme", VARIANTS,
+                         ids=[f"{w}x{h}-{theme}" for (w, h), theme in VARIANTS])
 @pytest.mark.parametrize("name", list(SCREENS))
-def test_screen(snap_compare, snapshot_app, name: str, size: tuple[int, int], theme: str) -> None:
+def test_screen(snap_compare, snapshot_app, monkeypatch: pytest.MonkeyPatch, name: str,
+                size: tuple[int, int], theme: str) -> None:
     keys, marker = SCREENS[name]
-    app = snapshot_app(theme)
+    if theme == "mono":
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = snapshot_app("dark" if theme == "mono" else theme)
 
     async def run_before(pilot) -> None:
         await until(pilot, lambda: "transform" in screen_text(app), what="first paint")
@@ -172,7 +196,8 @@ def test_screen(snap_compare, snapshot_app, name: str, size: tuple[int, int], th
             await pilot.press(key)
             await pilot.pause(0.05)
         await until(pilot, lambda: marker in screen_text(app), what=marker)
-        await app.workers.wait_for_complete()
+        # Every read finished (a log viewer's follow thread runs for as long as it is open).
+        await reads_done(app)
         await until(pilot, lambda: tables_settled(app), what="tables to size their columns")
         await pilot.pause(0.1)
         await pilot.wait_for_scheduled_animations()
