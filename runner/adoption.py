@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import selectors
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowtui.runner import executor, protocol
 from flowtui.runner.model import DagSpec
@@ -78,17 +78,26 @@ def adopt_run(engine: "Engine", dag: DagSpec, run: Run, now: float, *,
     if dag.dagrun_timeout:
         engine._timer(live.started_at + dag.dagrun_timeout, "dagrun_timeout", live)
     engine._make_log_dirs(live)
+    attempts = {(t.task_id, t.try_number): t for t in store.tries(live.pk)}
+    # Tries whose recorded pid cannot vouch for them are looked for by their mark, in one pass.
+    leaders = executor.find_leaders({
+        a.exit_path for task in live.tasks.values() if task.state in (S.RUNNING, S.QUEUED)
+        for a in [attempts.get((task.task_id, task.try_number))]
+        if a is not None and not (a.pid and a.pid_start
+                                  and executor.same_process(a.pid, a.pid_start))})
     for task in sorted(live.tasks.values(), key=lambda t: t.order):
-        _resume(engine, task, now)
+        _resume(engine, task, now, attempts, leaders)
     if live.unfinished == 0 and settle:
         engine._finish_run(live, now)
     return live
 
 
-def _resume(engine: "Engine", task: "LiveTask", now: float) -> None:
+def _resume(engine: "Engine", task: "LiveTask", now: float, attempts: dict,
+            leaders: dict[str, int]) -> None:
     state = task.state
     if state in (S.RUNNING, S.QUEUED):
-        _resume_running(engine, task, now)
+        _resume_running(engine, task, now, attempts.get((task.task_id, task.try_number)),
+                        leaders)
     elif state == S.UP_FOR_RETRY:
         engine._timer(task.next_try_at or now, "retry", (task, task.try_number))
     elif state == S.UP_FOR_RESCHEDULE:
@@ -100,10 +109,9 @@ def _resume(engine: "Engine", task: "LiveTask", now: float) -> None:
         engine._evaluate(task, now)
 
 
-def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
+def _resume_running(engine: "Engine", task: "LiveTask", now: float, attempt: Any,
+                    leaders: dict[str, int]) -> None:
     live = task.run
-    attempt = next((t for t in engine.store.tries(live.pk, task.task_id)
-                    if t.try_number == task.try_number), None)
     if attempt is None:  # the state says running but no try was written: start it afresh
         task.state = S.SCHEDULED
         task.try_number = max(0, task.try_number - 1)
@@ -112,7 +120,7 @@ def _resume_running(engine: "Engine", task: "LiveTask", now: float) -> None:
     task.log_path, task.exit_path = attempt.log_path, attempt.exit_path
     task.started_at = attempt.start_date
     task.state = S.RUNNING
-    pid = executor.locate(attempt.pid, attempt.pid_start, attempt.exit_path)
+    pid = executor.locate(attempt.pid, attempt.pid_start, attempt.exit_path, leaders)
     if pid is not None:
         try:
             pidfd: int | None = os.pidfd_open(pid)

@@ -138,21 +138,48 @@ def _scan(sid: int | None, mark: str | None) -> set[int]:
     return found
 
 
-def find_leader(mark: str) -> int | None:
-    """The live shell of the try marked ``mark`` (the leader of its session), if any."""
-    for pid in _scan(None, mark):
+def find_leaders(marks: set[str]) -> dict[str, int]:
+    """The live shells of the tries marked ``marks`` (each leads its own session), by mark: one
+    pass over /proc, reading the environment of session leaders only."""
+    found: dict[str, int] = {}
+    if not marks:
+        return found
+    prefix = f"{MARK_VAR}=".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
         fields = _stat_fields(pid)
-        if fields is not None and int(fields[3]) == pid:
-            return pid
-    return None
+        if not fields or fields[0] in (b"Z", b"X") or int(fields[3]) != pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                variables = fh.read().split(b"\0")
+        except OSError:
+            continue
+        for variable in variables:
+            if variable.startswith(prefix):
+                mark = variable[len(prefix):].decode(errors="replace")
+                if mark in marks:
+                    found[mark] = pid
+                break
+    return found
 
 
-def locate(pid: int | None, pid_start: float | None, mark: str) -> int | None:
+def find_leader(mark: str) -> int | None:
+    """The live shell of the try marked ``mark``, if any."""
+    return find_leaders({mark}).get(mark)
+
+
+def locate(pid: int | None, pid_start: float | None, mark: str,
+           leaders: dict[str, int] | None = None) -> int | None:
     """A try's shell if it still lives: the recorded pid when it is the same process (by start
     time), else the one found by the try's mark (its pid may not have been recorded before the
-    runner that started it died)."""
+    runner that started it died). ``leaders``: a ``find_leaders`` pass made for several tries."""
     if pid is not None and pid_start is not None and same_process(pid, pid_start):
         return pid
+    if leaders is not None:
+        return leaders.get(mark)
     return find_leader(mark)
 
 
