@@ -141,26 +141,16 @@ def launch_to_excerpt(tmp: Path) -> float:
     subprocess.run([sys.executable, "-P", "-m", "flowtui", "--home", str(home), "--pipelines",
                     str(pipes), "run", "crunch"], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=ROOT)
-    code = ("import time,asyncio,sys
-"
-            "from flowtui.app.app import make_app
-from flowtui.runner.config import load_config
-"
-            "async def main():
-"
-            "    app = make_app(load_config(sys.argv[1], sys.argv[2]), refresh_seconds=3600)
-"
-            "    async with app.run_test(size=(80, 24)) as pilot:
-"
+    code = ("import time,asyncio,sys\n"
+            "from flowtui.app.app import make_app\nfrom flowtui.runner.config import load_config\n"
+            "async def main():\n"
+            "    app = make_app(load_config(sys.argv[1], sys.argv[2]), refresh_seconds=3600)\n"
+            "    async with app.run_test(size=(80, 24)) as pilot:\n"
             "        while 'OperationalError' not in str(app.screen.query_one('#now-detail')"
-            ".render()):
-"
-            "            await pilot.pause(0.005)
-"
-            "        print(time.time())
-"
-            "asyncio.run(main())
-")
+            ".render()):\n"
+            "            await pilot.pause(0.005)\n"
+            "        print(time.time())\n"
+            "asyncio.run(main())\n")
     times = []
     for _ in range(3):
         start = time.time()
