@@ -18,6 +18,10 @@ def test_concurrent_runs_and_readers_share_the_store(home: Path, pipelines: Path
     writers = [subprocess.Popen([*argv, "run", "busy"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(3)]
     reads = 0
+    # Readers start once the home has a database (before that, one line says there is none).
+    deadline = time.monotonic() + 60
+    while not (home / "flowtui.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     while any(w.poll() is None for w in writers):
         listed = subprocess.run([*argv, "runs", "list", "--json"], capture_output=True, text=True)
         assert listed.returncode == 0, listed.stderr
