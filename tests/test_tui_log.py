@@ -82,8 +82,9 @@ def viewer(home: Path, pipelines: Path, ref: TaskRef, check: Any, size=(100, 30)
         app = make_app(load_config(home, pipelines), refresh_seconds=0.2)
         async with app.run_test(size=size) as pilot:
             app.push_screen(LogScreen(ref))
+            # A deadline, not a pause: a loaded machine may take a while to paint a big log.
             await until(pilot, lambda: "last line of the log" in shown(app.screen),
-                        what="the end of the log")
+                        timeout=30.0, what="the end of the log")
             await check(app, pilot, app.screen)
 
     run_async(go())
