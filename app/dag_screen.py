@@ -15,7 +15,7 @@ from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.graph_view import GraphView
 from flowtui.app.render import short_run, state_colour, state_text
-from flowtui.render import GLYPHS
+from flowtui.runner.text import GLYPHS
 from flowtui.runner.durations import format_duration
 from flowtui.runner.graph import GraphLayout, layout, shorten
 

@@ -12,7 +12,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from flowtui.app.render import state_colour
-from flowtui.render import GLYPHS
+from flowtui.runner.text import GLYPHS
 from flowtui.runner.graph import GraphLayout
 
 # j/k walk the rows (every task is one row, so repeated j reaches every task); h/left and right

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.render import ago, clock, display_path, short_run, state_text
-from flowtui.render import GLYPHS
+from flowtui.runner.text import GLYPHS
 from flowtui.runner.durations import format_duration
 
 
@@ -256,7 +256,7 @@ class NowScreen(TaskActions, TableScreen):
         self.app.call_from_thread(self._paint_detail, key, item, excerpt, lines)
 
     def _paint_detail(self, key: str, item: Any, excerpt: Any, lines: list[str]) -> None:
-        from flowtui.render import visible
+        from flowtui.runner.text import visible
 
         if key != self._detail_key:
             return  # the cursor moved on meanwhile
@@ -477,7 +477,7 @@ class ImportErrorsScreen(FlowScreen):
         return data.import_errors()
 
     def show(self, errors: list) -> None:
-        from flowtui.render import visible
+        from flowtui.runner.text import visible
 
         text = "\n\n".join(
             f"{display_path(f)}:{line}\n  {visible(msg)}" if line else

@@ -12,7 +12,7 @@ from textual.strip import Strip
 from textual.widgets import RichLog, Static
 
 from flowtui.app.render import display_path
-from flowtui.render import visible
+from flowtui.runner.text import visible
 
 EXCERPT_STYLE = Style(bold=True, color="red", reverse=True)  # reverse: visible in monochrome
 MATCH_STYLE = Style(reverse=True)

@@ -5,7 +5,7 @@ import time
 
 from rich.text import Text
 
-from flowtui.render import GLYPHS, visible
+from flowtui.runner.text import GLYPHS, visible
 
 ERROR_WORDS = ("error", "exception", "traceback", "fatal", "failed")
 

@@ -16,7 +16,7 @@ from flowtui.app.acting import TASK_BINDINGS, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.lists import sync_table
 from flowtui.app.render import ago, clock, display_path, state_colour, state_text
-from flowtui.render import visible
+from flowtui.runner.text import visible
 from flowtui.runner.durations import format_duration
 from flowtui.runner.excerpt import Excerpt, find_excerpt, tail
 from flowtui.store.models import TaskInstance, Try
