@@ -192,7 +192,7 @@ class Data:
         for run in runs:
             for row in conn.execute(f"SELECT {TI_COLUMNS} FROM task_instances WHERE run_pk = ?",
                                     (run.pk,)):
-                ti = TaskInstance(*row)
+                ti = TaskInstance.from_row(row)
                 cells[(run.pk, ti.task_id)] = ti
                 if ti.task_id not in known:
                     known.append(ti.task_id)

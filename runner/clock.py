@@ -1,11 +1,74 @@
-"""The one clock: wall time for records, and ISO rendering in a timezone."""
+"""The one clock: wall time for records and timers, the loop's wait, and ISO rendering.
+
+Product code takes a ``Clock`` (or its ``now``) instead of calling ``time.time``; tests pass a
+``ManualClock`` and move time instead of sleeping to reach a schedule, a retry or an escalation.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import selectors
+import threading
 import time
 from zoneinfo import ZoneInfo
 
-now = time.time
+
+class Clock:
+    """Wall time, and the wait of an event loop until its next deadline."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def select(self, selector: selectors.BaseSelector, timeout: float,
+               *, busy: bool = True) -> list:
+        """Wait on ``selector`` for up to ``timeout`` seconds of this clock's time. ``busy``
+        says real work (a process) is in flight, so time may not be skipped."""
+        return selector.select(timeout)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+SYSTEM = Clock()
+
+
+class ManualClock(Clock):
+    """Time that moves only when told to (``advance``/``set``), or, with ``autojump``, jumps to
+    the next deadline whenever a loop waits with nothing in flight: a retry five minutes away
+    comes at once, while a running process still takes its real time."""
+
+    def __init__(self, start: float | None = None, *, autojump: bool = False,
+                 idle: float = 0.01) -> None:
+        self._now = time.time() if start is None else start
+        self._base = time.monotonic()
+        self.autojump = autojump
+        self.idle = idle
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            # Real time flows on top of the driven time, so processes and deadlines agree.
+            return self._now + (time.monotonic() - self._base)
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._now += seconds
+        return self.now()
+
+    def set(self, when: float) -> None:
+        with self._lock:
+            self._now = when - (time.monotonic() - self._base)
+
+    def select(self, selector: selectors.BaseSelector, timeout: float,
+               *, busy: bool = True) -> list:
+        if not self.autojump or busy or timeout <= self.idle:
+            return selector.select(min(timeout, 0.05) if not self.autojump else timeout)
+        events = selector.select(self.idle)
+        if not events:
+            self.advance(max(0.0, timeout - self.idle))
+        return events
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
 
 
 def iso(ts: float | None, tz: str | dt.tzinfo = "UTC") -> str | None:

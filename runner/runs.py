@@ -12,7 +12,7 @@ from flowtui.runner.executor import process_start_time
 from flowtui.runner.model import DagSpec
 from flowtui.runner.operator import handle_own_requests
 from flowtui.runner.schedule import DATE_RANGE, in_date_range
-from flowtui.store import RunState, Store, StoreError
+from flowtui.store import RunState, Store, current_user
 from flowtui.store.models import Run
 import os
 import signal
@@ -62,24 +62,10 @@ def create_manual_run(store: Store, dag: DagSpec, *, logical_date: float | None,
     base = f"{run_type}__{iso(when, dag.timezone)}"
     tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
              for t in dag.tasks.values()]
-    taken = store.run_ids(dag.dag_id)
-    for n in range(1, 1000):
-        run_id = base if n == 1 else f"{base}.{n}"
-        if run_id in taken:
-            continue
-        try:
-            pk = store.create_run(dag_id=dag.dag_id, run_id=run_id, run_type=run_type,
-                                  logical_date=when, data_interval_start=when,
-                                  data_interval_end=when, conf=conf, state=state,
-                                  runner_id=runner_id, tasks=tasks, cause="operator")
-            break
-        except StoreError:
-            continue  # another process took this id a moment ago: try the next one
-    else:
-        raise RunError(f"DAG {dag.dag_id} has too many runs for {base}")
-    run = store.get_run_by_pk(pk)
-    assert run is not None
-    return run
+    return store.create_run(dag_id=dag.dag_id, run_id=base, run_type=run_type,
+                            logical_date=when, data_interval_start=when, data_interval_end=when,
+                            conf=conf, state=RunState(state), runner_id=runner_id, tasks=tasks,
+                            cause="operator", actor=current_user(), unique=True)
 
 
 def run_in_foreground(store: Store, config: Config, dag: DagSpec, *,

@@ -10,15 +10,23 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flowtui.store.models import (
     EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
     ImportError_, Run, TaskInstance, Try,
 )
+from flowtui.store import changes
+from flowtui.store.states import RunState
 from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
+
+if TYPE_CHECKING:
+    from flowtui.store.alerts import AlertRecords
+    from flowtui.store.backfills import BackfillRecords
+    from flowtui.store.views import Views
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -142,12 +150,32 @@ class Store:
     """One open database. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool,
-                 busy_ms: int = BUSY_TIMEOUT_MS) -> None:
+                 busy_ms: int = BUSY_TIMEOUT_MS, now: Callable[[], float] = time.time) -> None:
         self.path = path
         self.conn = conn
         self.readonly = readonly
         self.busy_ms = busy_ms
         self.health = WriteHealth()
+        self.now = now  # the injected clock's ``now``: every time the store records
+
+    # -- query groups (each a repository a second backend implements with its own SQL) ------
+    @cached_property
+    def alerts(self) -> "AlertRecords":
+        from flowtui.store.alerts import AlertRecords
+
+        return AlertRecords(self)
+
+    @cached_property
+    def backfills(self) -> "BackfillRecords":
+        from flowtui.store.backfills import BackfillRecords
+
+        return BackfillRecords(self)
+
+    @cached_property
+    def views(self) -> "Views":
+        from flowtui.store.views import Views
+
+        return Views(self)
 
     @property
     def db(self) -> Any:
@@ -159,7 +187,8 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
-             busy_timeout: float | None = None) -> "Store":
+             busy_timeout: float | None = None,
+             now: Callable[[], float] = time.time) -> "Store":
         """Open (and migrate) the database; a write waits up to ``busy_timeout`` seconds
         (default $FLOWTUI_BUSY_TIMEOUT, else 30) for another process's lock before it fails."""
         db_path = Path(path)
@@ -177,7 +206,7 @@ class Store:
             if not readonly:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(db_path, readonly, busy_ms)
-            store = cls(db_path, conn, readonly, busy_ms)
+            store = cls(db_path, conn, readonly, busy_ms, now)
             if not readonly:
                 store._migrate()
             elif not store._applied() >= MIGRATION_NAMES:
@@ -243,26 +272,35 @@ class Store:
             _rollback(conn)
             raise
 
-    def execute_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Apply a list of (sql, params) in one transaction: the engine's hot path."""
-        if not ops:
-            return
+    def apply(self, changes: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Commit a ``Changes`` in one transaction: the engine's hot path."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in ops:
+            for sql, params in changes:
                 conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
 
+    execute_batch = apply
+
+    def runner_health_sql(self, runner_id: int, error: str, since: float,
+                          until: float) -> tuple[str, tuple]:
+        c = changes.Changes()
+        c.runner_recovered(runner_id, error, since, until)
+        return c.ops[0]
+
+    def runner_heartbeat_sql(self, runner_id: int, now: float) -> tuple[str, tuple]:
+        return ("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, runner_id))
+
     # -- runners ---------------------------------------------------------------------------
     def register_runner(self, kind: str, pid_start: float | None = None, *,
                         refuse: Callable[[sqlite3.Connection], None] | None = None) -> int:
         """Insert this process's runner row. ``refuse(conn)`` runs first in the same write
         transaction and may raise to keep the row out (one daemon per home)."""
-        now = time.time()
+        now = self.now()
         with self.transaction() as conn:
             if refuse is not None:
                 refuse(conn)
@@ -273,28 +311,18 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    def runner_health_sql(self, runner_id: int, error: str, since: float,
-                          until: float) -> tuple[str, tuple]:
-        """The runner's health after an outage: ok again, and what the last problem was."""
-        return ("UPDATE runners SET health = 'ok', last_error = ?, last_error_at = ? "
-                "WHERE id = ?", (f"{error}; writes waited {until - since:.1f} s", since,
-                                 runner_id))
-
-    def runner_heartbeat_sql(self, runner_id: int, now: float) -> tuple[str, tuple]:
-        return ("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, runner_id))
-
     def stop_runner(self, runner_id: int) -> None:
         """A runner's last write: it stopped. The log is then folded into the database file,
         so a copy of flowtui.db alone holds everything up to this stop."""
         with self.transaction() as conn:
-            conn.execute("UPDATE runners SET stopped_at = ? WHERE id = ?", (time.time(), runner_id))
+            conn.execute("UPDATE runners SET stopped_at = ? WHERE id = ?", (self.now(), runner_id))
         self.checkpoint()
 
     # -- DAGs and import errors ------------------------------------------------------------
     def sync_dags(self, dags: Iterable[DagRecord], errors: Iterable[ImportError_],
                   parsed_files: Iterable[str]) -> None:
         """Record the DAGs and import errors of one parse of the pipelines folder."""
-        now = time.time()
+        now = self.now()
         dags = list(dags)
         with self.transaction() as conn:
             for d in dags:
@@ -347,46 +375,52 @@ class Store:
     def create_run(
         self, *, dag_id: str, run_id: str, run_type: str, logical_date: float,
         data_interval_start: float, data_interval_end: float, conf: dict[str, Any],
-        state: str, runner_id: int | None,
+        state: RunState, runner_id: int | None,
         tasks: Sequence[tuple[str, int, str, int, int]],
-        cause: str = "scheduler",
-    ) -> int:
-        """Insert a run and its task instances ``(task_id, max_tries, pool, slots, priority)``."""
-        now = time.time()
+        cause: str = "scheduler", actor: str = "", unique: bool = False,
+        backfill_id: int | None = None, detail: str = "",
+    ) -> Run:
+        """Insert a run and its task instances ``(task_id, max_tries, pool, slots, priority)``.
+        With ``unique``, a run id taken already gets the next free ``.N`` suffix; without, a
+        taken one is a ``StoreError``."""
+        now = self.now()
+        state = RunState(state)
         with self.transaction() as conn:
+            return self.insert_run(
+                conn, dag_id=dag_id, run_id=run_id, run_type=run_type,
+                logical_date=logical_date, data_interval_start=data_interval_start,
+                data_interval_end=data_interval_end, conf=conf, state=state,
+                runner_id=runner_id, backfill_id=backfill_id, tasks=tasks, at=now, cause=cause,
+                actor=actor, detail=detail, unique=unique)
+
+    def insert_run(self, conn: sqlite3.Connection, *, run_id: str, unique: bool,
+                   taken: set[str] | None = None, **values: Any) -> Run:
+        """``create_run`` inside the caller's transaction (``taken``: run ids known taken)."""
+        base, n = run_id, 2
+        if unique:
+            taken = taken if taken is not None else self.run_ids(values["dag_id"])
+            while run_id in taken:
+                run_id, n = f"{base}.{n}", n + 1
+        while True:
             try:
-                cur = conn.execute(
-                    "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, "
-                    "data_interval_start, data_interval_end, conf, state, start_date, runner_id, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (dag_id, run_id, run_type, logical_date, data_interval_start,
-                     data_interval_end, json.dumps(conf), state,
-                     now if state == "running" else None, runner_id, now, now),
-                )
+                pk = changes.insert_run(conn, run_id=run_id, **values)
+                break
             except sqlite3.IntegrityError:
-                raise StoreError(f"DAG {dag_id} already has a run {run_id}") from None
-            run_pk = int(cur.lastrowid or 0)
-            conn.executemany(
-                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, "
-                "pool, pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
-                [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], now) for t in tasks],
-            )
-            conn.execute(
-                "INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, cause) "
-                "VALUES (?, 'run', ?, ?, NULL, ?, ?)",
-                (now, dag_id, run_id, state, cause),
-            )
-        return run_pk
+                if not unique:
+                    raise StoreError(f"DAG {values['dag_id']} already has a run {run_id}") from None
+                run_id, n = f"{base}.{n}", n + 1
+        if taken is not None:
+            taken.add(run_id)
+        at, state = values["at"], values["state"]
+        return Run(pk, values["dag_id"], run_id, values["run_type"], values["logical_date"],
+                   values["data_interval_start"], values["data_interval_end"],
+                   dict(values["conf"]), state, at if state == RunState.RUNNING else None, None,
+                   values["runner_id"], at, values["backfill_id"])
 
     def add_task_instances(self, run_pk: int, dag_id: str, run_id: str,
                            tasks: Sequence[tuple[str, int, str, int, int]]) -> None:
-        now = time.time()
         with self.transaction() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO task_instances (run_pk, dag_id, run_id, task_id, state, "
-                "max_tries, pool, pool_slots, priority, updated_at) "
-                "VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
-                [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], now) for t in tasks])
+            changes.add_task_instances(conn, run_pk, dag_id, run_id, tasks, self.now())
 
     def run_ids(self, dag_id: str) -> set[str]:
         return {r[0] for r in self.conn.execute(
@@ -445,7 +479,7 @@ class Store:
         """Pause or unpause a DAG (audited); False when the DAG is not known to the store."""
         with self.transaction() as conn:
             cur = conn.execute("UPDATE dags SET paused = ?, paused_reason = ?, updated_at = ? "
-                               "WHERE dag_id = ?", (int(paused), reason, time.time(), dag_id))
+                               "WHERE dag_id = ?", (int(paused), reason, self.now(), dag_id))
             if cur.rowcount:
                 self.audit(conn, "pause" if paused else "unpause", dag_id=dag_id,
                            detail={"reason": reason} if reason else {}, user=user)
@@ -458,7 +492,7 @@ class Store:
     def task_instances(self, run_pk: int) -> list[TaskInstance]:
         rows = self.conn.execute(
             f"SELECT {TI_COLUMNS} FROM task_instances WHERE run_pk = ? ORDER BY rowid", (run_pk,))
-        return [TaskInstance(*r) for r in rows]
+        return [TaskInstance.from_row(r) for r in rows]
 
     def tries(self, run_pk: int, task_id: str | None = None) -> list[Try]:
         if task_id is None:
@@ -497,7 +531,7 @@ class Store:
         conn.execute(
             "INSERT INTO audit_log (at, user, action, dag_id, run_id, task_id, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), user or current_user(), action, dag_id, run_id, task_id,
+            (self.now(), user or current_user(), action, dag_id, run_id, task_id,
              json.dumps(detail or {})),
         )
 

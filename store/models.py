@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowtui.store.states import RunState, TaskState
+
 
 @dataclass(slots=True)
 class Run:
@@ -16,7 +18,7 @@ class Run:
     data_interval_start: float
     data_interval_end: float
     conf: dict[str, Any]
-    state: str
+    state: RunState
     start_date: float | None
     end_date: float | None
     runner_id: int | None
@@ -26,7 +28,7 @@ class Run:
     @classmethod
     def from_row(cls, row: tuple) -> "Run":
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]),
-                   row[8], row[9], row[10], row[11], row[12], row[13])
+                   RunState(row[8]), row[9], row[10], row[11], row[12], row[13])
 
 
 RUN_COLUMNS = ("id, dag_id, run_id, run_type, logical_date, data_interval_start, "
@@ -40,7 +42,7 @@ class TaskInstance:
     dag_id: str
     run_id: str
     task_id: str
-    state: str
+    state: TaskState
     try_number: int
     max_tries: int
     pool: str
@@ -54,6 +56,12 @@ class TaskInstance:
     next_try_at: float | None
     updated_at: float
     first_poke_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "TaskInstance":
+        values = list(row)
+        values[4] = TaskState(values[4])
+        return cls(*values)
 
     @property
     def duration(self) -> float | None:

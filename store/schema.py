@@ -253,3 +253,31 @@ def _runner_health(db: Database) -> None:
         ALTER TABLE runners ADD COLUMN last_error_at REAL;
         ALTER TABLE import_errors ADD COLUMN origin TEXT NOT NULL DEFAULT 'load'
         """)
+
+
+@migrations(name="0006_one_door")
+def _one_door(db: Database) -> None:
+    # Who made each change (a user, or runner N), beside why (cause). States are checked by the
+    # database too: SQLite cannot add a CHECK to a table in place, so triggers refuse any state
+    # outside the known ones on insert and update.
+    _run_statements(db, """
+        ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT ''
+        """)
+    checks = {
+        "task_instances": TASK_STATES,
+        "dag_runs": RUN_STATES,
+        "tries": TRY_STATES,
+    }
+    for table, states in checks.items():
+        allowed = ", ".join(f"'{s}'" for s in states)
+        for op in ("INSERT", "UPDATE OF state"):
+            name = f"{table}_state_{op.split()[0].lower()}"
+            db.execute(f"CREATE TRIGGER {name} BEFORE {op} ON {table} "
+                       f"WHEN NEW.state NOT IN ({allowed}) BEGIN "
+                       f"SELECT RAISE(ABORT, 'unknown {table} state'); END")
+
+
+TASK_STATES = ("none", "scheduled", "queued", "running", "up_for_retry", "up_for_reschedule",
+               "success", "failed", "upstream_failed", "skipped")
+RUN_STATES = ("queued", "running", "success", "failed")
+TRY_STATES = ("running", "success", "failed", "skipped", "rescheduled")

@@ -1,0 +1,12 @@
+"""Backfills and the runs they own: every read and write of them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowtui.store.db import Store
+
+
+class BackfillRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store

@@ -1,0 +1,270 @@
+"""The one door for task, try and run states: each move is checked against its table and written
+with its event (one column list, with cause and actor) in the same transaction.
+
+A ``Changes`` is a unit of work: the engine fills one per loop turn and ``Store.apply`` commits
+it in one transaction; a CLI write fills one inside ``Store.transaction`` and applies it there.
+Every statement that writes a state column of ``task_instances``, ``tries`` or ``dag_runs``
+lives in this module; a second backend implements the same methods with its own SQL.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from flowtui.store.states import RunState, TaskState, TransitionError, check_transition
+
+T = TaskState
+R = RunState
+
+# Which run moves the store accepts. An operator who reopens tasks of a finished run takes it
+# back to running (a runner owns it) or to queued (the next runner adopts it).
+RUN_MOVES: dict[RunState | None, frozenset[RunState]] = {
+    None: frozenset({R.QUEUED, R.RUNNING}),
+    R.QUEUED: frozenset({R.RUNNING, R.SUCCESS, R.FAILED}),
+    R.RUNNING: frozenset({R.SUCCESS, R.FAILED, R.QUEUED}),
+    R.SUCCESS: frozenset({R.RUNNING, R.QUEUED, R.FAILED}),
+    R.FAILED: frozenset({R.RUNNING, R.QUEUED, R.SUCCESS}),
+}
+
+# Columns a task move may set besides its state (named, never SQL from outside the store).
+_TASK_FIELDS = frozenset({"try_number", "start_date", "end_date", "exit_code", "pid",
+                          "next_try_at", "max_tries", "first_poke_at"})
+_RUN_FIELDS = frozenset({"start_date", "end_date", "runner_id"})
+
+_EVENT = ("INSERT INTO events (at, kind, dag_id, run_id, task_id, try_number, old_state, "
+          "new_state, cause, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_TRY_START = ("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
+              "exit_path, runner_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)")
+_TRY_END = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?, progress = ?, "
+            "metadata = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?")
+_TRY_END_ORPHAN = ("UPDATE tries SET state = 'failed', end_date = ?, reason = ? WHERE "
+                   "run_pk = ? AND task_id = ? AND try_number = ? AND end_date IS NULL")
+_TRY_FORGET = "DELETE FROM tries WHERE run_pk = ? AND task_id = ? AND try_number = ?"
+_TRY_PID = "UPDATE tries SET pid = ?, heartbeat_at = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
+_TRY_PID_START = "UPDATE tries SET pid_start = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
+_TRY_ADOPTED = ("UPDATE tries SET runner_id = ?, pid = ?, pid_start = ? WHERE run_pk = ? AND "
+                "task_id = ? AND try_number = ?")
+_TRY_PROGRESS = ("UPDATE tries SET progress = ?, metadata = ? WHERE run_pk = ? AND task_id = ? "
+                 "AND try_number = ?")
+_TRY_SAMPLE = ("UPDATE tries SET cpu_percent = ?, rss_bytes = ? WHERE run_pk = ? AND task_id = ? "
+               "AND try_number = ?")
+_TRY_HEARTBEAT = "UPDATE tries SET heartbeat_at = ? WHERE runner_id = ? AND end_date IS NULL"
+_TI_REASON = "UPDATE task_instances SET reason = ?, updated_at = ? WHERE run_pk = ? AND task_id = ?"
+_TI_PID = "UPDATE task_instances SET pid = ? WHERE run_pk = ? AND task_id = ?"
+_TI_MAX_TRIES = "UPDATE task_instances SET max_tries = ? WHERE run_pk = ? AND task_id = ?"
+_TI_FIRST_POKE = "UPDATE task_instances SET first_poke_at = ? WHERE run_pk = ? AND task_id = ?"
+_QUEUED_REASON = ("UPDATE task_instances SET reason = ?, updated_at = ? WHERE state = 'none' AND "
+                  "reason != ? AND run_pk IN (SELECT id FROM dag_runs WHERE dag_id = ? AND "
+                  "state = 'queued' AND backfill_id IS NULL)")
+_RUN_REASON = "UPDATE task_instances SET reason = ? WHERE run_pk = ? AND state = 'none'"
+_RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = ? WHERE id = ?"
+_RUNNER_HEALTH = ("UPDATE runners SET health = 'ok', last_error = ?, last_error_at = ? "
+                  "WHERE id = ?")
+_REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
+
+_task_sql: dict[tuple[str, ...], str] = {}
+_run_sql: dict[tuple[str, ...], str] = {}
+
+
+def _task_update(names: tuple[str, ...]) -> str:
+    sql = _task_sql.get(names)
+    if sql is None:
+        unknown = set(names) - _TASK_FIELDS - {"keep_end"}
+        if unknown:
+            raise ValueError(f"a task move cannot set {sorted(unknown)}")
+        sets = ["state = ?", "reason = ?", "updated_at = ?"]
+        sets += ["end_date = COALESCE(end_date, ?)" if n == "keep_end" else f"{n} = ?"
+                 for n in names]
+        sql = f"UPDATE task_instances SET {', '.join(sets)} WHERE run_pk = ? AND task_id = ?"
+        _task_sql[names] = sql
+    return sql
+
+
+def _run_update(names: tuple[str, ...]) -> str:
+    sql = _run_sql.get(names)
+    if sql is None:
+        unknown = set(names) - _RUN_FIELDS - {"first_start"}
+        if unknown:
+            raise ValueError(f"a run move cannot set {sorted(unknown)}")
+        sets = ["state = ?", "updated_at = ?"]
+        sets += ["start_date = COALESCE(start_date, ?)" if n == "first_start" else f"{n} = ?"
+                 for n in names]
+        sql = f"UPDATE dag_runs SET {', '.join(sets)} WHERE id = ?"
+        _run_sql[names] = sql
+    return sql
+
+
+def check_run_move(old: RunState | None, new: RunState) -> None:
+    if old == new:
+        return
+    if new not in RUN_MOVES[old]:
+        raise TransitionError(f"run cannot go from {old.value if old else 'nothing'} "
+                              f"to {new.value}")
+
+
+class Changes:
+    """Writes queued, in order, for one transaction."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, Sequence[Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __iter__(self) -> Iterator[tuple[str, Sequence[Any]]]:
+        return iter(self.ops)
+
+    def take(self) -> "Changes":
+        """Hand over what is queued and start empty (what a commit takes)."""
+        taken = Changes()
+        taken.ops, self.ops = self.ops, []
+        return taken
+
+    def put_back(self, taken: "Changes") -> None:
+        """A commit that failed: its writes go back in front, in order, to be retried."""
+        self.ops = taken.ops + self.ops
+
+    # -- the transition functions ----------------------------------------------------------
+    def move_task(self, run_pk: int, dag_id: str, run_id: str, task_id: str,
+                  old: TaskState, new: TaskState, *, at: float, cause: str, actor: str,
+                  reason: str = "", try_number: int | None = None, detail: str | None = None,
+                  operator: bool = False, **fields: Any) -> None:
+        """Move a task from ``old`` to ``new`` (checked; an operator may make any move), with
+        its reason and the named columns in ``fields``; its event says why and who."""
+        check_transition(old, new, operator=operator)
+        names = tuple(fields)
+        self.ops.append((_task_update(names), (new.value, reason, at, *fields.values(),
+                                               run_pk, task_id)))
+        self.ops.append((_EVENT, (at, "task", dag_id, run_id, task_id, try_number or None,
+                                  old.value, new.value, cause, actor,
+                                  reason if detail is None else detail)))
+
+    def move_run(self, run_pk: int, dag_id: str, run_id: str, old: RunState | None,
+                 new: RunState, *, at: float, cause: str, actor: str, detail: str = "",
+                 **fields: Any) -> None:
+        """Move a run (checked against ``RUN_MOVES``) with the named columns in ``fields``
+        (``first_start=t`` sets the start only when it has none)."""
+        check_run_move(old, new)
+        names = tuple(fields)
+        self.ops.append((_run_update(names), (new.value, at, *fields.values(), run_pk)))
+        if old != new:
+            self.ops.append((_EVENT, (at, "run", dag_id, run_id, None, None,
+                                      old.value if old else None, new.value, cause, actor,
+                                      detail)))
+
+    def try_started(self, run_pk: int, task_id: str, try_number: int, at: float,
+                    log_path: str, exit_path: str, runner_id: int | None) -> None:
+        self.ops.append((_TRY_START, (run_pk, task_id, try_number, at, log_path, exit_path,
+                                      runner_id)))
+
+    def try_ended(self, run_pk: int, task_id: str, try_number: int, state: str, at: float,
+                  exit_code: int | None, reason: str, progress: float | None,
+                  metadata: dict[str, Any]) -> None:
+        if state not in ("success", "failed", "skipped", "rescheduled"):
+            raise TransitionError(f"a try cannot end as {state}")
+        self.ops.append((_TRY_END, (state, at, exit_code, reason, progress,
+                                    json.dumps(metadata), run_pk, task_id, try_number)))
+
+    def try_ended_unwatched(self, run_pk: int, task_id: str, try_number: int, at: float,
+                            reason: str) -> None:
+        """A try ended by an operator while no runner watched it (only if still open)."""
+        self.ops.append((_TRY_END_ORPHAN, (at, reason, run_pk, task_id, try_number)))
+
+    def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
+        """A try recorded whose process never started: it did not happen."""
+        self.ops.append((_TRY_FORGET, (run_pk, task_id, try_number)))
+
+    # -- what is not a state ---------------------------------------------------------------
+    def try_pid(self, run_pk: int, task_id: str, try_number: int, pid: int, at: float) -> None:
+        self.ops.append((_TRY_PID, (pid, at, run_pk, task_id, try_number)))
+        self.ops.append((_TI_PID, (pid, run_pk, task_id)))
+
+    def try_pid_start(self, run_pk: int, task_id: str, try_number: int,
+                      pid_start: float | None) -> None:
+        self.ops.append((_TRY_PID_START, (pid_start, run_pk, task_id, try_number)))
+
+    def try_adopted(self, run_pk: int, task_id: str, try_number: int, runner_id: int | None,
+                    pid: int, pid_start: float | None) -> None:
+        self.ops.append((_TRY_ADOPTED, (runner_id, pid, pid_start, run_pk, task_id,
+                                        try_number)))
+        self.ops.append((_TI_PID, (pid, run_pk, task_id)))
+
+    def try_progress(self, run_pk: int, task_id: str, try_number: int,
+                     progress: float | None, metadata: dict[str, Any]) -> None:
+        self.ops.append((_TRY_PROGRESS, (progress, json.dumps(metadata), run_pk, task_id,
+                                         try_number)))
+
+    def try_sample(self, run_pk: int, task_id: str, try_number: int, cpu: float,
+                   rss: int) -> None:
+        self.ops.append((_TRY_SAMPLE, (cpu, rss, run_pk, task_id, try_number)))
+
+    def task_reason(self, run_pk: int, task_id: str, reason: str, at: float) -> None:
+        self.ops.append((_TI_REASON, (reason, at, run_pk, task_id)))
+
+    def task_max_tries(self, run_pk: int, task_id: str, max_tries: int) -> None:
+        self.ops.append((_TI_MAX_TRIES, (max_tries, run_pk, task_id)))
+
+    def task_first_poke(self, run_pk: int, task_id: str, at: float) -> None:
+        self.ops.append((_TI_FIRST_POKE, (at, run_pk, task_id)))
+
+    def queued_reason(self, dag_id: str, reason: str, at: float) -> None:
+        """Say why the tasks of a DAG's queued (scheduled and manual) runs do not start."""
+        self.ops.append((_QUEUED_REASON, (reason, at, reason, dag_id)))
+
+    def run_reason(self, run_pk: int, reason: str) -> None:
+        """Say why the tasks of one run that have not started wait."""
+        self.ops.append((_RUN_REASON, (reason, run_pk)))
+
+    def heartbeat(self, runner_id: int, at: float, tries: bool) -> None:
+        self.ops.append((_RUNNER_HEARTBEAT, (at, runner_id)))
+        if tries:
+            self.ops.append((_TRY_HEARTBEAT, (at, runner_id)))
+
+    def runner_recovered(self, runner_id: int, error: str, since: float, until: float) -> None:
+        self.ops.append((_RUNNER_HEALTH, (f"{error}; writes waited {until - since:.1f} s", since,
+                                          runner_id)))
+
+    def request_done(self, request_id: int, result: str, at: float) -> None:
+        self.ops.append((_REQUEST_DONE, (at, result, request_id)))
+
+
+def insert_run(conn: Any, *, dag_id: str, run_id: str, run_type: str, logical_date: float,
+               data_interval_start: float, data_interval_end: float, conf: dict[str, Any],
+               state: RunState, runner_id: int | None, backfill_id: int | None,
+               tasks: Sequence[tuple[str, int, str, int, int]], at: float, cause: str,
+               actor: str, detail: str = "") -> int:
+    """A run's birth, in the caller's transaction: the run (``queued`` or ``running``), its
+    task instances ``(task_id, max_tries, pool, slots, priority)`` as ``none``, and its event.
+    Raises ``sqlite3.IntegrityError`` when the DAG already has that run id."""
+    check_run_move(None, state)
+    cur = conn.execute(
+        "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, data_interval_start, "
+        "data_interval_end, conf, state, start_date, runner_id, backfill_id, created_at, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end,
+         json.dumps(conf), state.value, at if state == R.RUNNING else None, runner_id,
+         backfill_id, at, at))
+    run_pk = int(cur.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, pool, "
+        "pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
+        [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], at) for t in tasks])
+    conn.execute(_EVENT, (at, "run", dag_id, run_id, None, None, None, state.value, cause, actor,
+                          detail))
+    return run_pk
+
+
+def add_task_instances(conn: Any, run_pk: int, dag_id: str, run_id: str,
+                       tasks: Sequence[tuple[str, int, str, int, int]], at: float) -> None:
+    """Tasks added to a DAG since its run was created join the run as ``none``."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO task_instances (run_pk, dag_id, run_id, task_id, state, "
+        "max_tries, pool, pool_slots, priority, updated_at) "
+        "VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
+        [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], at) for t in tasks])
