@@ -161,6 +161,21 @@ class Engine(LaunchMixin, EndingMixin):
             self._evaluate(task, now)
         return live
 
+    def adopt_run(self, dag: DagSpec, run: Run, now: float | None = None) -> LiveRun:
+        """Take over a run recorded in the store (queued, or left by a runner that died) and
+        carry on from where it stands."""
+        from flowtui.runner.adoption import adopt_run
+
+        return adopt_run(self, dag, run, self.clock() if now is None else now)
+
+    def flush(self) -> None:
+        """Commit what is queued now (``StoreUnavailable`` while the database cannot take it)."""
+        self._flush()
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._stopping)
+
     def _make_log_dirs(self, live: LiveRun) -> None:
         """Create the run's log folders in a worker thread, ahead of the tasks that need them.
 
