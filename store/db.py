@@ -541,3 +541,18 @@ class Store:
             "ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
                 for r in rows]
+
+    # -- small reads and writes for the CLI ------------------------------------------------
+    def active_dag_timezone(self, dag_id: str) -> str | None:
+        """The timezone of a DAG the last parse still found, else None."""
+        row = self.conn.execute("SELECT timezone FROM dags WHERE dag_id = ? AND is_active = 1",
+                                (dag_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_action(self, action: str, *, dag_id: str | None = None,
+                      run_id: str | None = None, task_id: str | None = None,
+                      detail: dict[str, Any] | None = None, user: str | None = None) -> None:
+        """An audit row in a transaction of its own."""
+        with self.transaction() as conn:
+            self.audit(conn, action, dag_id=dag_id, run_id=run_id, task_id=task_id,
+                       detail=detail, user=user)
