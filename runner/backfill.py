@@ -4,20 +4,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import time
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from flowtui.runner.clock import iso
 from flowtui.runner.model import DagSpec
 from flowtui.runner.schedule import DATE_RANGE, FIRST_DAY, LAST_DAY, Interval, fire_times
-from flowtui.store import Store, current_user
-from flowtui.store.models import BACKFILL_COLUMNS, Backfill
+from flowtui.store import RunState, Store, current_user
+from flowtui.store.backfills import BackfillRun
+from flowtui.store.models import Backfill, Run
+
+if TYPE_CHECKING:
+    from flowtui.runner.config import Config
+    from flowtui.runner.engine import Engine, LiveRun
 
 ORDERS = ("oldest-first", "newest-first")
 REPROCESS = ("none", "failed", "completed")
 MAX_WITHOUT_YES = 10_000
-MAX_ID = 2**63 - 1
 
 
 class BackfillError(Exception):
@@ -70,36 +76,29 @@ def intervals_in_range(dag: DagSpec, first: dt.date, last: dt.date) -> list[Inte
 
 def plan_backfill(store: Store, dag: DagSpec, intervals: list[Interval], reprocess: str) -> Plan:
     """Which dates get a new run and which are skipped, with the reason for each skip."""
-    existing: dict[float, list[str]] = {}
-    for logical, state in store.conn.execute(
-            "SELECT logical_date, state FROM dag_runs WHERE dag_id = ? ORDER BY id",
-            (dag.dag_id,)):
-        existing.setdefault(round(logical, 3), []).append(state)
+    existing: dict[float, list[RunState]] = {}
+    for run in store.backfills.dated_runs(dag.dag_id):
+        existing.setdefault(round(run.logical_date, 3), []).append(run.state)
     plan = Plan()
     for interval in intervals:
         states = existing.get(round(interval.start, 3), [])
-        if any(s in ("queued", "running") for s in states):
+        if any(s in (RunState.QUEUED, RunState.RUNNING) for s in states):
             plan.skip.append((interval, "a run for this date is already queued or running"))
         elif not states:
             plan.create.append(interval)
         elif reprocess == "completed":
             plan.create.append(interval)
-        elif reprocess == "failed" and states[-1] == "failed":
+        elif reprocess == "failed" and states[-1] == RunState.FAILED:
             plan.create.append(interval)
         else:
-            plan.skip.append((interval, f"already has a {states[-1]} run (reprocess {reprocess})"))
+            plan.skip.append((interval, f"already has a {states[-1].value} run (reprocess {reprocess})"))
     return plan
 
 
 def overlapping(store: Store, dag_id: str, intervals: list[Interval]) -> Backfill | None:
     if not intervals:
         return None
-    first, last = intervals[0].start, intervals[-1].start
-    row = store.conn.execute(
-        f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE dag_id = ? AND state IN "
-        "('running', 'paused') AND start_date <= ? AND end_date >= ? LIMIT 1",
-        (dag_id, last, first)).fetchone()
-    return Backfill(*row) if row else None
+    return store.backfills.overlapping(dag_id, intervals[0].start, intervals[-1].start)
 
 
 def queue_backfill(store: Store, dag: DagSpec, start: str, end: str, *, reprocess: str | None,
@@ -119,82 +118,47 @@ def queue_backfill(store: Store, dag: DagSpec, start: str, end: str, *, reproces
 
 def _record(store: Store, dag: DagSpec, plan: Plan, *, parallelism: int, order: str,
             reprocess: str, pool: str | None, user: str | None) -> int:
-    """The inserts of a backfill and its runs, inside the caller's transaction."""
-    user = user or current_user()
-    now = time.time()
+    """The backfill and its queued runs, inside the caller's transaction."""
     starts = [i.start for i in plan.create] or [i.start for i, _ in plan.skip]
-    taken = store.run_ids(dag.dag_id)
-    conn = store.conn
-    cur = conn.execute(
-        "INSERT INTO backfills (dag_id, start_date, end_date, parallelism, run_order, "
-        "reprocess, pool, state, skipped, user, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-        (dag.dag_id, min(starts), max(starts), parallelism, order, reprocess, pool,
-         len(plan.skip), user, now, now))
-    backfill_id = int(cur.lastrowid or 0)
-    for interval in plan.create:
-        base = f"backfill__{iso(interval.start)}"
-        run_id, n = base, 2
-        while run_id in taken:
-            run_id, n = f"{base}.{n}", n + 1
-        taken.add(run_id)
-        run_cur = conn.execute(
-            "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, "
-            "data_interval_start, data_interval_end, conf, state, created_at, updated_at, "
-            "backfill_id) VALUES (?, ?, 'backfill', ?, ?, ?, '{}', 'queued', ?, ?, ?)",
-            (dag.dag_id, run_id, interval.start, interval.start, interval.end, now, now,
-             backfill_id))
-        run_pk = int(run_cur.lastrowid or 0)
-        conn.executemany(
-            "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, "
-            "pool, pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
-            [(run_pk, dag.dag_id, run_id, t.task_id, t.max_tries, pool or t.pool,
-              t.pool_slots, dag.priority[t.task_id], now) for t in dag.tasks.values()])
-        conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, "
-                     "cause, detail) VALUES (?, 'run', ?, ?, NULL, 'queued', ?, ?)",
-                     (now, dag.dag_id, run_id, f"operator:{user}", f"backfill {backfill_id}"))
-    _state_event(conn, backfill_id, dag.dag_id, None, "running", f"operator:{user}", now)
-    store.audit(conn, "backfill", dag_id=dag.dag_id, user=user, detail={
-        "backfill_id": backfill_id, "runs": len(plan.create), "skipped": len(plan.skip),
-        "parallelism": parallelism, "order": order, "reprocess": reprocess, "pool": pool})
-    return backfill_id
+    return store.backfills.create(
+        dag_id=dag.dag_id, start_date=min(starts), end_date=max(starts),
+        parallelism=parallelism, run_order=order, reprocess=reprocess, pool=pool,
+        skipped=len(plan.skip), user=user or current_user(),
+        runs=[BackfillRun(f"backfill__{iso(i.start)}", i.start, i.end) for i in plan.create],
+        tasks=[(t.task_id, t.max_tries, pool or t.pool, t.pool_slots, dag.priority[t.task_id])
+               for t in dag.tasks.values()])
 
 
 def get_backfill(store: Store, backfill_id: int) -> Backfill:
-    row = None
-    if 0 < backfill_id <= MAX_ID:  # beyond SQLite's integers no backfill can be named
-        row = store.conn.execute(f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = ?",
-                                 (backfill_id,)).fetchone()
-    if row is None:
+    backfill = store.backfills.get(backfill_id)
+    if backfill is None:
         raise BackfillError(f"no backfill {backfill_id}; 'flowtui backfill list' lists them")
-    return Backfill(*row)
+    return backfill
 
 
 def list_backfills(store: Store) -> list[Backfill]:
-    rows = store.conn.execute(f"SELECT {BACKFILL_COLUMNS} FROM backfills ORDER BY id DESC")
-    return [Backfill(*r) for r in rows]
+    return store.backfills.all()
+
+
+_PROGRESS = {RunState.SUCCESS: "done", RunState.FAILED: "failed", RunState.RUNNING: "running",
+             RunState.QUEUED: "left"}
 
 
 def progress(store: Store, backfill: Backfill) -> dict[str, int]:
     counts = {"done": 0, "running": 0, "failed": 0, "left": 0}
-    for state, n in store.conn.execute(
-            "SELECT state, count(*) FROM dag_runs WHERE backfill_id = ? GROUP BY state",
-            (backfill.id,)):
-        key = {"success": "done", "failed": "failed", "running": "running"}.get(state, "left")
-        counts[key] += n
+    for state, n in store.backfills.run_counts(backfill.id).items():
+        counts[_PROGRESS[state]] += n
     counts["skipped"] = backfill.skipped
     return counts
 
 
-def next_runs(store: Store, backfill: Backfill, limit: int) -> list:
+def next_runs(store: Store, backfill: Backfill, limit: int) -> list[Run]:
     """The backfill's queued runs to start next, in its order."""
-    from flowtui.store.models import RUN_COLUMNS, Run
-
-    direction = "DESC" if backfill.run_order == "newest-first" else "ASC"
-    rows = store.conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE backfill_id = ? AND state = 'queued' "
-        f"ORDER BY logical_date {direction} LIMIT ?", (backfill.id, limit))
-    return [Run.from_row(r) for r in rows]
+    if limit <= 0:
+        return []
+    return store.backfills.runs_in(backfill.id, RunState.QUEUED,
+                                   newest_first=backfill.run_order == "newest-first",
+                                   limit=limit)
 
 
 ACTIONS = {"pause": "paused", "resume": "running", "cancel": "cancelled"}
@@ -223,30 +187,22 @@ def change_state(store: Store, backfill_id: int, action: str, user: str | None =
     if action not in ACTIONS:
         raise BackfillError(f"unknown backfill action {action!r}; use {', '.join(ACTIONS)}")
     state, user = ACTIONS[action], user or current_user()
-    now = time.time()
-    with store.transaction() as conn:
+    records = store.backfills
+    with store.transaction():
         backfill = get_backfill(store, backfill_id)  # read inside: no change is lost between
         if backfill.state not in _ALLOWED[state]:
             raise BackfillError(f"backfill {backfill.id} is {backfill.state}; it cannot be "
                                 f"{_DONE[action]}")
-        conn.execute("UPDATE backfills SET state = ?, updated_at = ? WHERE id = ?",
-                     (state, now, backfill.id))
-        _state_event(conn, backfill.id, backfill.dag_id, backfill.state, state,
-                     f"operator:{user}", now)
-        store.audit(conn, f"backfill_{action}", dag_id=backfill.dag_id, user=user,
-                    detail={"backfill_id": backfill.id})
-        running: list[tuple[int, int | None]] = []
+        records.move(backfill, state, cause="operator", actor=user, audit=f"backfill_{action}")
+        running: list[Run] = []
         if state == "cancelled":
             # Runs that never started are removed: the date has no run, as before the backfill.
-            conn.execute("DELETE FROM dag_runs WHERE backfill_id = ? AND state = 'queued'",
-                         (backfill.id,))
-            running = conn.execute("SELECT id, runner_id FROM dag_runs WHERE backfill_id = ? "
-                                   "AND state = 'running'", (backfill.id,)).fetchall()
-            conn.executemany("INSERT INTO requests (at, user, action, run_pk) VALUES "
-                             "(?, ?, 'cancel_run', ?)", [(now, user, pk) for pk, _ in running])
+            records.drop_queued_runs(backfill.id)
+            running = records.runs_in(backfill.id, RunState.RUNNING)
+            records.request_cancels([run.pk for run in running], user)
     if state == "running":
-        finish_if_done(store, backfill.id)  # resumed with nothing left to run
-    owners = {live_owner(store, runner_id) for _, runner_id in running}
+        finish_if_done(store, backfill.id, actor=user)  # resumed with nothing left to run
+    owners = {live_owner(store, run.runner_id) for run in running}
     pids = {owner[1] for owner in owners if owner is not None}
     daemon = live_daemon(store)
     if daemon is not None:
@@ -256,26 +212,9 @@ def change_state(store: Store, backfill_id: int, action: str, user: str | None =
     return Change(backfill, state, len(running))
 
 
-def _state_event(conn, backfill_id: int, dag_id: str, old: str | None, new: str, cause: str,
-                 now: float) -> None:
-    """A backfill changed state: an event, which moves the change counter readers follow."""
-    conn.execute("INSERT INTO events (at, kind, dag_id, run_id, old_state, new_state, cause, "
-                 "detail) VALUES (?, 'backfill', ?, '', ?, ?, ?, ?)",
-                 (now, dag_id, old, new, cause, f"backfill {backfill_id}"))
-
-
-def finish_if_done(store: Store, backfill_id: int) -> None:
-    with store.transaction() as conn:
-        left = conn.execute("SELECT count(*) FROM dag_runs WHERE backfill_id = ? AND state IN "
-                            "('queued', 'running')", (backfill_id,)).fetchone()[0]
-        if not left:
-            now = time.time()
-            done = conn.execute("UPDATE backfills SET state = 'done', updated_at = ? WHERE "
-                                "id = ? AND state = 'running'", (now, backfill_id)).rowcount
-            if done:
-                dag_id = conn.execute("SELECT dag_id FROM backfills WHERE id = ?",
-                                      (backfill_id,)).fetchone()[0]
-                _state_event(conn, backfill_id, dag_id, "running", "done", "scheduler", now)
+def finish_if_done(store: Store, backfill_id: int, actor: str = "") -> None:
+    """A running backfill none of whose runs is queued or running any more is done."""
+    store.backfills.finish_if_done(backfill_id, cause="scheduler", actor=actor)
 
 
 def to_json(store: Store, backfill: Backfill) -> dict:
@@ -316,30 +255,32 @@ def _plan(store: Store, dag: DagSpec, intervals: list[Interval], reprocess: str 
     return plan, chosen
 
 
-def start_backfill_runs(engine, store: Store, dag: DagSpec, now: float) -> None:
+def _active(engine: Engine, backfill_id: int) -> int:
+    return sum(1 for live in engine.runs.values() if live.backfill_id == backfill_id)
+
+
+def start_backfill_runs(engine: Engine, store: Store, dag: DagSpec, now: float) -> None:
     """Start queued runs of the DAG's active backfills, at most ``parallelism`` each."""
     from flowtui.runner.actions import live_owner
-    from flowtui.runner.adoption import adopt_run
 
-    for row in store.conn.execute(
-            f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE dag_id = ? AND state = 'running'",
-            (dag.dag_id,)).fetchall():
-        backfill = Backfill(*row)
+    for backfill in store.backfills.running(dag.dag_id):
         if backfill.runner_id not in (None, engine.runner_id) and \
                 live_owner(store, backfill.runner_id) is not None:
             continue  # a `backfill --wait` process executes this one
-        active = sum(1 for live in engine.runs.values() if live.backfill_id == backfill.id)
+        active = _active(engine, backfill.id)
         free = backfill.parallelism - active
         if free > 0:
+            # Adopted runs may still read as queued until the flush: ask for enough to skip them.
             for run in next_runs(store, backfill, free + active):
                 if run.pk not in engine.runs and free > 0:
-                    adopt_run(engine, dag, run, now)
+                    engine.adopt_run(dag, run, now)
                     free -= 1
-            engine._flush()  # running in the store before a cancel can delete it as queued
+            engine.flush()  # running in the store before a cancel can delete it as queued
 
 
-def run_in_foreground(store: Store, config, dag: DagSpec, backfill_id: int,
-                      on_progress=None) -> dict[str, int]:
+def run_in_foreground(store: Store, config: Config, dag: DagSpec, backfill_id: int,
+                      on_progress: Callable[[dict[str, int]], Any] | None = None
+                      ) -> dict[str, int]:
     """``backfill --wait``: execute the backfill in this process; return its final progress."""
     import os
 
@@ -348,42 +289,36 @@ def run_in_foreground(store: Store, config, dag: DagSpec, backfill_id: int,
     from flowtui.runner.operator import handle_own_requests
 
     runner_id = store.register_runner("backfill", process_start_time(os.getpid()))
-    with store.transaction() as conn:
-        conn.execute("UPDATE backfills SET runner_id = ? WHERE id = ?", (runner_id, backfill_id))
+    actor = f"runner {runner_id}"
+    store.backfills.set_runner(backfill_id, runner_id)
     engine = Engine(store, config, runner_id)
     engine.on_wake = lambda now: handle_own_requests(engine, now)
 
     def refill(now: float) -> None:
         backfill = get_backfill(store, backfill_id)
-        if backfill.state != "running" or engine._stopping:
+        if backfill.state != "running" or engine.stopping:
             return
-        active = sum(1 for live in engine.runs.values() if live.backfill_id == backfill_id)
-        from flowtui.runner.adoption import adopt_run
+        for run in next_runs(store, backfill, backfill.parallelism - _active(engine, backfill_id)):
+            engine.adopt_run(dag, run, now)
 
-        for run in next_runs(store, backfill, backfill.parallelism - active):
-            adopt_run(engine, dag, run, now)
-
-    def finished(live) -> None:
-        engine._flush()
+    def finished(live: LiveRun) -> None:
+        engine.flush()
         if on_progress is not None:
             on_progress(progress(store, get_backfill(store, backfill_id)))
-        refill(time.time())
+        refill(store.now())
 
     engine.on_run_finished = finished
     try:
-        import signal
-
         engine.install_signal_handlers()
         signal.signal(signal.SIGUSR1, lambda *_: None)  # operator requests wake the loop
-        refill(time.time())
+        refill(store.now())
         engine.run_until_done()
-        engine._flush()
+        engine.flush()
     finally:
         engine.close()
         store.stop_runner(runner_id)
-        with store.transaction() as conn:
-            conn.execute("UPDATE backfills SET runner_id = NULL WHERE id = ?", (backfill_id,))
-    finish_if_done(store, backfill_id)
+        store.backfills.set_runner(backfill_id, None)
+    finish_if_done(store, backfill_id, actor=actor)
     return progress(store, get_backfill(store, backfill_id))
 
 
