@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from flowtui.cli import EXIT_OK
 from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
-from flowtui.runner.alerting import alert_json, list_alerts, set_alert_state
+from flowtui.runner.alerting import alert_json, set_alert_state
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
 
@@ -19,19 +18,22 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
 
     store = read_store(config)
     if args.alerts_command == "list":
-        rows = list_alerts(store, include_resolved=args.all)
+        alerts = store.alerts.newest(include_resolved=args.all)
         if args.json:
-            print(json.dumps([{k: v for k, v in alert_json(r).items()
+            print(json.dumps([{k: v for k, v in alert_json(a).items()
                                if k not in ("summary", "next_step_at", "acked_by")} | {
-                "summary": r[9]} for r in rows], indent=2))
+                "summary": a.summary} for a in alerts], indent=2))
             return EXIT_OK
-        if not rows:
+        if not alerts:
             echo("no open alerts")
-        for r in rows:
-            nxt = f"  next step in {format_duration(r[10] - time.time())}" if r[10] else ""
-            echo(f"{r[0]:>4}  {r[5]:<8} {r[6]:<8} {r[1]:<12} {r[2] or '(runner)'}"
-                 f"{' ' + r[3] if r[3] else ''}{' ' + r[4] if r[4] else ''}  level {r[7]}  "
-                 f"{local_time(r[8])}{nxt}\n      {visible(r[9], inline=True)}")
+        now = store.now()
+        for a in alerts:
+            nxt = (f"  next step in {format_duration(a.next_step_at - now)}"
+                   if a.next_step_at else "")
+            echo(f"{a.id:>4}  {a.state:<8} {a.severity:<8} {a.kind:<12} {a.dag_id or '(runner)'}"
+                 f"{' ' + a.run_id if a.run_id else ''}{' ' + a.task_id if a.task_id else ''}  "
+                 f"level {a.level}  {local_time(a.created_at)}{nxt}\n"
+                 f"      {visible(a.summary, inline=True)}")
         return EXIT_OK
     state = "acked" if args.alerts_command == "ack" else "resolved"
     set_alert_state(store, args.alert_id, state)
@@ -56,7 +58,9 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
     if broken:  # their runs are left out below: say so rather than show fewer runs silently
         problems.append(f"{len(broken)} pipeline file(s) cannot be loaded, their SLAs are not "
                         f"checked: {', '.join(broken)} ('flowtui dags check' says why)")
-    items = active_statuses(read_store(config), dags, time.time(), problems=problems)
+    store = read_store(config)
+    now = store.now()
+    items = active_statuses(store, dags, now, problems=problems)
     for problem in problems:  # on stderr with --json, so that stdout stays one JSON value
         echo(problem, file=sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -68,7 +72,7 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
     if not items:
         echo("no runs with an SLA in the last day")
     for i in items:
-        left = i.deadline - time.time()
+        left = i.deadline - now
         when = f"in {format_duration(left)}" if left > 0 else f"{format_duration(-left)} ago"
         echo(f"{i.verdict:<9} {i.dag_id} {i.run_id}  deadline {local_time(i.deadline)} ({when})"
              f"  predicted {local_time(i.predicted)}"

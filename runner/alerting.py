@@ -7,14 +7,14 @@ a slow endpoint never slows the runner).
 """
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from flowtui.runner.durations import parse_duration
 from flowtui.store import Store, current_user
+from flowtui.store.alerts import Alert
 
 KINDS = ("task_failed", "task_retry", "sla_at_risk", "sla_miss", "zombie", "hung", "circuit_open",
          "runner_degraded")
@@ -173,16 +173,18 @@ def dag_policy_errors(config: AlertConfig, dags: dict[str, Any]) -> list[str]:
 
 
 class Alerts:
-    """Raising, escalating, acking and resolving alerts (runs in the daemon's loop)."""
+    """Raising, escalating, acking and resolving alerts (runs in the daemon's loop). Time is the
+    store's clock unless a ``now`` is given."""
 
     def __init__(self, store: Store, config: AlertConfig, dags: dict[str, Any],
-                 wake_sender: Any = None) -> None:
+                 wake_sender: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.records = store.alerts
         self.config = config
         self.dags = dags
         self.wake_sender = wake_sender or (lambda: None)
 
-    def _policies(self, dag_id: str, kind: str) -> list[Policy]:
+    def policies(self, dag_id: str, kind: str) -> list[Policy]:
         """The policies an alert goes through: its DAG's; an alert about no DAG (the runner
         itself) goes through every policy that lists its kind."""
         if not dag_id:
@@ -193,79 +195,66 @@ class Alerts:
         return [self.config.policies[n] for n in names
                 if n in self.config.policies and kind in self.config.policies[n].on]
 
+    _policies = policies
+
     def raise_alert(self, kind: str, dag_id: str, run_id: str = "", task_id: str = "",
                     summary: str = "", now: float | None = None) -> int | None:
         """Open an alert (or reopen a resolved one); fire its first steps. None if it was
         already open or acked (one alert per kind, DAG, run and task)."""
-        now = now or time.time()
-        policies = self._policies(dag_id, kind)
-        severity = SEVERITY[kind]
-        with self.store.transaction() as conn:
-            row = conn.execute("SELECT id, state FROM alerts WHERE kind = ? AND dag_id = ? AND "
-                               "run_id = ? AND task_id = ?", (kind, dag_id, run_id, task_id)
-                               ).fetchone()
-            if row is not None and row[1] != "resolved":
+        now = self.store.now() if now is None else now
+        policies = self.policies(dag_id, kind)
+        with self.store.transaction():
+            known = self.records.find(kind, dag_id, run_id, task_id)
+            if known is not None and known.state != "resolved":
                 return None
-            if row is None:
-                cur = conn.execute(
-                    "INSERT INTO alerts (kind, dag_id, run_id, task_id, state, severity, summary, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)",
-                    (kind, dag_id, run_id, task_id, severity, summary, now, now))
-                alert_id = int(cur.lastrowid or 0)
+            if known is None:
+                alert_id = self.records.insert(kind, dag_id, run_id, task_id, SEVERITY[kind],
+                                               summary, now)
             else:
-                alert_id = row[0]
-                conn.execute("UPDATE alerts SET state = 'open', level = 0, summary = ?, "
-                             "created_at = ?, updated_at = ?, acked_at = NULL, acked_by = NULL, "
-                             "resolved_at = NULL WHERE id = ?", (summary, now, now, alert_id))
-            self._fire_due(conn, alert_id, policies, 0, now, now)
+                alert_id = known.id
+                self.records.reopen(alert_id, summary, now)
+            self._fire_due(alert_id, policies, 0, now, now)
             if kind == "sla_miss":
                 for policy in policies:
                     for channel in policy.on_sla_miss:
-                        _enqueue(conn, alert_id, channel, "trigger", now)
+                        self.records.enqueue(alert_id, channel, "trigger", now)
         self.wake_sender()
         return alert_id
 
-    def _fire_due(self, conn: Any, alert_id: int, policies: list[Policy], level: int,
-                  created: float, now: float) -> None:
+    def _fire_due(self, alert_id: int, policies: list[Policy], level: int, created: float,
+                  now: float) -> None:
         """Fire every step due by ``now`` from ``level`` on; set the next step's time."""
         steps = sorted((step for p in policies for step in p.steps), key=lambda s: s.after)
         while level < len(steps) and created + steps[level].after <= now + 1e-6:
             for channel in steps[level].notify:
-                _enqueue(conn, alert_id, channel, "trigger", now)
+                self.records.enqueue(alert_id, channel, "trigger", now)
             level += 1
         next_at = created + steps[level].after if level < len(steps) else None
-        conn.execute("UPDATE alerts SET level = ?, next_step_at = ?, updated_at = ? WHERE id = ?",
-                     (level, next_at, now, alert_id))
+        self.records.set_level(alert_id, level, next_at, now)
 
-    def escalate(self, now: float) -> None:
-        """Fire the steps that came due for alerts still open (acked ones never escalate)."""
-        due = self.store.conn.execute(
-            "SELECT id, kind, dag_id, level, created_at FROM alerts WHERE state = 'open' AND "
-            "next_step_at IS NOT NULL AND next_step_at <= ?", (now,)).fetchall()
-        if not due:
-            return
-        with self.store.transaction() as conn:
-            for alert_id, kind, dag_id, level, created in due:
-                self._fire_due(conn, alert_id, self._policies(dag_id, kind), level, created, now)
-        self.wake_sender()
+    def escalate(self, now: float | None = None) -> float | None:
+        """Fire the steps that came due for alerts still open (acked ones never escalate);
+        return when the next step of any open alert is due (None: none is waiting)."""
+        now = self.store.now() if now is None else now
+        due = self.records.due_steps(now)
+        if due:
+            with self.store.transaction():
+                for alert in due:
+                    self._fire_due(alert.id, self.policies(alert.dag_id, alert.kind),
+                                   alert.level, alert.created_at, now)
+            self.wake_sender()
+        return self.records.next_step_at()
 
     def next_escalation(self) -> float | None:
-        row = self.store.conn.execute("SELECT min(next_step_at) FROM alerts WHERE state = 'open'"
-                                      ).fetchone()
-        return row[0] if row else None
+        """When ``escalate`` has work next: the earliest next step of an open alert."""
+        return self.records.next_step_at()
 
-    def resolve_matching(self, dag_id: str, run_id: str, task_id: str | None, now: float,
-                         kinds: tuple[str, ...], states: tuple[str, ...] = ("open", "acked")
-                         ) -> None:
+    def resolve_matching(self, dag_id: str, run_id: str, task_id: str | None,
+                         now: float | None, kinds: tuple[str, ...],
+                         states: tuple[str, ...] = ("open", "acked")) -> None:
         """The task (or run) succeeded: its alerts (in one of ``states``) resolve themselves."""
-        where = "dag_id = ? AND run_id = ? AND state IN (%s) AND kind IN (%s)" % (
-            ",".join("?" * len(states)), ",".join("?" * len(kinds)))
-        params: list[Any] = [dag_id, run_id, *states, *kinds]
-        if task_id is not None:
-            where += " AND task_id = ?"
-            params.append(task_id)
-        ids = [r[0] for r in self.store.conn.execute(f"SELECT id FROM alerts WHERE {where}",
-                                                     params)]
+        now = self.store.now() if now is None else now
+        ids = self.records.matching(dag_id, run_id, task_id, kinds=kinds, states=states)
         for alert_id in ids:
             try:
                 set_alert_state(self.store, alert_id, "resolved", user="runner", now=now)
@@ -275,12 +264,6 @@ class Alerts:
             self.wake_sender()
 
 
-def _enqueue(conn: Any, alert_id: int, channel: str, action: str, now: float) -> None:
-    conn.execute("INSERT INTO deliveries (alert_id, channel, action, status, next_attempt_at, "
-                 "created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                 (alert_id, channel, action, now, now, now))
-
-
 class AlertError(Exception):
     """An alert action that cannot apply; the message says why."""
 
@@ -288,58 +271,47 @@ class AlertError(Exception):
 def set_alert_state(store: Store, alert_id: int, state: str, *, user: str | None = None,
                     now: float | None = None) -> None:
     """Ack or resolve (audited); channels that were paged get an acknowledge or a resolve."""
-    now = now or time.time()
+    now = store.now() if now is None else now
     user = user or current_user()
     if isinstance(alert_id, bool) or not isinstance(alert_id, int) or \
             not 0 < alert_id <= MAX_ALERT_ID:
         raise AlertError(f"no alert {alert_id}; 'flowtui alerts list' lists them")
+    records = store.alerts
     with store.transaction() as conn:
-        row = conn.execute("SELECT state, dag_id, run_id, task_id FROM alerts WHERE id = ?",
-                           (alert_id,)).fetchone()
-        if row is None:
+        alert = records.get(alert_id)
+        if alert is None:
             raise AlertError(f"no alert {alert_id}; 'flowtui alerts list' lists them")
-        old = row[0]
+        old = alert.state
         if old == state or old == "resolved" or (state == "acked" and old != "open"):
             raise AlertError(f"alert {alert_id} is {old}; it cannot become {state}")
         if state == "acked":
-            conn.execute("UPDATE alerts SET state = 'acked', acked_at = ?, acked_by = ?, "
-                         "next_step_at = NULL, updated_at = ? WHERE id = ?",
-                         (now, user, now, alert_id))
+            records.ack(alert_id, user, now)
         else:
-            conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = ?, "
-                         "next_step_at = NULL, updated_at = ? WHERE id = ?", (now, now, alert_id))
+            records.resolve(alert_id, now)
         action = "acknowledge" if state == "acked" else "resolve"
-        paged = [r[0] for r in conn.execute(
-            "SELECT DISTINCT channel FROM deliveries WHERE alert_id = ? AND action = 'trigger'",
-            (alert_id,))]
-        for channel in paged:
-            _enqueue(conn, alert_id, channel, action, now)
+        for channel in records.triggered_channels(alert_id):
+            records.enqueue(alert_id, channel, action, now)
         if user != "runner":
-            store.audit(conn, "ack" if state == "acked" else "resolve", dag_id=row[1],
-                        run_id=row[2] or None, task_id=row[3] or None, user=user,
+            store.audit(conn, "ack" if state == "acked" else "resolve", dag_id=alert.dag_id,
+                        run_id=alert.run_id or None, task_id=alert.task_id or None, user=user,
                         detail={"alert_id": alert_id})
 
 
-def alert_json(row: tuple) -> dict[str, Any]:
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """An alert as ``alerts list --json`` shows it (times in ISO 8601)."""
     from flowtui.runner.clock import iso
 
-    keys = ("id", "kind", "dag_id", "run_id", "task_id", "state", "severity", "level",
-            "created_at", "summary", "next_step_at", "acked_by")
-    data = dict(zip(keys, row))
-    data["created_at"] = iso(data["created_at"])
-    data["next_step_at"] = iso(data["next_step_at"])
+    data = asdict(alert)
+    data["created_at"] = iso(alert.created_at)
+    data["next_step_at"] = iso(alert.next_step_at)
     return data
 
 
-ALERT_COLUMNS = ("id, kind, dag_id, run_id, task_id, state, severity, level, created_at, summary, "
-                 "next_step_at, acked_by")
-
-
 def list_alerts(store: Store, include_resolved: bool = True, limit: int = 500) -> list[tuple]:
-    where = "" if include_resolved else "WHERE state != 'resolved'"
-    return store.conn.execute(f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY id DESC "
-                              "LIMIT ?", (limit,)).fetchall()
+    """Rows in the column order of ``Alert``, for readers not yet on ``store.alerts.newest``."""
+    return [astuple(a) for a in store.alerts.newest(include_resolved=include_resolved,
+                                                   limit=limit)]
 
 
-__all__ = ["AlertConfig", "AlertError", "Alerts", "Channel", "json", "parse_alerting",
+__all__ = ["Alert", "AlertConfig", "AlertError", "Alerts", "Channel", "parse_alerting",
            "set_alert_state"]

@@ -10,12 +10,13 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from flowtui.runner.alerting import PAGERDUTY_URL, AlertConfig, Channel
+from flowtui.runner.clock import SYSTEM, Clock
 from flowtui.store import Store
+from flowtui.store.alerts import Alert
 
 TIMEOUT = 10.0  # the whole attempt, not one read: a server dripping bytes cannot stretch it
 MAX_ATTEMPTS = 5
@@ -23,20 +24,23 @@ BACKOFF = 1.0
 BODY_LIMIT = 64 * 1024  # the status is what counts; a huge answer is not kept in memory
 
 _ALERT_KEYS = ("id", "kind", "dag_id", "run_id", "task_id", "state", "severity", "level",
-               "summary", "created_at")
+               "summary", "created_at")  # what a webhook is told about the alert
 
 
 class Sender(threading.Thread):
     """One thread running an asyncio loop: a task per channel that has due deliveries, so a
-    stuck endpoint holds only its own channel's queue."""
+    stuck endpoint holds only its own channel's queue. Between sends it sleeps until the
+    earliest retry comes due on ``clock`` or ``wake`` is called, never polling; a clock moved
+    by hand (a test's) is followed by a ``wake``."""
 
     def __init__(self, db_path: Path, config: AlertConfig, *, timeout: float = TIMEOUT,
-                 backoff: float = BACKOFF) -> None:
+                 backoff: float = BACKOFF, clock: Clock = SYSTEM) -> None:
         super().__init__(name="flowtui-sender", daemon=True)
         self.db_path = db_path
         self.config = config
         self.timeout = timeout
         self.backoff = backoff
+        self.clock = clock
         self.stopping = False
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,7 +70,7 @@ class Sender(threading.Thread):
         with self._lock:
             self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         wake = self._wake
-        store = Store.open(self.db_path)
+        store = Store.open(self.db_path, now=self.clock.now)
         workers: dict[str, asyncio.Task[None]] = {}
         # No pool cap: each channel holds at most one connection, and a cap shared by all
         # channels would let stuck ones starve the others.
@@ -101,40 +105,28 @@ class Sender(threading.Thread):
         long until the next delivery of an idle channel comes due."""
         for name in [n for n, task in workers.items() if task.done()]:
             del workers[name]
-        due = store.conn.execute("SELECT DISTINCT channel FROM deliveries WHERE status = "
-                                 "'pending' AND next_attempt_at <= ?", (time.time(),)).fetchall()
-        for (name,) in due:
+        for name in store.alerts.due_channels(self.clock.now()):
             if name not in workers:
                 task = asyncio.create_task(self._deliver_channel(store, client, name))
                 task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
                 workers[name] = task
-        busy = list(workers)
-        row = store.conn.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND channel "
-            f"NOT IN ({','.join('?' * len(busy))})", busy).fetchone()
-        return None if row[0] is None else max(0.0, row[0] - time.time())
+        next_at = store.alerts.next_attempt_at(except_channels=list(workers))
+        return None if next_at is None else max(0.0, next_at - self.clock.now())
 
     async def _deliver_channel(self, store: Store, client: Any, name: str) -> None:
         """Deliver this channel's due deliveries one at a time, oldest first, until none is due."""
         try:
             while not self.stopping:
-                row = store.conn.execute(
-                    "SELECT d.id, d.action, d.attempts, a.id, a.kind, a.dag_id, a.run_id, "
-                    "a.task_id, a.state, a.severity, a.level, a.summary, a.created_at FROM "
-                    "deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.channel = ? AND "
-                    "d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT 1",
-                    (name, time.time())).fetchone()
-                if row is None:
+                due = store.alerts.next_due(name, self.clock.now())
+                if due is None:
                     return
-                delivery_id, action, attempts = row[:3]
-                alert = dict(zip(_ALERT_KEYS, row[3:]))
+                alert = alert_fields(due.alert)
                 channel = self.config.channels.get(name)
                 if channel is None:
                     ok, detail = False, f"channel {name!r} is not configured"
                 else:
-                    ok, detail = await self.attempt(client, channel, action, alert)
-                self._record(store, delivery_id, attempts + 1, ok, detail,
-                             final=channel is None)
+                    ok, detail = await self.attempt(client, channel, due.action, alert)
+                self._record(store, due.id, due.attempts + 1, ok, detail, final=channel is None)
         except Exception as exc:  # the store was busy, a bug: the next pass tries again
             _report(exc)
             await asyncio.sleep(self.backoff)
@@ -142,15 +134,11 @@ class Sender(threading.Thread):
     def _record(self, store: Store, delivery_id: int, attempts: int, ok: bool, detail: str,
                 *, final: bool) -> None:
         done = ok or final or attempts >= MAX_ATTEMPTS
-        status = "sent" if ok else ("failed" if done else "pending")
-        now = time.time()
-        next_at = now + self.backoff * (2 ** (attempts - 1))
-        with store.transaction() as conn:
-            conn.execute("INSERT INTO delivery_attempts (delivery_id, at, ok, detail) "
-                         "VALUES (?, ?, ?, ?)", (delivery_id, now, int(ok), detail))
-            conn.execute("UPDATE deliveries SET status = ?, attempts = ?, last_status = ?, "
-                         "next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                         (status, attempts, detail, next_at, now, delivery_id))
+        now = self.clock.now()
+        store.alerts.record_attempt(
+            delivery_id, ok=ok, detail=detail, attempts=attempts,
+            status="sent" if ok else ("failed" if done else "pending"),
+            next_attempt_at=now + self.backoff * (2 ** (attempts - 1)), now=now)
 
     async def attempt(self, client: Any, channel: Channel, action: str,
                       alert: dict[str, Any]) -> tuple[bool, str]:
@@ -215,6 +203,11 @@ def _kill_tree(pid: int) -> None:
             child.kill()
         except psutil.Error:
             pass
+
+
+def alert_fields(alert: Alert) -> dict[str, Any]:
+    """The alert as a channel's payload carries it."""
+    return {key: getattr(alert, key) for key in _ALERT_KEYS}
 
 
 def _report(exc: Exception) -> None:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import time
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flowtui.runner.clock import iso
 from flowtui.runner.durations import parse_duration
 from flowtui.runner.model import DagSpec
 from flowtui.store import Store
 from flowtui.store.models import Run
+
+if TYPE_CHECKING:
+    from flowtui.runner.alerting import Alerts
 
 FINISHED = {"success", "failed", "skipped", "upstream_failed"}
 # Instants every renderer can show in any timezone: datetime's years 1-9999, a day inside.
@@ -36,10 +42,6 @@ class SlaStatus:
     predicted: float | None
     critical_path: list[str] = field(default_factory=list)
     verdict: str = "on track"  # on track | at risk | missed | met
-
-    @property
-    def left(self) -> float:
-        return self.deadline - time.time()
 
 
 def deadline_for(dag: DagSpec, run: Run) -> float | None:
@@ -85,23 +87,9 @@ def _deadline(dag: DagSpec, run: Run) -> float | None:
     return None
 
 
-def typical_durations(store: Store, dag_id: str, limit: int = 20) -> dict[str, float]:
-    """Median duration of each task's recent successful tries."""
-    rows = store.conn.execute(
-        "SELECT t.task_id, t.end_date - t.start_date FROM tries t JOIN dag_runs r ON "
-        "r.id = t.run_pk WHERE r.dag_id = ? AND t.state = 'success' ORDER BY t.id DESC "
-        "LIMIT ?", (dag_id, limit * 50)).fetchall()
-    by_task: dict[str, list[float]] = {}
-    for task_id, seconds in rows:
-        values = by_task.setdefault(task_id, [])
-        if seconds is not None and len(values) < limit:
-            values.append(seconds)
-    return {t: sorted(v)[len(v) // 2] for t, v in by_task.items() if v}
-
-
 def predict(store: Store, dag: DagSpec, run: Run, now: float) -> tuple[float, list[str]]:
     """Now plus the longest path of remaining work (elapsed time of running tasks counted)."""
-    typical = typical_durations(store, dag.dag_id)
+    typical = store.alerts.typical_durations(dag.dag_id)
     tis = {t.task_id: t for t in store.task_instances(run.pk)}
     best: dict[str, tuple[float, list[str]]] = {}
     for task_id in dag.topological_order():
@@ -146,13 +134,9 @@ def active_statuses(store: Store, dags: dict[str, DagSpec], now: float,
     """SLA status of unfinished runs and of runs that ended in the last day. A DAG whose SLA
     gives no usable deadline is left out, with one line saying why added to ``problems``."""
     out = []
-    runs = store.conn.execute(
-        "SELECT id FROM dag_runs WHERE state IN ('queued', 'running') OR end_date >= ? "
-        "ORDER BY logical_date DESC LIMIT 500", (now - recent,)).fetchall()
-    for (pk,) in runs:
-        run = store.get_run_by_pk(pk)
-        dag = dags.get(run.dag_id) if run else None
-        if run is None or dag is None or not dag.sla:
+    for run in store.alerts.sla_runs(now - recent):
+        dag = dags.get(run.dag_id)
+        if dag is None or not dag.sla:
             continue
         try:
             result = status(store, dag, run, now)
@@ -165,3 +149,47 @@ def active_statuses(store: Store, dags: dict[str, DagSpec], now: float,
         if result is not None:
             out.append(result)
     return out
+
+
+class SlaWatch:
+    """Turns SLA verdicts into alerts: ``sla_at_risk`` when the predicted finish passes the
+    deadline, ``sla_miss`` when the deadline passes with the run unfinished, each once per
+    verdict a run reaches; an SLA it cannot check is said once while it lasts."""
+
+    def __init__(self, alerts: Alerts, say: Callable[[str], None] | None = None) -> None:
+        self.alerts = alerts
+        self.say = say or _say
+        self._seen: dict[tuple[str, str], str] = {}
+        self._problems: set[str] = set()
+
+    def check(self, dags: dict[str, DagSpec], now: float) -> None:
+        if not any(d.sla for d in dags.values()):
+            return
+        problems: list[str] = []
+        statuses = active_statuses(self.alerts.store, dags, now, problems=problems)
+        for line in problems:
+            if line not in self._problems:
+                self.say(line)
+        self._problems = set(problems)  # one that goes and comes back is said again
+        current = {(i.dag_id, i.run_id) for i in statuses}
+        for key in [k for k in self._seen if k not in current]:
+            del self._seen[key]  # out of the SLA window: forget it
+        for item in statuses:
+            key = (item.dag_id, item.run_id)
+            if self._seen.get(key) == item.verdict:
+                continue
+            self._seen[key] = item.verdict
+            if item.verdict == "at risk":
+                self.alerts.raise_alert(
+                    "sla_at_risk", item.dag_id, item.run_id, "",
+                    f"predicted to finish at {iso(item.predicted) or 'unknown'}, after the "
+                    f"deadline {iso(item.deadline)} (critical path: "
+                    f"{' -> '.join(item.critical_path)})", now=now)
+            elif item.verdict == "missed" and item.run_state != "success":
+                self.alerts.raise_alert("sla_miss", item.dag_id, item.run_id, "",
+                                        f"not done by its deadline {iso(item.deadline)}",
+                                        now=now)
+
+
+def _say(line: str) -> None:
+    print(f"flowtui runner: {line}", file=sys.stderr, flush=True)

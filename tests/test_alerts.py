@@ -44,7 +44,8 @@ class Hooks:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll interval: shutting the server down at a test's end takes that long.
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def to(self, path: str) -> list[dict]:
         with self.lock:
