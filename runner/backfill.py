@@ -91,7 +91,8 @@ def plan_backfill(store: Store, dag: DagSpec, intervals: list[Interval], reproce
         elif reprocess == "failed" and states[-1] == RunState.FAILED:
             plan.create.append(interval)
         else:
-            plan.skip.append((interval, f"already has a {states[-1].value} run (reprocess {reprocess})"))
+            plan.skip.append((interval, f"already has a {states[-1].value} run "
+                                        f"(reprocess {reprocess})"))
     return plan
 
 

@@ -1,6 +1,7 @@
 """Backfills through the real CLI: throttling, order, reprocess, preview, cancel, pause."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
@@ -9,6 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import flowtui, write
 from daemon_support import Runner, alive, wait_for
+
+from flowtui.runner import backfill as bf
+from flowtui.runner.clock import iso
+from flowtui.runner.loader import load_folder
+from flowtui.store import RunState, Store
+from flowtui.store.changes import Changes
 
 DAILY = """
 dag_id: daily
@@ -237,3 +244,83 @@ def test_a_backfill_pool_keeps_its_tasks_apart(home: Path, pipelines: Path) -> N
     unknown = flowtui("backfill", "daily", "--start", "2026-03-05", "--end", "2026-03-06",
                       "--pool", "nope", home=home, pipelines=pipelines)
     assert unknown.returncode == 2 and "pool 'nope' is not defined" in unknown.stderr
+
+
+def test_a_backfill_is_written_at_the_stores_clock_with_who_and_why(home: Path,
+                                                                   pipelines: Path) -> None:
+    """In-process on a real store with a driven clock: the runs come from the store's one
+    run-creation path (a taken run id gets a suffix), every event says cause and actor, and a
+    cancel drops queued runs and asks the owner of each running one to end it."""
+    write(pipelines, "daily.yaml", DAILY)
+    dag = load_folder(pipelines).dags["daily"]
+    clock = [1_900_000_000.0]
+    store = Store.open(home / "flowtui.db", now=lambda: clock[0])
+    march = bf.intervals_in_range(dag, dt.date(2026, 3, 1), dt.date(2026, 3, 3))
+    tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, 0) for t in dag.tasks.values()]
+    store.create_run(dag_id="daily", run_id=f"backfill__{iso(march[1].start)}",
+                     run_type="manual", logical_date=1.0, data_interval_start=1.0,
+                     data_interval_end=2.0, conf={}, state=RunState.QUEUED, runner_id=None,
+                     tasks=tasks, cause="operator", actor="ann")
+    backfill_id, plan = bf.queue_backfill(store, dag, "2026-03-01", "2026-03-03", reprocess=None,
+                                          order="oldest-first", parallelism=2, pool=None,
+                                          user="ann")
+    assert backfill_id == 1 and len(plan.create) == 3 and not plan.skip
+    made = rows(home, "SELECT run_id, state, created_at FROM dag_runs WHERE backfill_id = 1 "
+                      "ORDER BY logical_date")
+    assert [r[0] for r in made] == [f"backfill__{iso(march[0].start)}",
+                                    f"backfill__{iso(march[1].start)}.2",
+                                    f"backfill__{iso(march[2].start)}"]
+    assert {(r[1], r[2]) for r in made} == {("queued", clock[0])}
+    assert rows(home, "SELECT count(*) FROM task_instances t JOIN dag_runs r ON r.id = t.run_pk "
+                      "WHERE r.backfill_id = 1 AND t.state = 'none'") == [(6,)]
+    assert bf.get_backfill(store, 1).created_at == clock[0]
+    with pytest.raises(bf.BackfillError, match="overlap backfill 1"):
+        bf.queue_backfill(store, dag, "2026-03-02", "2026-03-04", reprocess=None,
+                          order="oldest-first", parallelism=1, pool=None, user="ann")
+
+    first = store.backfills.runs_in(1, RunState.QUEUED, limit=1)[0]
+    start = Changes()
+    start.move_run(first.pk, "daily", first.run_id, RunState.QUEUED, RunState.RUNNING,
+                   at=clock[0], cause="scheduler", actor="runner 7")
+    store.apply(start)
+    clock[0] += 60
+    change = bf.change_state(store, 1, "cancel", user="bob")
+    assert (change.state, change.stopping) == ("cancelled", 1)
+    assert rows(home, "SELECT id FROM dag_runs WHERE backfill_id = 1") == [(first.pk,)]
+    assert rows(home, "SELECT at, user, action, run_pk FROM requests") == [
+        (clock[0], "bob", "cancel_run", first.pk)]
+    assert bf.get_backfill(store, 1).updated_at == clock[0]
+    with pytest.raises(bf.BackfillError, match="is cancelled"):
+        bf.change_state(store, 1, "resume", user="bob")
+    events = rows(home, "SELECT kind, old_state, new_state, cause, actor, detail, at FROM events "
+                        "WHERE detail = 'backfill 1' ORDER BY id")
+    created = clock[0] - 60
+    assert events == [("run", None, "queued", "operator", "ann", "backfill 1", created)] * 3 + [
+        ("backfill", None, "running", "operator", "ann", "backfill 1", created),
+        ("backfill", "running", "cancelled", "operator", "bob", "backfill 1", clock[0])]
+    assert [r[0] for r in rows(home, "SELECT action FROM audit_log ORDER BY id")] == [
+        "backfill", "backfill_cancel"]
+
+    # A backfill whose runs all ended is done once, with the scheduler's event.
+    second, _ = bf.queue_backfill(store, dag, "2026-03-10", "2026-03-11", reprocess=None,
+                                  order="newest-first", parallelism=1, pool=None, user="ann")
+    assert second == 2
+    runs = bf.next_runs(store, bf.get_backfill(store, 2), 5)
+    assert [r.logical_date for r in runs] == sorted((r.logical_date for r in runs), reverse=True)
+    bf.finish_if_done(store, 2)
+    assert bf.get_backfill(store, 2).state == "running"  # runs still queued
+    ended = Changes()
+    for run in runs:
+        ended.move_run(run.pk, "daily", run.run_id, RunState.QUEUED, RunState.SUCCESS,
+                       at=clock[0], cause="scheduler", actor="runner 7")
+    store.apply(ended)
+    clock[0] += 5
+    bf.finish_if_done(store, 2, actor="runner 7")
+    bf.finish_if_done(store, 2, actor="runner 7")
+    assert bf.progress(store, bf.get_backfill(store, 2)) == {
+        "done": 2, "running": 0, "failed": 0, "left": 0, "skipped": 0}
+    assert rows(home, "SELECT old_state, new_state, cause, actor, at FROM events WHERE "
+                      "kind = 'backfill' AND detail = 'backfill 2' ORDER BY id") == [
+        (None, "running", "operator", "ann", clock[0] - 5),
+        ("running", "done", "scheduler", "runner 7", clock[0])]
+    store.close()
