@@ -28,7 +28,8 @@ class Desk:
 
     def __init__(self, home: Path, pipelines: Path) -> None:
         self.clock = ManualClock()
-        raw = tomllib.loads((home / "flowtui.toml").read_text())
+        toml = home / "flowtui.toml"
+        raw = tomllib.loads(toml.read_text()) if toml.exists() else {}
         self.config = parse_alerting(raw)
         assert self.config.errors == []
         self.store = Store.open(home / "flowtui.db", now=self.clock.now)

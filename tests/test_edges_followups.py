@@ -16,6 +16,7 @@ from app_support import run_async, screen_text, until
 from conftest import flowtui, write
 from daemon_support import alive, start, tasks, trigger, wait_for
 from test_alerts import Hooks, hooks  # noqa: F401  (hooks is the shared server fixture)
+from test_alerts_clock import Desk, desks  # noqa: F401  (desks is a fixture)
 from test_edges_daemon import HOLD_LOCK, QuickDaemon, daemons  # noqa: F401  (a fixture)
 
 from flowtui.app.acting import catch_up_lines
@@ -23,6 +24,7 @@ from flowtui.app.app import make_app
 from flowtui.runner.config import load_config
 from flowtui.runner.daemon import due_intervals, last_scheduled
 from flowtui.runner.loader import load_folder
+from flowtui.runner.sla import SlaWatch
 from flowtui.store import Store
 
 
@@ -111,9 +113,10 @@ steps = [{{after = "0m", notify = ["dagteam"]}}]
     assert daemon.proc.poll() is None, daemon.stderr()
 
 
-# -- SLAs in the daemon -----------------------------------------------------------------------
-def test_the_daemon_says_an_sla_it_cannot_check_once_and_an_unknown_finish_as_unknown(
-        home: Path, pipelines: Path, runners: list) -> None:
+# -- SLAs the runner checks ------------------------------------------------------------------
+def test_an_sla_that_cannot_be_checked_is_said_once_and_an_unknown_finish_as_unknown(
+        home: Path, pipelines: Path, desks: list) -> None:
+    """What the runner's SLA check (``SlaWatch``) says, tick after tick of a driven clock."""
     for dag_id, within in (("far", "3650d"), ("slow", "1h"), ("soon", "2s")):
         write(pipelines, f"{dag_id}.yaml", f"""
             dag_id: {dag_id}
@@ -129,26 +132,34 @@ def test_the_daemon_says_an_sla_it_cannot_check_once_and_an_unknown_finish_as_un
     with conn:
         conn.execute("UPDATE tries SET end_date = start_date + 3e11")
     conn.close()
-    runner = start(runners, home, pipelines)
-    log = home / "runner.out"
-    # Paused DAGs: the runs stay queued, and their SLAs are checked every tick.
+    # Paused DAGs: the runs stay queued, and their SLAs are checked on every tick.
     trigger(home, pipelines, "far", "--date", "9999-12-29")
     trigger(home, pipelines, "slow")
-    wait_for(lambda: "DAG 'far'" in log.read_text(), what="the runner to say far's SLA")
+    soon = trigger(home, pipelines, "soon")
+    soon_from = query(home, "SELECT data_interval_end FROM dag_runs WHERE dag_id = 'soon' AND "
+                            "run_id = ?", (soon,))[0][0]
+    desk = Desk(home, pipelines)
+    desks.append(desk)
+    said: list[str] = []
+    watch = SlaWatch(desk.alerts, said.append)
+    dags = load_folder(pipelines).dags
+    tick = desk.clock.now()
+    watch.check(dags, tick)
+    assert query(home, "SELECT 1 FROM alerts WHERE dag_id = 'soon'") == []
     # soon misses its deadline two ticks or more later: by then far was seen on every tick.
-    trigger(home, pipelines, "soon")
-    wait_for(lambda: query(home, "SELECT 1 FROM alerts WHERE kind = 'sla_miss' AND "
-                                 "dag_id = 'soon'"), what="soon's SLA miss")
-    lines = [line for line in log.read_text().splitlines() if "DAG 'far'" in line]
-    assert len(lines) == 1, log.read_text()
+    while tick < soon_from + 2.0 + 1.0:
+        tick += 1.0
+        desk.move_to(tick)
+        watch.check(dags, tick)
+    assert query(home, "SELECT 1 FROM alerts WHERE kind = 'sla_miss' AND dag_id = 'soon'")
+    lines = [line for line in said if "DAG 'far'" in line]
+    assert len(lines) == 1, said
     assert "far.yaml" in lines[0] and "outside the years 1-9999" in lines[0] \
         and "its SLA is not checked" in lines[0], lines[0]
-    summary = wait_for(lambda: query(home, "SELECT summary FROM alerts WHERE kind = "
-                                           "'sla_at_risk' AND dag_id = 'slow'"),
-                       what="slow's at-risk alert")[0][0]
+    summary = query(home, "SELECT summary FROM alerts WHERE kind = 'sla_at_risk' AND "
+                          "dag_id = 'slow'")[0][0]
     assert summary.startswith("predicted to finish at unknown, after the deadline"), summary
     assert "None" not in summary
-    assert runner.proc.poll() is None
 
 
 # -- backfill state changes ---------------------------------------------------------------
