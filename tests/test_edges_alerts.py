@@ -1,6 +1,7 @@
 """Alert delivery at the edges: an endpoint that drips bytes or a command that hangs holds only
 its own channel and fails at its total deadline; alert ids and SLAs no clock can hold give one
-line, never a traceback. Real runners, real HTTP servers on 127.0.0.1, the real CLI."""
+line, never a traceback. The runner's sender in process on a driven clock, real HTTP servers on
+127.0.0.1, the real CLI."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import flowtui, write
-from daemon_support import Runner, alive, wait_for
+from daemon_support import alive, wait_for
 from test_alerts import Hooks, hooks, query  # noqa: F401  (hooks is the shared server fixture)
+from test_alerts_clock import BACKOFF, Desk, desks  # noqa: F401  (desks is a fixture)
 
 DRIP_SECONDS = 60  # far longer than any deadline under test; ends early when the test stops
 
@@ -61,10 +63,11 @@ def drip() -> Iterator[Drip]:
     server.server.server_close()
 
 
-def page_both(home: Path, pipelines: Path, hooks: Hooks, slow: str) -> Runner:
-    """A channel ``slow`` (its table given) and a healthy ``fast`` one, both paged at once by
-    a DAG that fails, on a runner that is started and returned. The slow one comes first: one
-    sender working through deliveries in turn would be stuck on it, never reaching the other."""
+def page_both(home: Path, pipelines: Path, hooks: Hooks, slow: str, desks: list[Desk]) -> Desk:
+    """A channel ``slow`` (its table given) and a healthy ``fast`` one, both paged at once for
+    a failed task, by the runner's alerting and sender on a driven clock. The slow one comes
+    first: one sender working through deliveries in turn would be stuck on it, never reaching
+    the other."""
     (home / "flowtui.toml").write_text(f"""{slow}
 [channels.fast]
 type = "webhook"
@@ -78,13 +81,10 @@ steps = [{{after = "0m", notify = ["slow", "fast"]}}]
         tasks:
           load: {command: 'exit 1'}
     """)
-    runner = Runner(home, pipelines)
-    try:
-        assert flowtui("trigger", "shop", home=home, pipelines=pipelines).returncode == 0
-    except BaseException:
-        runner.stop()
-        raise
-    return runner
+    desk = Desk(home, pipelines)
+    desks.append(desk)
+    assert desk.alerts.raise_alert("task_failed", "shop", "manual_1", "load", "exited 1")
+    return desk
 
 
 def attempts(home: Path, channel: str) -> list[tuple]:
@@ -93,55 +93,55 @@ def attempts(home: Path, channel: str) -> list[tuple]:
 
 
 def test_a_dripping_endpoint_holds_only_its_own_channel(home: Path, pipelines: Path,
-                                                         hooks: Hooks, drip: Drip) -> None:
-    runner = page_both(home, pipelines, hooks, f"""
+                                                         hooks: Hooks, drip: Drip,
+                                                         desks: list[Desk]) -> None:
+    desk = page_both(home, pipelines, hooks, f"""
 [channels.slow]
 type = "webhook"
 url = "{drip.url}/drip"
 timeout = "3s"
-""")
-    try:
-        wait_for(lambda: drip.started, 15, "the slow endpoint to be called")
-        wait_for(lambda: query(home, "SELECT status FROM deliveries WHERE channel = 'fast'") ==
-                 [("sent",)], 10, "the healthy channel's delivery")
-        raised = query(home, "SELECT created_at FROM alerts")[0][0]
-        fast_at = attempts(home, "fast")[0][0]
-        assert fast_at - raised < 2.5
-        assert len(hooks.to("/fast")) == 1
-        # The slow one ends at its total deadline, failed, and is retried after a backoff.
-        wait_for(lambda: attempts(home, "slow"), 15, "the slow attempt to end")
-        slow_at, ok, detail = attempts(home, "slow")[0]
-        assert fast_at < slow_at  # sent while the drip was still going
-        assert not ok and detail == "no complete answer within 3s from http://127.0.0.1/…"
-        assert 3.0 - 0.5 <= slow_at - drip.started[0] < 3.0 + 2.5  # the server saw it late
-        assert query(home, "SELECT status, attempts FROM deliveries WHERE channel = 'slow'"
-                     ) == [("pending", 1)]
-        wait_for(lambda: len(drip.started) >= 2, 15, "the retry of the slow endpoint")
-        assert drip.started[1] - slow_at >= 0.9  # the backoff of the first retry, 1 s
-    finally:
-        runner.stop()
+""", desks)
+    wait_for(lambda: drip.started, 15, "the slow endpoint to be called")
+    wait_for(lambda: query(home, "SELECT status FROM deliveries WHERE channel = 'fast'") ==
+             [("sent",)], 10, "the healthy channel's delivery")
+    raised = query(home, "SELECT created_at FROM alerts")[0][0]
+    fast_at = attempts(home, "fast")[0][0]
+    assert fast_at - raised < 2.5
+    assert len(hooks.to("/fast")) == 1
+    # The slow one ends at its total deadline, failed, and is retried after a backoff.
+    wait_for(lambda: attempts(home, "slow"), 15, "the slow attempt to end")
+    slow_at, ok, detail = attempts(home, "slow")[0]
+    assert fast_at < slow_at  # sent while the drip was still going
+    assert not ok and detail == "no complete answer within 3s from http://127.0.0.1/…"
+    assert 3.0 - 0.5 <= slow_at - drip.started[0] < 3.0 + 2.5  # the server saw it late
+    assert query(home, "SELECT status, attempts FROM deliveries WHERE channel = 'slow'"
+                 ) == [("pending", 1)]
+    # The retry waits for its backoff on the clock: not before, and then at once.
+    retry_at = query(home, "SELECT next_attempt_at FROM deliveries WHERE channel = 'slow'"
+                     )[0][0]
+    assert retry_at - slow_at == pytest.approx(BACKOFF)
+    assert len(drip.started) == 1
+    desk.move_to(retry_at)
+    wait_for(lambda: len(drip.started) >= 2, 15, "the retry of the slow endpoint")
 
 
 def test_a_hanging_alert_command_is_killed_with_its_tree_at_the_deadline(
-        home: Path, pipelines: Path, hooks: Hooks, tmp_path: Path) -> None:
+        home: Path, pipelines: Path, hooks: Hooks, tmp_path: Path, desks: list[Desk]) -> None:
     pid_file = tmp_path / "grandchild.pid"
-    runner = page_both(home, pipelines, hooks, f"""
+    page_both(home, pipelines, hooks, f"""
 [channels.slow]
 type = "command"
 command = "sleep 300 & echo $! > {pid_file}; wait"
 timeout = "1s"
-""")
-    try:
-        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 15,
-                 "the command to start")
-        grandchild = int(pid_file.read_text())
-        wait_for(lambda: attempts(home, "slow"), 15, "the command attempt to end")
-        at, ok, detail = attempts(home, "slow")[0]
-        assert not ok and detail == "no complete answer within 1s from command"
-        assert attempts(home, "fast")[0][0] < at
-        wait_for(lambda: not alive(grandchild), 5, "the command's background child to die")
-    finally:
-        runner.stop()
+""", desks)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 15,
+             "the command to start")
+    grandchild = int(pid_file.read_text())
+    wait_for(lambda: attempts(home, "slow"), 15, "the command attempt to end")
+    at, ok, detail = attempts(home, "slow")[0]
+    assert not ok and detail == "no complete answer within 1s from command"
+    assert attempts(home, "fast")[0][0] < at
+    wait_for(lambda: not alive(grandchild), 5, "the command's background child to die")
 
 
 def test_alert_ids_that_name_no_alert_are_one_line(home: Path, pipelines: Path) -> None:
