@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import signal
 from collections.abc import Callable
@@ -323,6 +322,7 @@ def run_in_foreground(store: Store, config: Config, dag: DagSpec, backfill_id: i
     return progress(store, get_backfill(store, backfill_id))
 
 
-__all__ = ["BackfillError", "Change", "Plan", "change_state", "get_backfill",
-           "intervals_in_range", "list_backfills", "next_runs", "overlapping", "plan_backfill",
-           "progress", "queue_backfill", "to_json", "json"]
+__all__ = ["BackfillError", "Change", "Plan", "change_state", "finish_if_done", "get_backfill",
+           "intervals_in_range", "list_backfills", "next_runs", "overlapping", "parse_day",
+           "plan_backfill", "prepare", "progress", "queue_backfill", "run_in_foreground",
+           "start_backfill_runs", "to_json"]
