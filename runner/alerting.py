@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flowtui.runner.durations import parse_duration
@@ -174,15 +174,22 @@ def dag_policy_errors(config: AlertConfig, dags: dict[str, Any]) -> list[str]:
 
 class Alerts:
     """Raising, escalating, acking and resolving alerts (runs in the daemon's loop). Time is the
-    store's clock unless a ``now`` is given."""
+    store's clock unless a ``now`` is given.
+
+    Escalation is armed, not polled: ``arm(at)`` is called whenever a step comes due earlier
+    than any time armed before (a raise, or an ``escalate`` that leaves a step waiting); the
+    caller sets a timer that calls ``escalate`` then."""
 
     def __init__(self, store: Store, config: AlertConfig, dags: dict[str, Any],
-                 wake_sender: Callable[[], None] | None = None) -> None:
+                 wake_sender: Callable[[], None] | None = None,
+                 arm: Callable[[float], None] | None = None) -> None:
         self.store = store
         self.records = store.alerts
         self.config = config
         self.dags = dags
         self.wake_sender = wake_sender or (lambda: None)
+        self.arm = arm or (lambda at: None)
+        self._armed_at: float | None = None  # the earliest timer set and not yet run
 
     def policies(self, dag_id: str, kind: str) -> list[Policy]:
         """The policies an alert goes through: its DAG's; an alert about no DAG (the runner
@@ -213,17 +220,19 @@ class Alerts:
             else:
                 alert_id = known.id
                 self.records.reopen(alert_id, summary, now)
-            self._fire_due(alert_id, policies, 0, now, now)
+            next_at = self._fire_due(alert_id, policies, 0, now, now)
             if kind == "sla_miss":
                 for policy in policies:
                     for channel in policy.on_sla_miss:
                         self.records.enqueue(alert_id, channel, "trigger", now)
         self.wake_sender()
+        self._arm(next_at)
         return alert_id
 
     def _fire_due(self, alert_id: int, policies: list[Policy], level: int, created: float,
-                  now: float) -> None:
-        """Fire every step due by ``now`` from ``level`` on; set the next step's time."""
+                  now: float) -> float | None:
+        """Fire every step due by ``now`` from ``level`` on; set and return the next step's
+        time."""
         steps = sorted((step for p in policies for step in p.steps), key=lambda s: s.after)
         while level < len(steps) and created + steps[level].after <= now + 1e-6:
             for channel in steps[level].notify:
@@ -231,11 +240,19 @@ class Alerts:
             level += 1
         next_at = created + steps[level].after if level < len(steps) else None
         self.records.set_level(alert_id, level, next_at, now)
+        return next_at
+
+    def _arm(self, at: float | None) -> None:
+        if at is not None and (self._armed_at is None or at < self._armed_at):
+            self._armed_at = at
+            self.arm(at)
 
     def escalate(self, now: float | None = None) -> float | None:
         """Fire the steps that came due for alerts still open (acked ones never escalate);
         return when the next step of any open alert is due (None: none is waiting)."""
         now = self.store.now() if now is None else now
+        if self._armed_at is not None and self._armed_at <= now:
+            self._armed_at = None  # that timer is this call
         due = self.records.due_steps(now)
         if due:
             with self.store.transaction():
@@ -243,7 +260,9 @@ class Alerts:
                     self._fire_due(alert.id, self.policies(alert.dag_id, alert.kind),
                                    alert.level, alert.created_at, now)
             self.wake_sender()
-        return self.records.next_step_at()
+        next_at = self.records.next_step_at()
+        self._arm(next_at)
+        return next_at
 
     def next_escalation(self) -> float | None:
         """When ``escalate`` has work next: the earliest next step of an open alert."""
@@ -305,12 +324,6 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     data["created_at"] = iso(alert.created_at)
     data["next_step_at"] = iso(alert.next_step_at)
     return data
-
-
-def list_alerts(store: Store, include_resolved: bool = True, limit: int = 500) -> list[tuple]:
-    """Rows in the column order of ``Alert``, for readers not yet on ``store.alerts.newest``."""
-    return [astuple(a) for a in store.alerts.newest(include_resolved=include_resolved,
-                                                   limit=limit)]
 
 
 __all__ = ["Alert", "AlertConfig", "AlertError", "Alerts", "Channel", "parse_alerting",

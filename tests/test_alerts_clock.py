@@ -38,8 +38,9 @@ class Desk:
         self.store = Store.open(home / "flowtui.db", now=self.clock.now)
         self.sender = Sender(home / "flowtui.db", self.config, clock=self.clock,
                              backoff=BACKOFF)
+        self.armed: list[float] = []  # the times the runner is asked to set a timer for
         self.alerts = Alerts(self.store, self.config, load_folder(pipelines).dags,
-                             self.sender.wake)
+                             self.sender.wake, self.armed.append)
         self.sender.start()
 
     def move_to(self, when: float) -> None:
@@ -169,22 +170,30 @@ def test_an_acked_alert_does_not_escalate(home: Path, pipelines: Path, hooks: Ho
     assert query(home, "SELECT state, level FROM alerts") == [("acked", 1)]
 
 
-def test_the_next_escalation_is_the_earliest_step_of_an_open_alert(
+def test_escalation_is_armed_for_the_earliest_step_of_an_open_alert(
         home: Path, pipelines: Path, hooks: Hooks, desks: list[Desk],
         monkeypatch: pytest.MonkeyPatch) -> None:
     env = configure(home, hooks, escalate="1h")
     write(pipelines, "a.yaml", SHOP)
     desk = desk_for(home, pipelines, env, desks, monkeypatch)
-    start = desk.clock.now()
-    assert desk.alerts.next_escalation() is None
-    late = desk.alerts.raise_alert("task_failed", "shop", "r1", "load", "x", now=start + 60)
-    early = desk.alerts.raise_alert("task_failed", "shop", "r2", "load", "x", now=start)
-    assert late is not None and early is not None
-    assert desk.alerts.next_escalation() == pytest.approx(start + 3600)
+    alerts, start = desk.alerts, desk.clock.now()
+    assert alerts.next_escalation() is None and alerts.escalate(start) is None
+    late = alerts.raise_alert("task_failed", "shop", "r1", "load", "x", now=start + 60)
+    early = alerts.raise_alert("task_failed", "shop", "r2", "load", "x", now=start)
+    later = alerts.raise_alert("task_failed", "shop", "r3", "load", "x", now=start + 120)
+    assert late is not None and early is not None and later is not None
+    # A timer for each step that comes before every one armed so far, and no other.
+    assert desk.armed == pytest.approx([start + 3660, start + 3600])
+    assert alerts.next_escalation() == pytest.approx(start + 3600)
     set_alert_state(desk.store, early, "acked", user="oncall")
-    assert desk.alerts.next_escalation() == pytest.approx(start + 3660)
-    assert desk.alerts.escalate(start + 3660) is None
-    assert query(home, "SELECT id, level FROM alerts ORDER BY id") == [(late, 2), (early, 1)]
+    assert alerts.next_escalation() == pytest.approx(start + 3660)
+    # Each timer's escalate fires what is due and arms the next step.
+    assert alerts.escalate(start + 3600) == pytest.approx(start + 3660)
+    assert alerts.escalate(start + 3660) == pytest.approx(start + 3720)
+    assert alerts.escalate(start + 3720) is None
+    assert desk.armed == pytest.approx([start + 3660, start + 3600, start + 3660, start + 3720])
+    assert query(home, "SELECT id, state, level FROM alerts ORDER BY id") == [
+        (late, "open", 2), (early, "acked", 1), (later, "open", 2)]
 
 
 def test_sla_at_risk_before_the_deadline_and_missed_at_it(
