@@ -5,15 +5,47 @@ import argparse
 import difflib
 import sqlite3
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flowtui import __version__
+# EXIT_FAILED is imported only for the commands that still take these names from here.
+from flowtui.usage import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError  # noqa: F401
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from flowtui.runner.config import Config
+
+Handler = Callable[[argparse.Namespace, "Config"], int]
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+def handlers() -> dict[str, Handler]:
+    """Each command, as its words after ``flowtui``, and the function that carries it out
+    (imported once the arguments are parsed, so --version, --help and typos answer at once)."""
+    from flowtui import commands, commands_alerts, commands_backfill, commands_ops, commands_ui
+
+    return {
+        "ui": commands_ui.cmd_ui,
+        "run": commands.cmd_run,
+        "dags list": commands.cmd_dags_list,
+        "dags check": commands.cmd_dags_check,
+        "dags show": commands.cmd_dags_show,
+        "dags pause": commands_ops.cmd_pause,
+        "dags unpause": commands_ops.cmd_unpause,
+        "runner": commands_ops.cmd_runner,
+        "trigger": commands_ops.cmd_trigger,
+        "clear": commands_ops.cmd_clear,
+        "retry": commands_ops.cmd_retry,
+        "mark": commands_ops.cmd_mark,
+        "kill": commands_ops.cmd_kill,
+        "backfill": commands_backfill.cmd_backfill,
+        "alerts list": commands_alerts.cmd_alerts,
+        "alerts ack": commands_alerts.cmd_alerts,
+        "alerts resolve": commands_alerts.cmd_alerts,
+        "sla": commands_alerts.cmd_sla,
+        "runs list": commands.cmd_runs_list,
+        "tasks list": commands.cmd_tasks_list,
+        "logs": commands.cmd_logs,
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,18 +218,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--try", dest="try_number", type=int, help="which try (1 is the first)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new output until the try ends")
+    parser.set_defaults(command_name="ui")  # a bare ``flowtui`` opens the UI
+    _name_commands(parser, [])
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Set ``command_name`` (its words, the key into ``handlers()``) on every command's parser."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups and words:
+        parser.set_defaults(command_name=" ".join(words))
+    for group in groups:
+        for name, sub in group.choices.items():
+            _name_commands(sub, [*words, name])
+
+
+def command_names(parser: argparse.ArgumentParser) -> list[str]:
+    """Every command the parser accepts, as its words after ``flowtui``."""
+    own = parser.get_default("command_name")
+    found = [own] if own is not None else []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [name for name in command_names(sub) if name not in found]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command is None:
-            args.command = "ui"
-        from flowtui import commands
+        from flowtui.runner.config import load_config
 
-        return int(commands.dispatch(args))
+        config = load_config(getattr(args, "home", None), getattr(args, "pipelines", None))
+        return int(handlers()[args.command_name](args, config))
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -237,7 +291,7 @@ def _known_error(exc: Exception) -> str | None:
 
 
 def _fail(message: str) -> Any:
-    from flowtui.render import visible
+    from flowtui.runner.text import visible
 
     # Messages quote DAG ids, task ids and file text: one line, nothing that drives a terminal.
     print(f"flowtui: error: {visible(message, inline=True)}", file=sys.stderr)

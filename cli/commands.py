@@ -1,110 +1,31 @@
-"""The CLI's commands: each reads or changes state only through the runner and the store."""
+"""The CLI's commands that read: run, dags list/check/show, runs list, tasks list, logs."""
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from flowtui.context import (emit_json, find_dag, find_run, known_dag, load_pipelines,
+                             open_store, parse_conf, read_store)
 from flowtui.progress import failed_upstreams, failure_lines, logs_command
-from flowtui.render import (GLYPHS, echo, local_time, run_json, table, task_errors, task_json,
-                            visible)
-from flowtui.runner.config import Config, load_config
+from flowtui.render import echo, local_time, run_json, table, task_errors, task_json
+from flowtui.runner.clock import SYSTEM
+from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
 from flowtui.runner.excerpt import find_excerpt
 from flowtui.runner.graph import shorten
-from flowtui.runner.loader import LoadError, LoadResult, load_folder
-from flowtui.runner.model import DagSpec
+from flowtui.runner.loader import LoadError, LoadResult, record_load
+from flowtui.runner.text import GLYPHS, visible
 from flowtui.store import Store
-from flowtui.store.models import DagRecord, ImportError_, Run, Try
+from flowtui.store.models import ImportError_, Run, Try
+from flowtui.usage import EXIT_FAILED, EXIT_OK, UsageError
 
-
-def dispatch(args: argparse.Namespace) -> int:
-    config = load_config(getattr(args, "home", None), getattr(args, "pipelines", None))
-    command = args.command
-    if command == "run":
-        return cmd_run(args, config)
-    if command == "dags" and args.dags_command in ("list", "check", "show"):
-        return {"list": cmd_dags_list, "check": cmd_dags_check,
-                "show": cmd_dags_show}[args.dags_command](args, config)
-    if command == "dags" and args.dags_command in ("pause", "unpause"):
-        from flowtui.commands_ops import cmd_pause
-
-        return cmd_pause(args, config, args.dags_command == "pause")
-    if command == "ui":
-        from flowtui.commands_ui import cmd_ui
-
-        return cmd_ui(args, config)
-    if command in ("alerts", "sla"):
-        from flowtui import commands_alerts
-
-        return int(getattr(commands_alerts, f"cmd_{command}")(args, config))
-    if command == "backfill":
-        from flowtui.commands_backfill import cmd_backfill
-
-        return cmd_backfill(args, config)
-    if command in ("runner", "trigger", "clear", "retry", "mark", "kill"):
-        from flowtui import commands_ops
-
-        return int(getattr(commands_ops, f"cmd_{command}")(args, config))
-    if command == "runs":
-        return cmd_runs_list(args, config)
-    if command == "tasks":
-        return cmd_tasks_list(args, config)
-    if command == "logs":
-        return cmd_logs(args, config)
-    raise UsageError(f"unknown command {command!r}")
-
-
-def _emit_json(document: Any) -> None:
-    json.dump(document, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-def _open_store(config: Config, readonly: bool = False) -> Store:
-    return Store.open(config.db_path, readonly=readonly)
-
-
-def _load(config: Config) -> LoadResult:
-    return load_folder(config.pipelines, config.dag_file_timeout)
-
-
-def _dag(result: LoadResult, dag_id: str, config: Config) -> DagSpec:
-    if dag_id in result.dags:
-        return result.dags[dag_id]
-    broken = [e for e in result.errors if Path(e.fileloc).stem == dag_id]
-    if broken:
-        first_line = visible(str(broken[0]).splitlines()[0], inline=True)
-        raise UsageError(f"DAG {dag_id!r} cannot be loaded: {first_line} "
-                         "('flowtui dags check' shows the details)")
-    raise UsageError(unknown_dag(dag_id, result.dags, str(config.pipelines)))
-
-
-def unknown_dag(dag_id: str, known: Iterable[str], where: str) -> str:
-    """"unknown DAG" with the closest known id, else the known ids."""
-    names = sorted(known)
-    close = difflib.get_close_matches(dag_id, names, n=1, cutoff=0.6)
-    if close:
-        hint = f"did you mean {close[0]!r}?"
-    else:
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        hint = f"(known: {shown or 'none'})"
-    return f"unknown DAG {dag_id!r} in {where}{'; ' if close else ' '}{hint}"
-
-
-def sync(store: Store, result: LoadResult) -> None:
-    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
-                         d.tags, d.paused, None, True, len(d.tasks), time.time())
-               for d in result.dags.values()]
-    errors = [ImportError_(e.fileloc, e.line, e.message, time.time()) for e in result.errors]
-    store.sync_dags(records, errors, result.files)
+# The names the alerts and backfill commands and some tests import from here, kept until they
+# import flowtui.context and flowtui.runner.loader.
+_load, _dag, sync = load_pipelines, find_dag, record_load
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -112,15 +33,16 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from flowtui.runner.runs import parse_date, run_in_foreground
     from flowtui.progress import make_listener
 
-    result = _load(config)
-    dag = _dag(result, args.dag_id, config)
-    conf = _parse_conf(args.conf)
+    result = load_pipelines(config)
+    dag = find_dag(result, args.dag_id, config)
+    conf = parse_conf(args.conf)
     logical_date = parse_date(args.date, dag.timezone) if args.date else None
-    store = _open_store(config)
-    sync(store, result)
+    store = open_store(config)
+    record_load(store, result)
     # With --json, stdout carries the one JSON document: progress lines go to stderr.
     listener, display = make_listener(dag, live=sys.stdout.isatty() and not args.json,
-                                      out=sys.stderr if args.json else sys.stdout)
+                                      out=sys.stderr if args.json else sys.stdout,
+                                      now=store.now)
     try:
         run = run_in_foreground(store, config, dag, logical_date=logical_date, conf=conf,
                                 listener=listener)
@@ -131,30 +53,18 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         document = run_json(run)
         document["tasks"] = [task_json(ti, errors.get(ti.task_id)) for ti in tis]
-        _emit_json(document)
+        emit_json(document)
     else:
         counts: dict[str, int] = {}
         for ti in tis:
             counts[ti.state] = counts.get(ti.state, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        took = format_duration((run.end_date or time.time()) - (run.start_date or time.time()))
+        now = store.now()
+        took = format_duration((run.end_date or now) - (run.start_date or now))
         echo(f"run {run.run_id} of {run.dag_id}: {run.state} in {took} ({summary})")
         for line in failure_lines(args, config, dag, run, tis, errors):
             print(line)
     return EXIT_OK if run.state == "success" else EXIT_FAILED
-
-
-def _parse_conf(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        conf = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--conf is not valid JSON ({exc.msg} at character {exc.pos}); "
-                         "pass an object such as '{\"source\": \"staging\"}'") from None
-    if not isinstance(conf, dict):
-        raise UsageError("--conf must be a JSON object such as '{\"source\": \"staging\"}'")
-    return conf
 
 
 # -- dags ------------------------------------------------------------------------------------
@@ -171,14 +81,14 @@ def _runner_errors(store: Store | None, result: LoadResult) -> list[ImportError_
 
 
 def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
-    result = _load(config)
+    result = load_pipelines(config)
     paused: dict[str, tuple[bool, str | None]] = {}
     store = read_store(config) if config.db_path.exists() else None
     if store is not None:
         paused = {d.dag_id: (d.paused, d.paused_reason) for d in store.dags()}
     aside = _runner_errors(store, result)
     if args.json:
-        _emit_json({
+        emit_json({
             "dags": [{"dag_id": d.dag_id, "file": d.fileloc, "schedule": d.schedule,
                       "timezone": d.timezone, "tasks": len(d.tasks), "tags": d.tags,
                       "owner": d.owner,
@@ -207,7 +117,7 @@ def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
     started = time.perf_counter()
-    result = _load(config)
+    result = load_pipelines(config)
     took = time.perf_counter() - started
     from flowtui.runner.alerting import dag_policy_errors, parse_alerting
 
@@ -219,7 +129,7 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
                          for e in dag_policy_errors(alerting, result.dags))
     aside = _runner_errors(read_store(config) if config.db_path.exists() else None, result)
     if args.json:
-        _emit_json({"dags": sorted(result.dags), "files": len(result.files),
+        emit_json({"dags": sorted(result.dags), "files": len(result.files),
                     "errors": [_error_json(e) for e in result.errors],
                     "runner_errors": [_error_json(e) for e in aside]})
     else:
@@ -238,8 +148,8 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
 def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
     from flowtui.runner.graph import draw_layers, next_fire_times
 
-    result = _load(config)
-    dag = _dag(result, args.dag_id, config)
+    result = load_pipelines(config)
+    dag = find_dag(result, args.dag_id, config)
     echo(f"{dag.dag_id}  ({visible(os.path.relpath(dag.fileloc), inline=True)})")
     if dag.description:
         echo(dag.description)
@@ -257,7 +167,7 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
     print(table(rows, ["TASK", "KIND", "TRIGGER_RULE", "RETRIES", "PRIORITY", "POOL", "DEPS"]))
     if dag.schedule:
         print()
-        fires = next_fire_times(dag, time.time(), 5)
+        fires = next_fire_times(dag, SYSTEM.now(), 5)
         print("next fire times:" if fires else "no more fire times: the schedule does not fire "
               "again before the end of the calendar (year 9999)")
         for line in fires:
@@ -266,51 +176,19 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
 
 
 # -- runs and tasks --------------------------------------------------------------------------
-NO_DATABASE = ("no flowtui database in {home}; run 'flowtui runner' or 'flowtui run' there "
-               "first, or check --home")
-
-
-def read_store(config: Config) -> Store:
-    """The home's database, for a command that reads or acts on what was recorded. A home
-    without one is most often a typo in --home: say so rather than show an empty answer."""
-    if not config.db_path.exists():
-        raise UsageError(NO_DATABASE.format(home=config.home))
-    # Opened for writing so that a database another process is still creating gets its schema
-    # (or waits for it) instead of looking empty; nothing is written when it is up to date.
-    return _open_store(config)
-
-
-def known_dag(store: Store, dag_id: str) -> None:
-    """Raise "unknown DAG" unless the store has seen ``dag_id`` (a definition or a run)."""
-    names = {d.dag_id for d in store.dags()}
-    if dag_id in names or store.list_runs(dag_id, limit=1):
-        return
-    raise UsageError(unknown_dag(dag_id, names, str(store.path)))
-
-
-def _get_run(store: Store, dag_id: str, run_id: str) -> Run:
-    run = store.get_run(dag_id, run_id)
-    if run is None:
-        known_dag(store, dag_id)
-        if not store.list_runs(dag_id, limit=1):
-            raise UsageError(f"DAG {dag_id!r} has no runs in {store.path}")
-        raise UsageError(f"DAG {dag_id!r} has no run {run_id!r}; "
-                         f"'flowtui runs list {dag_id}' lists its runs")
-    return run
-
-
 def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
     store = read_store(config)
     if args.dag_id is not None:
         known_dag(store, args.dag_id)
     runs = store.list_runs(args.dag_id, args.state, args.limit)
+    now = store.now()
     if args.json:
-        _emit_json([run_json(r) for r in runs])
+        emit_json([run_json(r) for r in runs])
         return EXIT_OK
     rows = [[r.dag_id, r.run_id, r.run_type, f"{GLYPHS.get(r.state, ' ')} {r.state}"
              if r.state in ("success", "failed", "running") else r.state,
              local_time(r.start_date),
-             format_duration((r.end_date or time.time()) - r.start_date) if r.start_date else "-"]
+             format_duration((r.end_date or now) - r.start_date) if r.start_date else "-"]
             for r in runs]
     print(table(rows, ["DAG", "RUN_ID", "TYPE", "STATE", "STARTED", "DURATION"]))
     return EXIT_OK
@@ -318,11 +196,11 @@ def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_tasks_list(args: argparse.Namespace, config: Config) -> int:
     store = read_store(config)
-    run = _get_run(store, args.dag_id, args.run_id)
+    run = find_run(store, args.dag_id, args.run_id)
     tis = store.task_instances(run.pk)
     errors = task_errors(store, run)
     if args.json:
-        _emit_json([task_json(ti, errors.get(ti.task_id)) for ti in tis])
+        emit_json([task_json(ti, errors.get(ti.task_id)) for ti in tis])
         return EXIT_OK
     echo(f"{run.dag_id} {run.run_id}: {run.state}")
     rows = [[f"{GLYPHS[ti.state]} {ti.task_id}", ti.state, f"{ti.try_number}/{ti.max_tries}",
@@ -343,7 +221,7 @@ def cmd_tasks_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_logs(args: argparse.Namespace, config: Config) -> int:
     store = read_store(config)
-    run = _get_run(store, args.dag_id, args.run_id)
+    run = find_run(store, args.dag_id, args.run_id)
     tries = store.tries(run.pk, args.task_id)
     if not tries:
         raise UsageError(_no_log(args, config, store, run))
@@ -382,7 +260,7 @@ def _no_log(args: argparse.Namespace, config: Config, store: Store, run: Run) ->
     if ti.state == "upstream_failed":
         dag = None
         if config.pipelines.is_dir():  # the dependencies live in the pipeline file, not the store
-            dag = _load(config).dags.get(run.dag_id)
+            dag = load_pipelines(config).dags.get(run.dag_id)
         failed = failed_upstreams(dag, tis, args.task_id)
         if failed:
             which = "upstream " + failed[0] if len(failed) == 1 else \

@@ -4,13 +4,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-from flowtui.cli import EXIT_OK, UsageError
+from flowtui.context import (find_dag, find_run, load_pipelines, open_store, parse_conf,
+                             read_store)
 from flowtui.render import echo, local_time
 from flowtui.runner import actions
 from flowtui.runner.config import Config
+from flowtui.runner.loader import record_load
+from flowtui.runner.model import DagSpec
 from flowtui.store import Store
+from flowtui.store.models import Run
+from flowtui.usage import EXIT_OK, UsageError
 
 
 def cmd_runner(args: argparse.Namespace, config: Config) -> int:
@@ -25,20 +29,15 @@ def cmd_runner(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def _store(config: Config) -> Store:
-    return Store.open(config.db_path)
-
-
 def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
-    from flowtui.commands import _dag, _load, _parse_conf, sync
     from flowtui.runner.runs import parse_date
 
-    result = _load(config)
-    conf = _parse_conf(args.conf)
-    store = _store(config)
-    sync(store, result)
+    result = load_pipelines(config)
+    conf = parse_conf(args.conf)
+    store = open_store(config)
+    record_load(store, result)
     try:
-        dag = _dag(result, args.dag_id, config)
+        dag = find_dag(result, args.dag_id, config)
     except UsageError:
         run = _trigger_last_good(store, args, conf)
         if run is None:
@@ -51,8 +50,7 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
             echo("flowtui: no runner is alive for this home; 'flowtui runner' will start the "
                  "run", file=sys.stderr)
         return EXIT_OK
-    with store.transaction() as conn:
-        store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf})
+    store.record_action("trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf})
     echo(run.run_id)
     daemon = actions.live_daemon(store)
     if daemon is not None:
@@ -60,42 +58,46 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def _trigger_last_good(store: Store, args: argparse.Namespace, conf: dict):
+def _trigger_last_good(store: Store, args: argparse.Namespace, conf: dict) -> Run | None:
     """A DAG whose file broke after the store saw it: queue a run for the runner's last good
     definition (the runner fills in its tasks)."""
+    from flowtui.runner.clock import iso
     from flowtui.runner.runs import RunError, parse_date
 
-    row = store.conn.execute("SELECT timezone FROM dags WHERE dag_id = ? AND is_active = 1",
-                             (args.dag_id,)).fetchone()
-    if row is None or actions.live_daemon(store) is None:
+    timezone = store.active_dag_timezone(args.dag_id)
+    if timezone is None or actions.live_daemon(store) is None:
         return None
-    logical = parse_date(args.date, row[0]) if args.date else float(int(time.time()))
-    from flowtui.runner.clock import iso
-
-    run_id = f"manual__{iso(logical, row[0])}"
+    logical = parse_date(args.date, timezone) if args.date else float(int(store.now()))
     try:
-        pk = store.create_run(dag_id=args.dag_id, run_id=run_id, run_type="manual",
-                              logical_date=logical, data_interval_start=logical,
-                              data_interval_end=logical, conf=conf, state="queued",
-                              runner_id=None, tasks=[], cause="operator")
+        run = store.create_run(dag_id=args.dag_id, run_id=f"manual__{iso(logical, timezone)}",
+                               run_type="manual", logical_date=logical,
+                               data_interval_start=logical, data_interval_end=logical,
+                               conf=conf, state="queued", runner_id=None, tasks=[],
+                               cause="operator")
     except Exception as exc:
         raise RunError(str(exc)) from None
     echo(f"flowtui: warning: {args.dag_id}'s file has errors ('flowtui dags check'); the "
          "runner uses its last good definition", file=sys.stderr)
-    return store.get_run_by_pk(pk)
+    return run
 
 
-def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
-    from flowtui.commands import _dag, _load, sync
+def cmd_pause(args: argparse.Namespace, config: Config) -> int:
+    return _set_paused(args, config, True)
 
-    result = _load(config)
-    dag = _dag(result, args.dag_id, config)
-    store = _store(config)
-    sync(store, result)
+
+def cmd_unpause(args: argparse.Namespace, config: Config) -> int:
+    return _set_paused(args, config, False)
+
+
+def _set_paused(args: argparse.Namespace, config: Config, paused: bool) -> int:
+    result = load_pipelines(config)
+    dag = find_dag(result, args.dag_id, config)
+    store = open_store(config)
+    record_load(store, result)
     if not paused and args.dry_run:
         from flowtui.runner.daemon import due_intervals, last_scheduled
 
-        due = due_intervals(dag, last_scheduled(store, dag.dag_id), time.time())
+        due = due_intervals(dag, last_scheduled(store, dag.dag_id), store.now())
         print(f"unpausing {dag.dag_id} would create {len(due)} run(s):")
         for interval in due:
             print(f"  scheduled  logical date {local_time(interval.start)}  "
@@ -106,12 +108,10 @@ def cmd_pause(args: argparse.Namespace, config: Config, paused: bool) -> int:
     return EXIT_OK
 
 
-def _target(args: argparse.Namespace, config: Config):
-    from flowtui.commands import _dag, _get_run, _load, read_store
-
-    dag = _dag(_load(config), args.dag_id, config)
+def _target(args: argparse.Namespace, config: Config) -> tuple[Store, DagSpec, Run]:
+    dag = find_dag(load_pipelines(config), args.dag_id, config)
     store = read_store(config)
-    run = _get_run(store, args.dag_id, args.run_id)
+    run = find_run(store, args.dag_id, args.run_id)
     return store, dag, run
 
 

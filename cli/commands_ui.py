@@ -5,8 +5,8 @@ import argparse
 import subprocess
 import sys
 
-from flowtui.cli import EXIT_OK, UsageError
 from flowtui.runner.config import Config
+from flowtui.usage import EXIT_OK, UsageError
 
 
 def start_detached_runner(config: Config) -> int:

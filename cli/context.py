@@ -13,7 +13,7 @@ from flowtui.runner.loader import LoadResult, load_folder
 from flowtui.runner.model import DagSpec
 from flowtui.runner.text import visible
 from flowtui.store import Store
-from flowtui.store.models import DagRecord, ImportError_, Run
+from flowtui.store.models import Run
 from flowtui.usage import UsageError
 
 NO_DATABASE = ("no flowtui database in {home}; run 'flowtui runner' or 'flowtui run' there "
@@ -83,16 +83,6 @@ def read_store(config: Config) -> Store:
     # Opened for writing so that a database another process is still creating gets its schema
     # (or waits for it) instead of looking empty; nothing is written when it is up to date.
     return open_store(config)
-
-
-def sync(store: Store, result: LoadResult) -> None:
-    """Record one parse of the pipelines folder: its DAGs and its import errors."""
-    now = store.now()
-    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
-                         d.tags, d.paused, None, True, len(d.tasks), now)
-               for d in result.dags.values()]
-    errors = [ImportError_(e.fileloc, e.line, e.message, now) for e in result.errors]
-    store.sync_dags(records, errors, result.files)
 
 
 def known_dag(store: Store, dag_id: str) -> None:

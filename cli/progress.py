@@ -4,23 +4,24 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from typing import Any, Callable
 
-from flowtui.render import COLOURS, GLYPHS, visible
+from flowtui.runner.clock import SYSTEM, local_hms
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
 from flowtui.runner.graph import shorten
 from flowtui.runner.model import DagSpec
+from flowtui.runner.text import COLOURS, GLYPHS, visible
 from flowtui.store.models import Run, TaskInstance
 
 
 class _Plain:
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Any, now: Callable[[], float]) -> None:
         self.out = out
+        self.now = now
 
     def update(self, task_id: str | None, state: str, detail: str, try_number: int) -> None:
-        stamp = time.strftime("%H:%M:%S")
+        stamp = local_hms(self.now())
         if task_id is None:
             return
         extra = f" (try {try_number})" if state == "running" and try_number > 1 else ""
@@ -37,11 +38,12 @@ class _Plain:
 class _Live:
     """A rich Live table of every task, refreshed a few times a second."""
 
-    def __init__(self, dag: DagSpec) -> None:
+    def __init__(self, dag: DagSpec, now: Callable[[], float]) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.dag = dag
+        self.now = now
         self.rows: dict[str, dict[str, Any]] = {
             t: {"state": "none", "try": 0, "started": None, "ended": None, "detail": ""}
             for t in dag.topological_order()}
@@ -58,9 +60,9 @@ class _Live:
             row["detail"] = detail
             return
         if state == "running":
-            row["started"], row["ended"] = time.time(), None
+            row["started"], row["ended"] = self.now(), None
         elif state in ("success", "failed", "skipped", "upstream_failed", "up_for_retry"):
-            row["ended"] = time.time()
+            row["ended"] = self.now()
         row["state"], row["try"], row["detail"] = state, try_number, detail
 
     def _render(self) -> Any:
@@ -77,7 +79,8 @@ class _Live:
             if state in ("success", "failed", "skipped", "upstream_failed"):
                 done += 1
             started = row["started"]
-            took = "" if started is None else format_duration((row["ended"] or time.time()) - started)
+            took = ("" if started is None
+                    else format_duration((row["ended"] or self.now()) - started))
             style = COLOURS.get(state, "")
             line = Text(f"{GLYPHS.get(state, ' ')} {task_id:<{name_width - 2}} ", style=style)
             line.append(f"{state:<15} {row['try'] or '':>3} {took:>8}  ", style=style)
@@ -91,9 +94,12 @@ class _Live:
         self.live.stop()
 
 
-def make_listener(dag: DagSpec, live: bool, out: Any = None) -> tuple[Callable[..., None], Any]:
-    """A listener for the engine and the display it drives (``out``: where plain lines go)."""
-    display: Any = _Live(dag) if live and len(dag.tasks) <= 200 else _Plain(out or sys.stdout)
+def make_listener(dag: DagSpec, live: bool, out: Any = None,
+                  now: Callable[[], float] = SYSTEM.now) -> tuple[Callable[..., None], Any]:
+    """A listener for the engine and the display it drives (``out``: where plain lines go;
+    ``now``: the clock the live table's durations are read from)."""
+    display: Any = (_Live(dag, now) if live and len(dag.tasks) <= 200
+                    else _Plain(out or sys.stdout, now))
 
     def listener(run: Any, task: Any, what: str, detail: str) -> None:
         if task is None:

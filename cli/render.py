@@ -1,4 +1,4 @@
-"""Text and JSON renderings shared by the CLI: glyphs, rows, safe terminal text."""
+"""Text and JSON renderings shared by the CLI: echo, tables, runs and tasks as JSON, errors."""
 from __future__ import annotations
 
 import time
@@ -6,9 +6,10 @@ from typing import Any
 
 from flowtui.runner.clock import iso
 from flowtui.runner.excerpt import find_excerpt
-from flowtui.runner.text import COLOURS, GLYPHS, visible  # noqa: F401  (the CLI's names)
+from flowtui.runner.text import visible
 from flowtui.store import Store
 from flowtui.store.models import Run, TaskInstance, Try
+
 
 def echo(text: str = "", **kwargs: Any) -> None:
     """``print`` for CLI output that carries pipeline-file or task text."""

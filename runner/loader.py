@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowtui.runner.model import DAG_DEFAULTS, DAG_KEYS, TASK_KEYS, DagSpec, TaskSpec
 from flowtui.runner.pyimport import DEFAULT_TIMEOUT, Importer
@@ -20,8 +20,11 @@ from flowtui.runner.yamlfile import (
     AliasBombError, DuplicateKeyError, LineDict, error_line, error_text, load_yaml,
 )
 
+if TYPE_CHECKING:
+    from flowtui.store import Store
+
 __all__ = ["PRESETS", "LoadError", "LoadResult", "load_folder", "load_yaml_text",
-           "pipeline_files", "build_dag", "find_cycle"]
+           "pipeline_files", "build_dag", "find_cycle", "record_load"]
 _IMPORTS_FLOWTUI = re.compile(r"^\s*(from\s+flowtui\b|import\s+flowtui\b)", re.M)
 
 
@@ -41,6 +44,18 @@ class LoadResult:
     dags: dict[str, DagSpec] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+
+
+def record_load(store: Store, result: LoadResult) -> None:
+    """Record one load of the pipelines folder in the store: its DAGs and its import errors."""
+    from flowtui.store.models import DagRecord, ImportError_
+
+    now = store.now()
+    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
+                         d.tags, d.paused, None, True, len(d.tasks), now)
+               for d in result.dags.values()]
+    errors = [ImportError_(e.fileloc, e.line, e.message, now) for e in result.errors]
+    store.sync_dags(records, errors, result.files)
 
 
 class _Invalid(ValueError):
@@ -183,10 +198,6 @@ def _line(data: Any, key: Any) -> int | None:
     return None
 
 
-def _task_value(key: str, value: Any, params: dict[str, Any]) -> Any:
-    return TASK_SCHEMA[key](value, params)
-
-
 def build_task(task_id: str, raw: Any, defaults: dict[str, Any], line: int | None,
                params: dict[str, Any]) -> TaskSpec:
     if raw is None:
@@ -205,7 +216,7 @@ def build_task(task_id: str, raw: Any, defaults: dict[str, Any], line: int | Non
             raise _Invalid(f"task {task_id!r}: unknown key {key!r}{_closest(str(key), TASK_KEYS)}",
                            _line(raw, key) or line)
         try:
-            values[key] = _task_value(key, value, params)
+            values[key] = TASK_SCHEMA[key](value, params)
         except ValueError as exc:
             message = str(exc)
             word = getattr(raw, "words", {}).get(key)
@@ -267,7 +278,7 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
             raise _Invalid(f"defaults: unknown task key {key!r}{_closest(str(key), TASK_KEYS)}",
                            where)
         try:
-            checked_defaults[key] = _task_value(key, value, params)
+            checked_defaults[key] = TASK_SCHEMA[key](value, params)
         except ValueError as exc:
             raise _Invalid(f"defaults: {key}: {exc}", where) from None
     tasks_raw = data.get("tasks")
