@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import socket
 import sqlite3
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from flowtui.runner.actions import live_owner
-from flowtui.runner.adoption import adopt_run
 from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
-from flowtui.runner.clock import iso
+from flowtui.runner.clock import SYSTEM, Clock, iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, LiveRun
 from flowtui.runner.executor import process_start_time, same_process
 from flowtui.runner.loader import LoadError, LoadResult, load_folder, pipeline_files
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
-from flowtui.runner.operator import apply_request, pending_requests
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
-from flowtui.store import Store, StoreError
+from flowtui.store import RunState, Store, StoreError
 from flowtui.store.db import outage
 from flowtui.store.models import DagRecord, ImportError_
 
@@ -80,22 +76,21 @@ def acquire_lock(home: Path) -> IO[str]:
     return handle
 
 
-def refuse_second_daemon(home: Path) -> Callable[[sqlite3.Connection], None]:
+def refuse_second_daemon(home: Path, store: Store) -> Callable[[sqlite3.Connection], None]:
     """A check run in the transaction that registers a daemon: refuse while the runners table
     shows a live daemon on this host (same pid and start time), even when runner.lock was
     deleted under it."""
     def refuse(conn: sqlite3.Connection) -> None:
-        rows = conn.execute("SELECT pid, pid_start FROM runners WHERE kind = 'daemon' AND "
-                            "stopped_at IS NULL AND hostname = ?", (socket.gethostname(),))
-        for pid, pid_start in rows.fetchall():
-            if pid != os.getpid() and pid_start is not None and same_process(pid, pid_start):
-                raise RunnerError(f"a runner is already alive for {home} (pid {pid}); "
+        for daemon in store.newest_daemon(socket.gethostname()):
+            if daemon.pid != os.getpid() and daemon.pid_start is not None \
+                    and same_process(daemon.pid, daemon.pid_start):
+                raise RunnerError(f"a runner is already alive for {home} (pid {daemon.pid}); "
                                   "stop it first or use another --home")
     return refuse
 
 
 def sync_dags(store: Store, result: LoadResult) -> None:
-    now = time.time()
+    now = store.now()
     records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
                          d.tags, d.paused, None, True, len(d.tasks), now)
                for d in result.dags.values()]
@@ -106,17 +101,18 @@ def sync_dags(store: Store, result: LoadResult) -> None:
 class Daemon:
     def __init__(self, config: Config, *, scan_interval: float = SCAN_INTERVAL,
                  busy_timeout: float = BUSY_TIMEOUT, backoff: float = BACKOFF,
-                 alert_after: float = ALERT_AFTER) -> None:
+                 alert_after: float = ALERT_AFTER, clock: Clock = SYSTEM) -> None:
         self.config = config
+        self.clock = clock
         self.scan_interval = scan_interval
         self.alert_after = alert_after
         self.lock = acquire_lock(config.home)
-        self.store = Store.open(config.db_path, busy_timeout=busy_timeout)
+        self.store = Store.open(config.db_path, busy_timeout=busy_timeout, now=clock.now)
         self.store.health.backoff = backoff
         self.store.health.on_recovered = self._store_recovered
         self.runner_id = self.store.register_runner("daemon", process_start_time(os.getpid()),
-                                                    refuse=refuse_second_daemon(config.home))
-        self.engine = Engine(self.store, config, self.runner_id, daemon=True)
+                                                    refuse=refuse_second_daemon(config.home, self.store))
+        self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
         self.dags: dict[str, DagSpec] = {}
@@ -137,12 +133,11 @@ class Daemon:
     def serve(self) -> None:
         engine = self.engine
         engine.install_signal_handlers()
-        signal.signal(signal.SIGUSR1, lambda *_: None)  # wakes the loop through the wake fd
-        now = time.time()
+        now = self.clock.now()
         for error in self.alert_config.errors:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
         self.sender.start()
-        engine._hook(self._start, now)
+        engine.hook(self._start, now)
         self._rescan_at, self._tick_at = now + self.scan_interval, now + ALERT_TICK
         engine.call_at(self._rescan_at, self._rescan)
         engine.call_at(self._tick_at, self._alert_tick)
@@ -188,7 +183,7 @@ class Daemon:
     def _rescan(self, now: float) -> None:
         if self._rescan_at > now + 1e-3:
             return  # a later one is armed already (this one was run again after an outage)
-        self._rescan_at = time.time() + self.scan_interval
+        self._rescan_at = self.clock.now() + self.scan_interval
         self.engine.call_at(self._rescan_at, self._rescan)  # first: never lost
         self._reload(now)
         self._adopt_orphans(now)
@@ -213,12 +208,7 @@ class Daemon:
         result.errors.extend(LoadError(toml, None, p) for p in problems)
         result.files.append(toml)
         sync_dags(self.store, result)
-        with self.store.transaction() as conn:
-            if self.dags:
-                marks = ",".join("?" * len(self.dags))
-                conn.execute(f"UPDATE dags SET is_active = (dag_id IN ({marks}))", list(self.dags))
-            else:
-                conn.execute("UPDATE dags SET is_active = 0")
+        self.store.set_active(self.dags)
         if aside != self._aside:
             self._aside = aside
             self._record_aside(now)
@@ -247,10 +237,8 @@ class Daemon:
                    "set it aside until this file changes")
         self.store.health.report(f"{dag.fileloc}: {message}")
         self._aside[dag_id] = (dag.fileloc, self._snapshot.get(dag.fileloc), message)
-        now = time.time()
-        self._record_aside(now)
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE dags SET is_active = 0 WHERE dag_id = ?", (dag_id,))
+        self._record_aside(self.clock.now())
+        self.store.set_active(self.dags)
 
     def _record_aside(self, now: float) -> None:
         self.store.set_runner_errors(ImportError_(fileloc, None, message, now)
@@ -258,8 +246,7 @@ class Daemon:
 
     # -- scheduling ------------------------------------------------------------------------
     def _paused(self, dag_id: str) -> bool:
-        row = self.store.conn.execute("SELECT paused FROM dags WHERE dag_id = ?", (dag_id,)).fetchone()
-        return bool(row and row[0])
+        return self.store.is_paused(dag_id)
 
     def _schedule_dag(self, dag_id: str, now: float) -> None:
         """Create the runs that are due (catch-up or the latest), then arm the next fire."""
@@ -267,10 +254,10 @@ class Daemon:
         if dag is None or not dag.schedule or self._paused(dag_id):
             self._fire_at.pop(dag_id, None)
             return
-        for interval in due_intervals(dag, last_scheduled(self.store, dag_id), now):
-            self._create_scheduled(dag, interval.start, interval.end)
+        for interval in due_intervals(dag, self.store.last_scheduled(dag_id), now):
+            self._create_scheduled(dag, interval.start, interval.end, now)
         self._start_queued(dag_id, now)
-        fire = next_interval_end(dag, last_scheduled(self.store, dag_id), now)
+        fire = next_interval_end(dag, self.store.last_scheduled(dag_id), now)
         if fire is None or self._fire_at.get(dag_id) == fire:
             return
         self._fire_at[dag_id] = fire
@@ -282,17 +269,29 @@ class Daemon:
         self._fire_at.pop(dag_id, None)
         self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, max(now, fire))
 
-    def _create_scheduled(self, dag: DagSpec, start: float, end: float) -> None:
+    def _create_scheduled(self, dag: DagSpec, start: float, end: float, now: float) -> None:
+        """Create the interval's run; it starts here at once when the DAG has a free run slot
+        (else it waits queued, in logical date order)."""
         run_id = f"scheduled__{iso(start)}"
         tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
                  for t in dag.tasks.values()]
+        starts = self._free_runs(dag) > 0 and not self.store.has_queued(dag.dag_id)
         try:
-            self.store.create_run(dag_id=dag.dag_id, run_id=run_id, run_type="scheduled",
-                                  logical_date=start, data_interval_start=start,
-                                  data_interval_end=end, conf={}, state="queued",
-                                  runner_id=None, tasks=tasks)
+            run = self.store.create_run(
+                dag_id=dag.dag_id, run_id=run_id, run_type="scheduled", logical_date=start,
+                data_interval_start=start, data_interval_end=end, conf={},
+                state=RunState.RUNNING if starts else RunState.QUEUED,
+                runner_id=self.runner_id if starts else None, tasks=tasks,
+                actor=self.engine.actor)
         except StoreError:
-            pass  # already created (by an earlier life of this daemon)
+            return  # already created (by an earlier life of this daemon)
+        if starts:
+            self.engine.start_run(dag, run)
+
+    def _free_runs(self, dag: DagSpec) -> int:
+        running = sum(1 for live in self.engine.runs.values()
+                      if live.dag.dag_id == dag.dag_id and live.backfill_id is None)
+        return dag.max_active_runs - running
 
     def _start_queued(self, dag_id: str, now: float) -> None:
         dag = self.dags.get(dag_id)
@@ -302,23 +301,22 @@ class Daemon:
         if self._paused(dag_id):
             self._explain_queued(dag_id, "DAG paused")
             return
-        running = sum(1 for live in self.engine.runs.values()
-                      if live.dag.dag_id == dag_id and live.backfill_id is None)
-        free = dag.max_active_runs - running
+        free = self._free_runs(dag)
         if free > 0:
             for run in self.store.queued_runs(dag_id, limit=free):
-                if run.pk not in self.engine.runs:
-                    adopt_run(self.engine, dag, run, now)
-            self.engine._flush()  # recorded as running at once (a cancel or a reader sees it)
+                if run.pk in self.engine.runs:
+                    continue
+                if run.start_date is None:  # never started: every task is as created
+                    self.engine.start_run(dag, run)
+                else:  # started before (an operator's action left it queued): carry on
+                    self.engine.adopt_run(dag, run, now)
+            self.engine.flush()  # recorded as running at once (a cancel or a reader sees it)
         self._explain_queued(dag_id, f"max_active_runs reached ({dag.max_active_runs}/"
                                      f"{dag.max_active_runs} runs running)")
 
     def _explain_queued(self, dag_id: str, reason: str) -> None:
         """Say why the tasks of runs still queued are not running."""
-        self.engine._ops.append((
-            "UPDATE task_instances SET reason = ?, updated_at = ? WHERE state = 'none' AND "
-            "reason != ? AND run_pk IN (SELECT id FROM dag_runs WHERE dag_id = ? AND "
-            "state = 'queued' AND backfill_id IS NULL)", (reason, time.time(), reason, dag_id)))
+        self.engine.changes.queued_reason(dag_id, reason, self.clock.now())
 
     # -- adoption and operator requests ----------------------------------------------------
     def _adopt_orphans(self, now: float) -> None:
@@ -329,29 +327,27 @@ class Daemon:
                 continue
             dag = self.dags.get(run.dag_id)
             if dag is not None:
-                self._per_dag(dag.dag_id, f"adopting run {run.run_id}", adopt_run, self.engine,
+                self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
 
     def _on_wake(self, now: float) -> None:
-        self.engine._flush()  # what was applied last time is in the store before we look again
+        self.engine.flush()  # what was applied last time is in the store before we look again
         self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
         self.sender.wake()  # an ack or resolve from the CLI may have queued deliveries
-        for request in pending_requests(self.engine):
-            run_pk = request[3]
-            live = self.engine.runs.get(run_pk)
+        for request in self.store.pending_requests():
+            live = self.engine.runs.get(request.run_pk)
             if live is None:
-                run = self.store.get_run_by_pk(run_pk)
+                run = self.store.get_run_by_pk(request.run_pk)
                 dag = self.dags.get(run.dag_id) if run else None
                 if run is None or dag is None:
-                    self.engine._ops.append(("UPDATE requests SET done_at = ?, result = ? "
-                                             "WHERE id = ?", (now, "DAG not loaded", request[0])))
+                    self.engine.changes.request_done(request.id, "DAG not loaded", now)
                     continue
                 if live_owner(self.store, run.runner_id) not in (None, (self.runner_id, os.getpid())):
                     continue  # another live runner owns it and applies it
                 self._per_dag(dag.dag_id, "applying an operator request", self._apply,
                               dag, run, request, now)
                 continue
-            apply_request(self.engine, live, request, now)
+            self.engine.apply(request, live, now)
         self._adopt_orphans(now)
         for dag_id in list(self.dags):
             self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id, now)
@@ -359,14 +355,13 @@ class Daemon:
                 # unpaused since we last looked
                 self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, now)
 
-    def _apply(self, dag: DagSpec, run: Any, request: tuple, now: float) -> None:
-        apply_request(self.engine, adopt_run(self.engine, dag, run, now, settle=False), request,
-                      now)
+    def _apply(self, dag: DagSpec, run: Any, request: Any, now: float) -> None:
+        self.engine.apply(request, self.engine.adopt_run(dag, run, now, settle=False), now)
 
     def _on_run_finished(self, live: LiveRun) -> None:
-        now = time.time()
+        now = self.clock.now()
         dag = self.dags.get(live.dag.dag_id, live.dag)
-        self.engine._flush()  # the run's end must be in the store before runs are counted
+        self.engine.flush()  # the run's end must be in the store before runs are counted
         if live.state.value == "failed" and dag.circuit_breaker:
             limit = int(dag.circuit_breaker.get("consecutive_failures", 0) or 0)
             if limit and self.store.consecutive_failures(dag.dag_id) >= limit:
@@ -395,15 +390,15 @@ class Daemon:
         elif value == "up_for_retry" and self.alerts._policies(dag_id, "task_retry"):
             self.alerts.raise_alert("task_retry", dag_id, run_id, task_id, task.reason)
         elif value == "success":
-            self.alerts.resolve_matching(dag_id, run_id, task_id, time.time(),
+            self.alerts.resolve_matching(dag_id, run_id, task_id, self.clock.now(),
                                          ("task_failed", "task_retry", "zombie", "hung"))
 
     def _alert_tick(self, now: float) -> None:
         if self._tick_at > now + 1e-3:
             return  # a later one is armed already (this one was run again after an outage)
-        self._tick_at = time.time() + ALERT_TICK
+        self._tick_at = self.clock.now() + ALERT_TICK
         self.engine.call_at(self._tick_at, self._alert_tick)  # first: never lost
-        self.engine._flush()
+        self.engine.flush()
         self.alerts.escalate(now)
         self._check_slas(now)
 
@@ -441,14 +436,6 @@ RESOLVED_BY_RUN = ("task_failed", "task_retry", "zombie", "hung", "sla_at_risk",
 ALERT_TICK = 1.0
 
 
-def last_scheduled(store: Store, dag_id: str) -> float | None:
-    """The logical date of the DAG's newest scheduled run: where its schedule carries on."""
-    row = store.conn.execute(
-        "SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND run_type = 'scheduled'",
-        (dag_id,)).fetchone()
-    return row[0] if row else None
-
-
 def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:
     """The scheduled runs to create now: every missed one with catchup, else the latest."""
     if dag.catchup:
@@ -457,3 +444,8 @@ def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:
     if latest is None or (last_start is not None and latest.start <= last_start + 1e-6):
         return []
     return [latest]
+
+
+def last_scheduled(store: Store, dag_id: str) -> float | None:
+    """The logical date of the DAG's newest scheduled run: where its schedule carries on."""
+    return store.last_scheduled(dag_id)

@@ -1,31 +1,76 @@
-"""Starting tries: the launch pass over ready tasks, each try's env, script and process."""
+"""Starting tries: the launch pass over ready tasks, each try's env, script and process, and
+watching running tries' logs."""
 from __future__ import annotations
 
 import heapq
 import json
 import os
-import selectors
+import queue
 import shlex
 import sys
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from flowtui.runner import executor, protocol, sql
+from flowtui.runner import executor, protocol
 from flowtui.runner.clock import iso
 from flowtui.runner.templating import render, render_shell
-from flowtui.store import TaskState, check_transition
+from flowtui.store import TaskState
+from flowtui.store.db import StoreUnavailable
 
 if TYPE_CHECKING:
-    from flowtui.runner.engine import LiveTask
+    from flowtui.runner.engine import Engine
+    from flowtui.runner.live import LiveRun, LiveTask
 
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
 
 
-class LaunchMixin:
-    """The part of ``Engine`` that turns scheduled tasks into running processes."""
+class Launcher:
+    """Turns scheduled tasks into running processes, and watches their logs while they run."""
 
-    def _outside_window(self, task: LiveTask, now: float) -> bool:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lifecycle = engine.lifecycle
+        self.changes = engine.changes
+        self.config = engine.config
+        self.base_env = task_base_env(engine.config.raw)
+        self.next_scan = 0.0
+        self._dirs_made: set[str] = set()
+        self._dirs_lock = threading.Lock()
+        self._dir_queue: queue.SimpleQueue[list[str]] | None = None
+
+    # -- log folders -----------------------------------------------------------------------
+    def make_log_dirs(self, live: LiveRun) -> None:
+        """Create the run's log folders in a worker thread, ahead of the tasks that need them.
+
+        Creating a folder costs a few hundred microseconds on some file systems; done there it
+        overlaps with tasks running instead of adding to every launch.
+        """
+        if self._dir_queue is None:
+            self._dir_queue = queue.SimpleQueue()
+            threading.Thread(target=self._dir_worker, name="flowtui-logdirs",
+                             daemon=True).start()
+        self._dir_queue.put([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
+
+    def _dir_worker(self) -> None:
+        assert self._dir_queue is not None
+        while True:
+            for path in self._dir_queue.get():
+                try:
+                    os.makedirs(path, exist_ok=True)
+                except OSError:
+                    break  # the launch creates it, or reports why it cannot
+                with self._dirs_lock:
+                    self._dirs_made.add(path)
+
+    def forget_log_dirs(self, live: LiveRun) -> None:
+        prefix = live.log_base + os.sep
+        with self._dirs_lock:  # the folder thread adds to this set
+            self._dirs_made -= {d for d in self._dirs_made if d.startswith(prefix)}
+
+    # -- windows ---------------------------------------------------------------------------
+    def outside_window(self, task: LiveTask, now: float) -> bool:
         """Hold a task outside its daily window: state scheduled, a timer at the opening."""
         opens = window_opens(task.spec.window or "", task.run.dag.timezone, now)
         if opens is None:
@@ -33,16 +78,21 @@ class LaunchMixin:
         opens_local = (iso(opens, task.run.dag.timezone) or "")[11:16]
         reason = f"outside its window {task.spec.window} (opens at {opens_local})"
         if task.state != S.SCHEDULED:
-            self._set_state(task, S.SCHEDULED, "scheduler", reason, now)
+            self.lifecycle.move(task, S.SCHEDULED, "scheduler", reason, now, end_date=None,
+                                next_try_at=task.next_try_at)
         else:
-            self._set_reason(task, reason, now)
-        self._timer(opens, "window", task)
+            self.lifecycle.set_reason(task, reason, now)
+        self.engine.call_at(opens, lambda at, t=task: self.lifecycle.schedule(t, at)
+                            if t.state == S.SCHEDULED else None)
         return True
 
-    def _launch_ready(self, now: float) -> None:
-        ready = self._ready
-        if not ready or self._stopping:
+    # -- the launch pass -------------------------------------------------------------------
+    def launch_ready(self, now: float) -> None:
+        engine = self.engine
+        ready = self.lifecycle.ready
+        if not ready or engine.stopping:
             return
+        slots = engine.slots
         blocked: list[tuple[int, int, int, int, LiveTask]] = []
         launching: list[LiveTask] = []
         while ready:
@@ -50,28 +100,40 @@ class LaunchMixin:
             task = entry[4]
             if task.state != S.SCHEDULED or task.run.timed_out:
                 continue
-            if task.spec.window and self._outside_window(task, now):
+            if task.spec.window and self.outside_window(task, now):
                 continue
-            reason = self._slot_block(task)
+            reason = slots.block(task)
             if reason is not None:
                 if task.reason != reason:
-                    self._set_reason(task, reason, now)
+                    self.lifecycle.set_reason(task, reason, now)
                 blocked.append(entry)
-                if self._active >= self.config.parallelism:
+                if slots.full():
                     break
                 continue
-            self._prepare_try(task, now)
+            self.prepare(task, now)
             launching.append(task)
         for entry in blocked:
             heapq.heappush(ready, entry)
         if not launching:
             return
-        self._flush()  # the tries are on disk before any process exists
-        for task in launching:
-            self._spawn(task, now)
+        try:
+            engine.flush()  # the tries are on disk before any process exists
+        except StoreUnavailable:
+            # The tries just prepared are queued, not written: their processes start once
+            # they are (a process never runs before its try's row is in the database).
+            def spawn(at: float, pending: list[LiveTask] = launching) -> None:
+                engine.flush()  # while it fails, the engine's hook keeps this for after
+                for task in pending:
+                    if task.state == S.RUNNING and task.pid is None:
+                        self.spawn(task, at)
 
-    # -- launching -------------------------------------------------------------------------
-    def _prepare_try(self, task: LiveTask, now: float) -> None:
+            engine.call_at(engine.store.health.retry_at, spawn)
+            return
+        for task in launching:
+            self.spawn(task, now)
+
+    def prepare(self, task: LiveTask, now: float) -> None:
+        """Take the task's slots and record its new try as running (not yet spawned)."""
         live = task.run
         task.try_number += 1
         log_dir = os.path.join(live.log_base, task.task_id)
@@ -81,22 +143,19 @@ class LaunchMixin:
         task.kill_members = set()
         task.exit_code = None
         task.started_at = now
+        fields: dict[str, Any] = {"try_number": task.try_number, "start_date": now,
+                                  "end_date": None, "exit_code": None, "pid": None,
+                                  "next_try_at": None}
         if task.spec.sensor is not None and task.first_poke_at is None:
             task.first_poke_at = now  # a sensor's timeout counts from its first poke
-            self._ops.append(("UPDATE task_instances SET first_poke_at = ? WHERE run_pk = ? "
-                              "AND task_id = ?", (now, live.pk, task.task_id)))
-        self._take_slots(task, +1)
-        check_transition(task.state, S.RUNNING)
-        old = task.state
-        task.state = S.RUNNING
-        task.reason = ""
-        self._ops.append((sql.SQL_TI_START, (task.try_number, now, now, live.pk, task.task_id)))
-        self._ops.append((sql.SQL_TRY_INSERT, (live.pk, task.task_id, task.try_number, now,
-                                            task.log_path, task.exit_path, self.runner_id)))
-        self._event(task, old, S.RUNNING, "scheduler", "", now)
+            fields["first_poke_at"] = now
+        self.engine.slots.take(task)
+        self.lifecycle.move(task, S.RUNNING, "scheduler", "", now, notify=False, **fields)
+        self.changes.try_started(live.pk, task.task_id, task.try_number, now, task.log_path,
+                                 task.exit_path, self.engine.runner_id)
 
-    def _spawn(self, task: LiveTask, now: float) -> None:
-        live = task.run
+    def spawn(self, task: LiveTask, now: float) -> None:
+        engine = self.engine
         try:
             log_dir = os.path.dirname(task.log_path)
             if log_dir not in self._dirs_made:
@@ -114,24 +173,61 @@ class LaunchMixin:
                     fh.write(message + "\n")
             except OSError:
                 pass  # the reason is on the try's row either way
-            self._take_slots(task, -1)
-            self._end_try(task, 127, message, self.clock())
+            engine.slots.give_back(task)
+            self.lifecycle.end_try(task, 127, message, engine.now())
             return
         task.pid = launched.pid
         task.pidfd = launched.pidfd
         task.pid_start = None
         task.watch = protocol.LogWatch(task.log_path, last_activity=now)
-        self._running[launched.pid] = task
-        self.selector.register(launched.pidfd, selectors.EVENT_READ, task)
-        self._ops.append((sql.SQL_TRY_PID, (launched.pid, now, live.pk, task.task_id,
-                                         task.try_number)))
-        self._ops.append((sql.SQL_TI_PID, (launched.pid, live.pk, task.task_id)))
+        engine.watch(task, launched.pidfd)
+        self.changes.try_pid(task.run.pk, task.task_id, task.try_number, launched.pid, now)
         if task.spec.execution_timeout:
-            task.timeout_at = now + task.spec.execution_timeout
-            self._timer(task.timeout_at, "timeout", (task, task.try_number))
-        if self._next_scan <= now:
-            self._next_scan = now + LOG_SCAN_INTERVAL
-        self._notify(live, task, "running", "")
+            self.lifecycle.timeout_at(task, now + task.spec.execution_timeout)
+        if self.next_scan <= now:
+            self.next_scan = now + LOG_SCAN_INTERVAL
+        engine.notify(task.run, task, "running", "")
+
+    # -- watching running tries ------------------------------------------------------------
+    def scan(self, now: float) -> None:
+        """Read what running tries wrote: progress lines, heartbeats, a hung task."""
+        for task in list(self.engine.running.values()):
+            watch = task.watch
+            if watch is None:
+                continue
+            alive = protocol.scan(watch, now)
+            limit = task.spec.heartbeat_timeout
+            if limit and not alive and task.kill_reason is None \
+                    and now - watch.last_activity >= limit:
+                self.lifecycle.kill(task, "hung", now)
+            if task.pid_start is None and task.pid is not None:
+                # Read here, not at launch: /proc/PID/stat of a new process is slow to read, and
+                # a task that ends within a second never needs adopting by its start time.
+                task.pid_start = executor.process_start_time(task.pid)
+                self.changes.try_pid_start(task.run.pk, task.task_id, task.try_number,
+                                           task.pid_start)
+            if watch.changed:
+                watch.changed = False
+                self.changes.try_progress(task.run.pk, task.task_id, task.try_number,
+                                          watch.progress, watch.metadata)
+                self.engine.notify(task.run, task, "progress", "")
+        self.next_scan = now + LOG_SCAN_INTERVAL
+
+    def sample(self, now: float) -> None:
+        """CPU and memory of each running task's process, for the TUI's task detail."""
+        import psutil
+
+        for task in self.engine.running.values():
+            try:
+                if task.proc is None:
+                    task.proc = psutil.Process(task.pid)
+                    task.proc.cpu_percent(None)  # the first call only sets the baseline
+                    continue
+                cpu = task.proc.cpu_percent(None)
+                rss = task.proc.memory_info().rss
+            except (psutil.Error, OSError):
+                continue
+            self.changes.try_sample(task.run.pk, task.task_id, task.try_number, cpu, rss)
 
     def _template_context(self, task: LiveTask) -> dict[str, Any]:
         context = dict(task.run.base_context)
@@ -142,7 +238,7 @@ class LaunchMixin:
     def _task_env(self, task: LiveTask) -> dict[str, str]:
         live = task.run
         context = self._template_context(task)
-        env = dict(self._base_env)
+        env = dict(self.base_env)
         for key, value in live.dag.env.items():
             env[key] = render(value, context)
         for key, value in task.spec.env.items():
@@ -178,7 +274,7 @@ class LaunchMixin:
             env["FLOWTUI_POKE_INTERVAL"] = repr(spec.poke_interval)
             env["FLOWTUI_SENSOR_TIMEOUT"] = repr(spec.timeout) if spec.timeout else ""
             env["FLOWTUI_SENSOR_MODE"] = spec.mode
-            env["FLOWTUI_FIRST_POKE_AT"] = repr(task.first_poke_at or self.clock())
+            env["FLOWTUI_FIRST_POKE_AT"] = repr(task.first_poke_at or self.engine.now())
             env["FLOWTUI_HOME"] = str(self.config.home)
             env["FLOWTUI_LOGICAL_TS"] = repr(task.run.logical_date)
             command = f"{shlex.quote(sys.executable)} -P -m flowtui.runner.sensor"
@@ -227,3 +323,14 @@ def window_opens(window: str, timezone: str, now: float) -> float | None:
     opening = dt.datetime(day.year, day.month, day.day, start_min // 60, start_min % 60,
                           tzinfo=tz)
     return opening.timestamp()
+
+
+class Holder(Launcher):
+    """A launcher that starts nothing: the engine of a process that only applies an operator's
+    request to a run no runner owns, then leaves it to the next runner."""
+
+    def launch_ready(self, now: float) -> None:
+        pass
+
+    def make_log_dirs(self, live: LiveRun) -> None:
+        pass

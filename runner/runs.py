@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flowtui.runner.clock import iso
+from flowtui.runner.clock import SYSTEM, Clock, iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, Listener
 from flowtui.runner.executor import process_start_time
@@ -14,9 +15,6 @@ from flowtui.runner.operator import handle_own_requests
 from flowtui.runner.schedule import DATE_RANGE, in_date_range
 from flowtui.store import RunState, Store, current_user
 from flowtui.store.models import Run
-import os
-import signal
-import time
 
 
 class RunError(Exception):
@@ -57,8 +55,9 @@ def check_runnable(dag: DagSpec, config: Config) -> None:
 def create_manual_run(store: Store, dag: DagSpec, *, logical_date: float | None,
                       conf: dict[str, Any], run_type: str = "manual",
                       state: str = RunState.RUNNING.value, runner_id: int | None = None) -> Run:
-    when = time.time() if logical_date is None else logical_date
-    when = float(int(when)) if logical_date is None else when
+    """A manual run (``manual__<logical date>``, with ``.N`` when that id is taken) with every
+    task ``none``; its logical date is now, to the second, unless one is given."""
+    when = float(int(store.now())) if logical_date is None else logical_date
     base = f"{run_type}__{iso(when, dag.timezone)}"
     tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
              for t in dag.tasks.values()]
@@ -70,21 +69,20 @@ def create_manual_run(store: Store, dag: DagSpec, *, logical_date: float | None,
 
 def run_in_foreground(store: Store, config: Config, dag: DagSpec, *,
                       logical_date: float | None, conf: dict[str, Any],
-                      listener: Listener | None = None, handle_signals: bool = True) -> Run:
+                      listener: Listener | None = None, handle_signals: bool = True,
+                      clock: Clock = SYSTEM) -> Run:
     """Create a manual run, execute it here until it ends, and return its final row."""
     check_runnable(dag, config)
     runner_id = store.register_runner("run", process_start_time(os.getpid()))
-    engine = Engine(store, config, runner_id, listener=listener)
+    engine = Engine(store, config, runner_id, listener=listener, clock=clock)
     try:
         run = create_manual_run(store, dag, logical_date=logical_date, conf=conf,
                                 runner_id=runner_id)
         if handle_signals:
             engine.install_signal_handlers()
-            signal.signal(signal.SIGUSR1, lambda *_: None)  # operator requests wake the loop
         engine.on_wake = lambda now: handle_own_requests(engine, now)
-        engine.add_run(dag, run)
+        engine.start_run(dag, run)
         engine.run_until_done()
-        engine._flush()
     finally:
         engine.close()
         store.stop_runner(runner_id)

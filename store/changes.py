@@ -53,6 +53,7 @@ _TRY_HEARTBEAT = "UPDATE tries SET heartbeat_at = ? WHERE runner_id = ? AND end_
 _TI_REASON = "UPDATE task_instances SET reason = ?, updated_at = ? WHERE run_pk = ? AND task_id = ?"
 _TI_PID = "UPDATE task_instances SET pid = ? WHERE run_pk = ? AND task_id = ?"
 _TI_MAX_TRIES = "UPDATE task_instances SET max_tries = ? WHERE run_pk = ? AND task_id = ?"
+_TI_RETRY_AT = "UPDATE task_instances SET next_try_at = ? WHERE run_pk = ? AND task_id = ?"
 _TI_FIRST_POKE = "UPDATE task_instances SET first_poke_at = ? WHERE run_pk = ? AND task_id = ?"
 _QUEUED_REASON = ("UPDATE task_instances SET reason = ?, updated_at = ? WHERE state = 'none' AND "
                   "reason != ? AND run_pk IN (SELECT id FROM dag_runs WHERE dag_id = ? AND "
@@ -133,15 +134,16 @@ class Changes:
     # -- the transition functions ----------------------------------------------------------
     def move_task(self, run_pk: int, dag_id: str, run_id: str, task_id: str,
                   old: TaskState, new: TaskState, *, at: float, cause: str, actor: str,
-                  reason: str = "", try_number: int | None = None, detail: str | None = None,
+                  reason: str = "", attempt: int | None = None, detail: str | None = None,
                   operator: bool = False, **fields: Any) -> None:
         """Move a task from ``old`` to ``new`` (checked; an operator may make any move), with
-        its reason and the named columns in ``fields``; its event says why and who."""
+        its reason and the named columns in ``fields``; its event (of try ``attempt``) says
+        why and who."""
         check_transition(old, new, operator=operator)
         names = tuple(fields)
         self.ops.append((_task_update(names), (new.value, reason, at, *fields.values(),
                                                run_pk, task_id)))
-        self.ops.append((_EVENT, (at, "task", dag_id, run_id, task_id, try_number or None,
+        self.ops.append((_EVENT, (at, "task", dag_id, run_id, task_id, attempt or None,
                                   old.value, new.value, cause, actor,
                                   reason if detail is None else detail)))
 
@@ -206,6 +208,10 @@ class Changes:
 
     def task_reason(self, run_pk: int, task_id: str, reason: str, at: float) -> None:
         self.ops.append((_TI_REASON, (reason, at, run_pk, task_id)))
+
+    def task_retry_at(self, run_pk: int, task_id: str, at: float) -> None:
+        """A task waiting for its retry is due at ``at`` (an operator's retry now)."""
+        self.ops.append((_TI_RETRY_AT, (at, run_pk, task_id)))
 
     def task_max_tries(self, run_pk: int, task_id: str, max_tries: int) -> None:
         self.ops.append((_TI_MAX_TRIES, (max_tries, run_pk, task_id)))

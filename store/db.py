@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from flowtui.store.models import (
     EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
-    ImportError_, Run, TaskInstance, Try,
+    ImportError_, Request, Run, RunnerRecord, TaskInstance, Try,
 )
 from flowtui.store import changes
 from flowtui.store.states import RunState
@@ -284,6 +284,12 @@ class Store:
             _rollback(conn)
             raise
 
+    @staticmethod
+    def write(conn: sqlite3.Connection, changes: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Write a ``Changes`` inside the caller's transaction."""
+        for sql, params in changes:
+            conn.execute(sql, params)
+
     execute_batch = apply
 
     def runner_health_sql(self, runner_id: int, error: str, since: float,
@@ -311,12 +317,13 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    def stop_runner(self, runner_id: int) -> None:
+    def stop_runner(self, runner_id: int, checkpoint: bool = True) -> None:
         """A runner's last write: it stopped. The log is then folded into the database file,
         so a copy of flowtui.db alone holds everything up to this stop."""
         with self.transaction() as conn:
             conn.execute("UPDATE runners SET stopped_at = ? WHERE id = ?", (self.now(), runner_id))
-        self.checkpoint()
+        if checkpoint:
+            self.checkpoint()
 
     # -- DAGs and import errors ------------------------------------------------------------
     def sync_dags(self, dags: Iterable[DagRecord], errors: Iterable[ImportError_],
@@ -523,6 +530,72 @@ class Store:
         """The id of the newest event: readers refetch only when it moved."""
         row = self.conn.execute("SELECT max(id) FROM events").fetchone()
         return int(row[0] or 0)
+
+    # -- operator requests and runners ----------------------------------------------------
+    def pending_requests(self) -> list[Request]:
+        """Requests not yet applied, oldest first (those of runs deleted since are dropped)."""
+        rows = self.conn.execute(
+            "SELECT r.id, r.user, r.action, r.run_pk, r.task_ids, r.options FROM requests r "
+            "JOIN dag_runs d ON d.id = r.run_pk WHERE r.done_at IS NULL ORDER BY r.id")
+        return [Request.from_row(r) for r in rows]
+
+    def add_request(self, conn: sqlite3.Connection, user: str, action: str, run_pk: int,
+                    task_ids: Sequence[str], options: dict[str, Any]) -> int:
+        """Queue a request for the runner that owns the run (in the caller's transaction)."""
+        cur = conn.execute(
+            "INSERT INTO requests (at, user, action, run_pk, task_ids, options) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self.now(), user, action, run_pk, json.dumps(list(task_ids)), json.dumps(options)))
+        return int(cur.lastrowid or 0)
+
+    def request_result(self, request_id: int) -> str | None:
+        """What the runner said when it applied the request; None while it has not."""
+        row = self.conn.execute("SELECT done_at, result FROM requests WHERE id = ?",
+                                (request_id,)).fetchone()
+        return row[1] if row and row[0] is not None else None
+
+    def runner(self, runner_id: int) -> RunnerRecord | None:
+        row = self.conn.execute(
+            "SELECT id, kind, hostname, pid, pid_start, heartbeat_at, stopped_at FROM runners "
+            "WHERE id = ?", (runner_id,)).fetchone()
+        return RunnerRecord(*row) if row else None
+
+    def newest_daemon(self, hostname: str | None = None) -> list[RunnerRecord]:
+        """Daemons not recorded as stopped, newest first (on one host when it is given)."""
+        sql = ("SELECT id, kind, hostname, pid, pid_start, heartbeat_at, stopped_at FROM runners "
+               "WHERE kind = 'daemon' AND stopped_at IS NULL")
+        params: tuple = ()
+        if hostname is not None:
+            sql += " AND hostname = ?"
+            params = (hostname,)
+        return [RunnerRecord(*r) for r in self.conn.execute(sql + " ORDER BY id DESC", params)]
+
+    def is_paused(self, dag_id: str) -> bool:
+        row = self.conn.execute("SELECT paused FROM dags WHERE dag_id = ?", (dag_id,)).fetchone()
+        return bool(row and row[0])
+
+    def last_scheduled(self, dag_id: str) -> float | None:
+        """The logical date of the DAG's newest scheduled run: where its schedule carries on."""
+        row = self.conn.execute(
+            "SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND run_type = 'scheduled'",
+            (dag_id,)).fetchone()
+        return row[0] if row else None
+
+    def has_queued(self, dag_id: str) -> bool:
+        """Whether the DAG has runs waiting for a run slot (backfills aside)."""
+        return self.conn.execute(
+            "SELECT 1 FROM dag_runs WHERE dag_id = ? AND state = 'queued' AND backfill_id IS NULL "
+            "LIMIT 1", (dag_id,)).fetchone() is not None
+
+    def set_active(self, dag_ids: Iterable[str]) -> None:
+        """The DAGs the runner schedules now are active; every other one is not."""
+        ids = list(dag_ids)
+        with self.transaction() as conn:
+            if ids:
+                marks = ",".join("?" * len(ids))
+                conn.execute(f"UPDATE dags SET is_active = (dag_id IN ({marks}))", ids)
+            else:
+                conn.execute("UPDATE dags SET is_active = 0")
 
     # -- audit -----------------------------------------------------------------------------
     def audit(self, conn: sqlite3.Connection, action: str, *, dag_id: str | None = None,

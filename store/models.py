@@ -184,3 +184,29 @@ class Backfill:
 
 BACKFILL_COLUMNS = ("id, dag_id, start_date, end_date, parallelism, run_order, reprocess, pool, "
                     "state, skipped, runner_id, user, created_at, updated_at")
+
+
+@dataclass(slots=True)
+class Request:
+    """An operator's action queued for the runner that owns the run."""
+    id: int
+    user: str
+    action: str  # clear | retry | mark | kill | cancel_run
+    run_pk: int
+    task_ids: list[str]
+    options: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Request":
+        return cls(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]))
+
+
+@dataclass(slots=True)
+class RunnerRecord:
+    id: int
+    kind: str  # daemon | run | backfill
+    hostname: str
+    pid: int
+    pid_start: float | None
+    heartbeat_at: float
+    stopped_at: float | None

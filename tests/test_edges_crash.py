@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import flowtui, write
 from daemon_support import alive, runs, start, tasks, tries, trigger, wait_for
 
-from flowtui.runner.endings import MAX_RETRY_DELAY, EndingMixin
+from flowtui.runner.endings import MAX_RETRY_DELAY, retry_delay
 from flowtui.runner.model import TaskSpec
 
 
@@ -167,6 +167,6 @@ def test_a_double_forked_grandchild_does_not_survive_a_kill_with_no_runner(
 def test_retry_delays_never_exceed_a_day() -> None:
     spec = TaskSpec(task_id="t", command="true", retry_delay=300.0,
                     retry_exponential_backoff=True, retry_jitter=0.5)
-    assert EndingMixin._retry_delay(spec, 2) <= 900.0
-    assert EndingMixin._retry_delay(spec, 10) <= MAX_RETRY_DELAY  # 300 * 2**9 s would be 42.7 h
-    assert EndingMixin._retry_delay(spec, 5000) <= MAX_RETRY_DELAY  # no overflow either
+    assert retry_delay(spec, 2) <= 900.0
+    assert retry_delay(spec, 10) <= MAX_RETRY_DELAY  # 300 * 2**9 s would be 42.7 h
+    assert retry_delay(spec, 5000) <= MAX_RETRY_DELAY  # no overflow either

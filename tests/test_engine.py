@@ -306,8 +306,8 @@ def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
     runner_id = store.register_runner("run")
     engine = Engine(store, config, runner_id)
     run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
-    engine.add_run(dag, run)
-    engine._turn()  # starts a, then commits
+    engine.start_run(dag, run)
+    engine.turn()  # starts a, then commits
     reasons = {t.task_id: t.reason for t in store.task_instances(run.pk)}
     assert reasons["b"] == "waiting for upstream a"
     assert reasons["c"].startswith("trigger rule one_failed not met yet")

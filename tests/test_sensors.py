@@ -378,8 +378,8 @@ def _engine_turn(home: Path, pipelines: Path, dag_id: str):
     runner_id = store.register_runner("run")
     engine = Engine(store, config, runner_id)
     run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
-    engine.add_run(dag, run)
-    engine._turn()  # decides the tasks, then commits
+    engine.start_run(dag, run)
+    engine.turn()  # decides the tasks, then commits
     return store, engine, run
 
 
