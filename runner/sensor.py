@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 
+from flowtui.runner.clock import SYSTEM
+from flowtui.store import Store, StoreError
+
 TIMED_OUT = 124
 RESCHEDULE = 125
 
@@ -37,15 +40,14 @@ def poke(kind: str, arg: str, env: dict[str, str], interval: float) -> tuple[boo
         db = os.path.join(env["FLOWTUI_HOME"], "flowtui.db")
         logical = float(env["FLOWTUI_LOGICAL_TS"])
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-            row = conn.execute(
-                "SELECT t.state FROM task_instances t JOIN dag_runs r ON r.id = t.run_pk "
-                "WHERE r.dag_id = ? AND t.task_id = ? AND abs(r.logical_date - ?) < 0.001 "
-                "ORDER BY (t.state = 'success') DESC LIMIT 1", (dag_id, task_id, logical)).fetchone()
-            conn.close()
-        except sqlite3.Error as exc:
+            store = Store.open(db, readonly=True, busy_timeout=10)
+            try:
+                found = store.task_state_on(dag_id, task_id, logical)
+            finally:
+                store.close()
+        except (sqlite3.Error, StoreError) as exc:
             return False, f"cannot read the store: {exc}"
-        state = row[0] if row else "no run for this logical date"
+        state = found.value if found else "no run for this logical date"
         return state == "success", f"{arg}: {state}"
     return False, f"unknown sensor {kind}"
 
@@ -55,7 +57,7 @@ def main() -> int:
     kind, arg = next(iter(json.loads(env["FLOWTUI_SENSOR"]).items()))
     interval = float(env.get("FLOWTUI_POKE_INTERVAL") or 60)
     timeout = float(env["FLOWTUI_SENSOR_TIMEOUT"]) if env.get("FLOWTUI_SENSOR_TIMEOUT") else None
-    first = float(env.get("FLOWTUI_FIRST_POKE_AT") or time.time())
+    first = float(env.get("FLOWTUI_FIRST_POKE_AT") or SYSTEM.now())
     reschedule = env.get("FLOWTUI_SENSOR_MODE") == "reschedule"
     number = 0
     while True:
@@ -65,14 +67,14 @@ def main() -> int:
         print(f"{stamp} poke {number}: {'met' if met else 'not met'} ({detail})", flush=True)
         if met:
             return 0
-        elapsed = time.time() - first
+        elapsed = SYSTEM.now() - first
         if timeout is not None and elapsed >= timeout:
             print(f"sensor timed out after {elapsed:.1f}s (timeout {timeout:g}s)", flush=True)
             return TIMED_OUT
         if reschedule:
             return RESCHEDULE
         wait = interval if timeout is None else max(0.0, min(interval, timeout - elapsed))
-        time.sleep(wait)
+        SYSTEM.sleep(wait)
 
 
 if __name__ == "__main__":

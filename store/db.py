@@ -20,7 +20,7 @@ from flowtui.store.models import (
     ImportError_, Request, Run, RunnerRecord, TaskInstance, Try,
 )
 from flowtui.store import changes
-from flowtui.store.states import RunState
+from flowtui.store.states import RunState, TaskState
 from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
 
 if TYPE_CHECKING:
@@ -580,6 +580,16 @@ class Store:
             "SELECT max(logical_date) FROM dag_runs WHERE dag_id = ? AND run_type = 'scheduled'",
             (dag_id,)).fetchone()
         return row[0] if row else None
+
+    def task_state_on(self, dag_id: str, task_id: str, logical_date: float) -> TaskState | None:
+        """A task's state in the DAG's run of that logical date (a success among several runs
+        counts); None when there is no such run."""
+        row = self.conn.execute(
+            "SELECT t.state FROM task_instances t JOIN dag_runs r ON r.id = t.run_pk "
+            "WHERE r.dag_id = ? AND t.task_id = ? AND abs(r.logical_date - ?) < 0.001 "
+            "ORDER BY (t.state = 'success') DESC LIMIT 1",
+            (dag_id, task_id, logical_date)).fetchone()
+        return TaskState(row[0]) if row else None
 
     def has_queued(self, dag_id: str) -> bool:
         """Whether the DAG has runs waiting for a run slot (backfills aside)."""
