@@ -61,9 +61,24 @@ def test_logs_follow_prints_until_the_try_ends(home: Path, pipelines: Path) -> N
 
 
 def test_logs_escape_control_characters_on_a_terminal_only(home: Path, pipelines: Path) -> None:
-    from flowtui.render import visible
+    from flowtui.runner.text import visible
 
     text = "title \x1b]0;pwned\x07 clip \x1b]52;c;aGk=\x07 c1 \x9b2J done"
     shown = visible(text)
     assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
     assert "^[]0;pwned^G" in shown and "<U+009B>2J" in shown
+
+
+def test_every_command_has_exactly_one_handler() -> None:
+    from flowtui.cli import build_parser, command_names, handlers
+
+    parser = build_parser()
+    names = command_names(parser)
+    table = handlers()
+    assert sorted(names) == sorted(table), set(names) ^ set(table)
+    assert all(callable(handler) for handler in table.values())
+    # What a command line parses to is the key of its handler.
+    assert parser.parse_args([]).command_name == "ui"
+    assert parser.parse_args(["dags", "unpause", "d", "--dry-run"]).command_name == "dags unpause"
+    assert parser.parse_args(["alerts", "ack", "3"]).command_name == "alerts ack"
+    assert parser.parse_args(["logs", "d", "latest", "t"]).command_name == "logs"
