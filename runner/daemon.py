@@ -119,15 +119,16 @@ class Daemon:
         self._snapshot: dict[str, tuple[int, int]] = {}
         self._fire_at: dict[str, float] = {}
         self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
-        self.sender = Sender(config.db_path, self.alert_config)
-        self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake)
+        self.sender = Sender(config.db_path, self.alert_config, clock=clock)
+        self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake,
+                             arm=self._arm)
         self.engine.on_task_end = self._on_task_end
         self._sla_seen: dict[tuple[str, str], str] = {}
         self._sla_problems: set[str] = set()  # said on stderr while they last
         # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
-        self._tick_at = 0.0
+        self._armed: set[float] = set()  # times a tick timer is set for
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -138,9 +139,6 @@ class Daemon:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
         self.sender.start()
         engine.hook(self._start, now)
-        self._rescan_at, self._tick_at = now + self.scan_interval, now + ALERT_TICK
-        engine.call_at(self._rescan_at, self._rescan)
-        engine.call_at(self._tick_at, self._alert_tick)
         try:
             engine.run_forever()
         finally:
@@ -155,8 +153,45 @@ class Daemon:
     def _start(self, now: float) -> None:
         self._record_aside(now)  # a new runner tries every DAG again: stale ones go
         self._reload(now, force=True)
+        self._rescan_at = now + self.scan_interval
         self._adopt_orphans(now)
         self._on_wake(now)
+        self._arm(self.tick(now))
+
+    # -- time ------------------------------------------------------------------------------
+    def tick(self, now: float) -> float:
+        """Everything the daemon does on time, as of ``now``: a changed pipelines folder is
+        reloaded and dead runners' runs adopted (every ``scan_interval``), runs whose interval
+        ended are created and started, alert steps that came due fire, SLAs are checked.
+        Returns when it next has timed work (``serve`` arms a timer for then; a test calls it
+        again with a later ``now``)."""
+        if now >= self._rescan_at - 1e-3:
+            self._rescan_at = now + self.scan_interval
+            self._reload(now)
+            self._adopt_orphans(now)
+        for dag_id, fire in list(self._fire_at.items()):
+            if fire <= now + 1e-3:
+                self._fire_at.pop(dag_id, None)
+                self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, max(now, fire))
+        self.engine.flush()
+        self.alerts.escalate(now)
+        due = [self._rescan_at, *self._fire_at.values()]
+        if any(d.sla for d in self.dags.values()):
+            self._check_slas(now)
+            due.append(now + SLA_CHECK)
+        return min(due)
+
+    def _arm(self, at: float | None) -> None:
+        """Have ``tick`` run at ``at`` (once, however often that time is asked for)."""
+        if at is None or at in self._armed:
+            return
+        self._armed.add(at)
+
+        def timed(now: float) -> None:
+            self._armed.discard(at)
+            self._arm(self.tick(now))
+
+        self.engine.call_at(at, timed)
 
     def _store_recovered(self, error: str, since: float, now: float) -> None:
         """The database takes writes again: catch up on what the outage held back (a changed
@@ -179,14 +214,6 @@ class Daemon:
                 continue
             snapshot[str(path)] = (st.st_mtime_ns, st.st_size)
         return snapshot
-
-    def _rescan(self, now: float) -> None:
-        if self._rescan_at > now + 1e-3:
-            return  # a later one is armed already (this one was run again after an outage)
-        self._rescan_at = self.clock.now() + self.scan_interval
-        self.engine.call_at(self._rescan_at, self._rescan)  # first: never lost
-        self._reload(now)
-        self._adopt_orphans(now)
 
     def _reload(self, now: float, force: bool = False) -> None:
         snapshot = self._files_snapshot()
@@ -258,16 +285,11 @@ class Daemon:
             self._create_scheduled(dag, interval.start, interval.end, now)
         self._start_queued(dag_id, now)
         fire = next_interval_end(dag, self.store.last_scheduled(dag_id), now)
-        if fire is None or self._fire_at.get(dag_id) == fire:
+        if fire is None:
+            self._fire_at.pop(dag_id, None)
             return
         self._fire_at[dag_id] = fire
-        self.engine.call_at(fire, lambda at, d=dag_id, f=fire: self._on_fire(d, f, at))
-
-    def _on_fire(self, dag_id: str, fire: float, now: float) -> None:
-        if self._fire_at.get(dag_id) != fire:
-            return  # superseded by a reload or a pause
-        self._fire_at.pop(dag_id, None)
-        self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, max(now, fire))
+        self._arm(fire)
 
     def _create_scheduled(self, dag: DagSpec, start: float, end: float, now: float) -> None:
         """Create the interval's run; it starts here at once when the DAG has a free run slot
@@ -393,15 +415,6 @@ class Daemon:
             self.alerts.resolve_matching(dag_id, run_id, task_id, self.clock.now(),
                                          ("task_failed", "task_retry", "zombie", "hung"))
 
-    def _alert_tick(self, now: float) -> None:
-        if self._tick_at > now + 1e-3:
-            return  # a later one is armed already (this one was run again after an outage)
-        self._tick_at = self.clock.now() + ALERT_TICK
-        self.engine.call_at(self._tick_at, self._alert_tick)  # first: never lost
-        self.engine.flush()
-        self.alerts.escalate(now)
-        self._check_slas(now)
-
     def _check_slas(self, now: float) -> None:
         from flowtui.runner.sla import active_statuses
 
@@ -433,7 +446,7 @@ class Daemon:
 
 
 RESOLVED_BY_RUN = ("task_failed", "task_retry", "zombie", "hung", "sla_at_risk", "sla_miss")
-ALERT_TICK = 1.0
+SLA_CHECK = 1.0  # SLA verdicts move with time (a prediction passes its deadline)
 
 
 def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:
