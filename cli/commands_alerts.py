@@ -5,17 +5,16 @@ import argparse
 import json
 import sys
 
-from flowtui.cli import EXIT_OK
+from flowtui.context import load_pipelines, read_store
 from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.alerting import alert_json, set_alert_state
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
+from flowtui.usage import EXIT_OK
 
 
 def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
-    from flowtui.commands import read_store
-
     store = read_store(config)
     if args.alerts_command == "list":
         alerts = store.alerts.newest(include_resolved=args.all)
@@ -46,11 +45,10 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_sla(args: argparse.Namespace, config: Config) -> int:
-    from flowtui.commands import _load, read_store
     from flowtui.runner.clock import iso
     from flowtui.runner.sla import active_statuses
 
-    loaded = _load(config)
+    loaded = load_pipelines(config)
     dags = loaded.dags
     items = []
     problems: list[str] = []
