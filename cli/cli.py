@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from flowtui import __version__
-# EXIT_FAILED is imported only for the commands that still take these names from here.
-from flowtui.usage import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError  # noqa: F401
+from flowtui.usage import EXIT_OK, EXIT_USAGE, UsageError
 
 if TYPE_CHECKING:
     from flowtui.runner.config import Config

@@ -23,9 +23,9 @@ from flowtui.store import Store
 from flowtui.store.models import ImportError_, Run, Try
 from flowtui.usage import EXIT_FAILED, EXIT_OK, UsageError
 
-# The names the alerts and backfill commands and some tests import from here, kept until they
-# import flowtui.context and flowtui.runner.loader.
-_load, _dag, sync = load_pipelines, find_dag, record_load
+# The name the backfill command and some tests import from here, kept until they import
+# flowtui.runner.loader.record_load.
+sync = record_load
 
 
 # -- run -------------------------------------------------------------------------------------
