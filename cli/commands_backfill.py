@@ -5,13 +5,15 @@ import argparse
 import json
 import sys
 
-from flowtui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from flowtui.context import find_dag, load_pipelines
 from flowtui.render import echo
 from flowtui.runner.clock import iso
 from flowtui.runner import actions
 from flowtui.runner import backfill as bf
 from flowtui.runner.config import Config
+from flowtui.runner.loader import record_load
 from flowtui.store import Store
+from flowtui.usage import EXIT_FAILED, EXIT_OK, UsageError
 
 MANAGE = ("list", "pause", "resume", "cancel")
 
@@ -25,15 +27,13 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("backfill needs --start and --end (YYYY-MM-DD)")
     if args.parallelism < 1:
         raise UsageError("--parallelism must be at least 1")
-    from flowtui.commands import _dag, _load, sync
-
-    result = _load(config)
-    dag = _dag(result, args.target[0], config)
+    result = load_pipelines(config)
+    dag = find_dag(result, args.target[0], config)
     if args.pool and config.pool_size(args.pool) is None:
         raise UsageError(f"pool {args.pool!r} is not defined; add it under [pools] in "
                          "flowtui.toml")
     store = Store.open(config.db_path)
-    sync(store, result)
+    record_load(store, result)
     if args.dry_run:
         plan, _ = bf.prepare(store, dag, args.start, args.end, reprocess=args.reprocess,
                              order=args.order, allow_many=args.yes)
@@ -74,8 +74,6 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_plan(dag_id: str, timezone: str, plan: bf.Plan, as_json: bool) -> int:
-    from flowtui.runner.clock import iso
-
     def local(ts: float) -> str:
         return (iso(ts, timezone) or "")[:16].replace("T", " ")
 
