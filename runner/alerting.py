@@ -202,7 +202,6 @@ class Alerts:
         return [self.config.policies[n] for n in names
                 if n in self.config.policies and kind in self.config.policies[n].on]
 
-    _policies = policies
 
     def raise_alert(self, kind: str, dag_id: str, run_id: str = "", task_id: str = "",
                     summary: str = "", now: float | None = None) -> int | None:

@@ -22,13 +22,14 @@ from flowtui.runner.clock import SYSTEM, Clock, iso
 from flowtui.runner.config import Config
 from flowtui.runner.engine import Engine, LiveRun
 from flowtui.runner.executor import process_start_time, same_process
-from flowtui.runner.loader import LoadError, LoadResult, load_folder, pipeline_files
+from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record_load
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
+from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import RunState, Store, StoreError
 from flowtui.store.db import outage
-from flowtui.store.models import DagRecord, ImportError_
+from flowtui.store.models import ImportError_
 
 SCAN_INTERVAL = 2.0
 # A write waits this long for another process's lock before the loop backs off and retries
@@ -89,15 +90,6 @@ def refuse_second_daemon(home: Path, store: Store) -> Callable[[sqlite3.Connecti
     return refuse
 
 
-def sync_dags(store: Store, result: LoadResult) -> None:
-    now = store.now()
-    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
-                         d.tags, d.paused, None, True, len(d.tasks), now)
-               for d in result.dags.values()]
-    errors = [ImportError_(e.fileloc, e.line, e.message, now) for e in result.errors]
-    store.sync_dags(records, errors, result.files)
-
-
 class Daemon:
     def __init__(self, config: Config, *, scan_interval: float = SCAN_INTERVAL,
                  busy_timeout: float = BUSY_TIMEOUT, backoff: float = BACKOFF,
@@ -123,8 +115,7 @@ class Daemon:
         self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake,
                              arm=self._arm)
         self.engine.on_task_end = self._on_task_end
-        self._sla_seen: dict[tuple[str, str], str] = {}
-        self._sla_problems: set[str] = set()  # said on stderr while they last
+        self.slas = SlaWatch(self.alerts)
         # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
@@ -177,7 +168,7 @@ class Daemon:
         self.alerts.escalate(now)
         due = [self._rescan_at, *self._fire_at.values()]
         if any(d.sla for d in self.dags.values()):
-            self._check_slas(now)
+            self.slas.check(self.dags, now)
             due.append(now + SLA_CHECK)
         return min(due)
 
@@ -234,7 +225,7 @@ class Daemon:
         problems = self.alert_config.errors + dag_policy_errors(self.alert_config, self.dags)
         result.errors.extend(LoadError(toml, None, p) for p in problems)
         result.files.append(toml)
-        sync_dags(self.store, result)
+        record_load(self.store, result)
         self.store.set_active(self.dags)
         if aside != self._aside:
             self._aside = aside
@@ -409,40 +400,11 @@ class Daemon:
         if value == "failed":
             self.alerts.raise_alert("task_failed", dag_id, run_id, task_id,
                                     task.reason or "failed")
-        elif value == "up_for_retry" and self.alerts._policies(dag_id, "task_retry"):
+        elif value == "up_for_retry" and self.alerts.policies(dag_id, "task_retry"):
             self.alerts.raise_alert("task_retry", dag_id, run_id, task_id, task.reason)
         elif value == "success":
             self.alerts.resolve_matching(dag_id, run_id, task_id, self.clock.now(),
                                          ("task_failed", "task_retry", "zombie", "hung"))
-
-    def _check_slas(self, now: float) -> None:
-        from flowtui.runner.sla import active_statuses
-
-        if not any(d.sla for d in self.dags.values()):
-            return
-        problems: list[str] = []
-        statuses = active_statuses(self.store, self.dags, now, problems=problems)
-        for line in problems:
-            if line not in self._sla_problems:
-                print(f"flowtui runner: {line}", file=sys.stderr, flush=True)
-        self._sla_problems = set(problems)  # one that goes and comes back is said again
-        current = {(i.dag_id, i.run_id) for i in statuses}
-        for key in [k for k in self._sla_seen if k not in current]:
-            del self._sla_seen[key]  # out of the SLA window: forget it
-        for item in statuses:
-            key = (item.dag_id, item.run_id)
-            if self._sla_seen.get(key) == item.verdict:
-                continue
-            self._sla_seen[key] = item.verdict
-            if item.verdict == "at risk":
-                self.alerts.raise_alert(
-                    "sla_at_risk", item.dag_id, item.run_id, "",
-                    f"predicted to finish at {iso(item.predicted) or 'unknown'}, after the "
-                    f"deadline {iso(item.deadline)} (critical path: "
-                    f"{' -> '.join(item.critical_path)})")
-            elif item.verdict == "missed" and item.run_state != "success":
-                self.alerts.raise_alert("sla_miss", item.dag_id, item.run_id, "",
-                                        f"not done by its deadline {iso(item.deadline)}")
 
 
 RESOLVED_BY_RUN = ("task_failed", "task_retry", "zombie", "hung", "sla_at_risk", "sla_miss")

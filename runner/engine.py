@@ -257,10 +257,11 @@ class Engine:
                 pass  # kept queued; tasks are still reaped meanwhile, and it is retried below
             if not self._serving and not self.runs and not self.kills_pending():
                 return
-            timeout = self._timeout()
+            timeout, skip = self._timeout(), self._timeout(heartbeat=False)
             if health.since is not None and self.changes:
-                timeout = min(timeout, max(0.0, health.retry_at - self.now()))
-            events = self.clock.select(self.selector, timeout, busy=bool(self.running))
+                timeout = skip = min(timeout, max(0.0, health.retry_at - self.now()))
+            events = self.clock.select(self.selector, timeout, busy=bool(self.running),
+                                       skip=skip)
         now = self.now()
         for key, _ in events:
             if key.data is None:
@@ -291,8 +292,10 @@ class Engine:
             if key.data is None:
                 self._drain_wake(self.now())  # a second stop request gives up
 
-    def _timeout(self) -> float:
-        deadline = self._next_heartbeat
+    def _timeout(self, heartbeat: bool = True) -> float:
+        """Seconds to the next thing the loop must do (without ``heartbeat``: the next thing
+        but the runner's heartbeat, which a skipping clock may jump past)."""
+        deadline = self._next_heartbeat if heartbeat or not self._timers else float("inf")
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
         if self.running:

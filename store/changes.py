@@ -18,9 +18,10 @@ T = TaskState
 R = RunState
 
 # Which run moves the store accepts. An operator who reopens tasks of a finished run takes it
-# back to running (a runner owns it) or to queued (the next runner adopts it).
+# back to running (a runner owns it) or to queued (the next runner adopts it). A run is born
+# queued or running, or already ended when history is recorded from elsewhere.
 RUN_MOVES: dict[RunState | None, frozenset[RunState]] = {
-    None: frozenset({R.QUEUED, R.RUNNING}),
+    None: frozenset({R.QUEUED, R.RUNNING, R.SUCCESS, R.FAILED}),
     R.QUEUED: frozenset({R.RUNNING, R.SUCCESS, R.FAILED}),
     R.RUNNING: frozenset({R.SUCCESS, R.FAILED, R.QUEUED}),
     R.SUCCESS: frozenset({R.RUNNING, R.QUEUED, R.FAILED}),

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from conftest import write
+from flowtui.runner.clock import ManualClock
 from helpers import log_text, run_dag, tries
 
 
@@ -35,15 +36,15 @@ def test_retry_delays_double_with_backoff(home: Path, pipelines: Path) -> None:
           flaky:
             command: exit 3
             retries: 3
-            retry_delay: 1s
+            retry_delay: 5m
             retry_exponential_backoff: true
             max_retry_delay: 1h
     """)
-    store, run, tis = run_dag(home, pipelines, "r")
+    store, run, tis = run_dag(home, pipelines, "r", clock=ManualClock(autojump=True))
     attempts = tries(store, run, "flaky")
     assert [t.try_number for t in attempts] == [1, 2, 3, 4]
     gaps = [b.start_date - a.end_date for a, b in zip(attempts, attempts[1:])]
-    for gap, expected in zip(gaps, [1.0, 2.0, 4.0]):
+    for gap, expected in zip(gaps, [300.0, 600.0, 1200.0]):
         assert expected <= gap < expected + 0.3, gaps
     assert tis["flaky"].state == "failed"
     assert tis["flaky"].exit_code == 3
@@ -54,13 +55,13 @@ def test_retry_delay_is_capped(home: Path, pipelines: Path) -> None:
     write(pipelines, "r.yaml", """
         dag_id: r
         tasks:
-          flaky: {command: exit 1, retries: 3, retry_delay: 0.3s,
-                  retry_exponential_backoff: true, max_retry_delay: 0.5s}
+          flaky: {command: exit 1, retries: 3, retry_delay: 3m,
+                  retry_exponential_backoff: true, max_retry_delay: 5m}
     """)
-    store, run, _ = run_dag(home, pipelines, "r")
+    store, run, _ = run_dag(home, pipelines, "r", clock=ManualClock(autojump=True))
     attempts = tries(store, run, "flaky")
     gaps = [b.start_date - a.end_date for a, b in zip(attempts, attempts[1:])]
-    for gap, expected in zip(gaps, [0.3, 0.5, 0.5]):
+    for gap, expected in zip(gaps, [180.0, 300.0, 300.0]):
         assert expected <= gap < expected + 0.25, gaps
 
 
