@@ -385,7 +385,7 @@ class Daemon:
             self.alerts.resolve_matching(dag.dag_id, live.run_id, None, now, RESOLVED_BY_RUN)
             self.alerts.resolve_matching(dag.dag_id, "", None, now, ("circuit_open",))
         if live.backfill_id is not None:
-            finish_if_done(self.store, live.backfill_id)
+            finish_if_done(self.store, live.backfill_id, actor=self.engine.actor)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._per_dag(
             d, "starting queued runs", self._start_queued, d, at))
 

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flowtui.store.changes import _EVENT
+from flowtui.store.changes import EVENT
 from flowtui.store.models import BACKFILL_COLUMNS, RUN_COLUMNS, Backfill, Run
 from flowtui.store.states import RunState
 
@@ -189,5 +189,5 @@ class BackfillRecords:
     def _event(self, backfill_id: int, dag_id: str, old: str | None, new: str, cause: str,
                actor: str, at: float) -> None:
         """A backfill changed state: an event, which moves the change counter readers follow."""
-        self.store.conn.execute(_EVENT, (at, "backfill", dag_id, "", None, None, old, new, cause,
+        self.store.conn.execute(EVENT, (at, "backfill", dag_id, "", None, None, old, new, cause,
                                          actor, f"backfill {backfill_id}"))

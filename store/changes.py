@@ -33,8 +33,9 @@ _TASK_FIELDS = frozenset({"try_number", "start_date", "end_date", "exit_code", "
                           "next_try_at", "max_tries", "first_poke_at"})
 _RUN_FIELDS = frozenset({"start_date", "end_date", "runner_id"})
 
-_EVENT = ("INSERT INTO events (at, kind, dag_id, run_id, task_id, try_number, old_state, "
-          "new_state, cause, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The one column list of an event: what moved, from and to, why (cause) and who (actor).
+EVENT = ("INSERT INTO events (at, kind, dag_id, run_id, task_id, try_number, old_state, "
+         "new_state, cause, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _TRY_START = ("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
               "exit_path, runner_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)")
 _TRY_END = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?, progress = ?, "
@@ -144,7 +145,7 @@ class Changes:
         names = tuple(fields)
         self.ops.append((_task_update(names), (new.value, reason, at, *fields.values(),
                                                run_pk, task_id)))
-        self.ops.append((_EVENT, (at, "task", dag_id, run_id, task_id, attempt or None,
+        self.ops.append((EVENT, (at, "task", dag_id, run_id, task_id, attempt or None,
                                   old.value, new.value, cause, actor,
                                   reason if detail is None else detail)))
 
@@ -157,7 +158,7 @@ class Changes:
         names = tuple(fields)
         self.ops.append((_run_update(names), (new.value, at, *fields.values(), run_pk)))
         if old != new:
-            self.ops.append((_EVENT, (at, "run", dag_id, run_id, None, None,
+            self.ops.append((EVENT, (at, "run", dag_id, run_id, None, None,
                                       old.value if old else None, new.value, cause, actor,
                                       detail)))
 
@@ -262,7 +263,7 @@ def insert_run(conn: Any, *, dag_id: str, run_id: str, run_type: str, logical_da
         "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, pool, "
         "pool_slots, priority, updated_at) VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
         [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], at) for t in tasks])
-    conn.execute(_EVENT, (at, "run", dag_id, run_id, None, None, None, state.value, cause, actor,
+    conn.execute(EVENT, (at, "run", dag_id, run_id, None, None, None, state.value, cause, actor,
                           detail))
     return run_pk
 
