@@ -19,7 +19,6 @@ from flowtui.runner import executor
 from flowtui.runner.clock import SYSTEM, Clock
 from flowtui.runner.config import Config, load_config
 from flowtui.runner.model import DagSpec
-from flowtui.runner.operator import already
 from flowtui.store import Store, TaskState, current_user
 from flowtui.store.changes import Changes
 from flowtui.store.models import Request, Run, TaskInstance

@@ -40,8 +40,6 @@ _TRY_START = ("INSERT INTO tries (run_pk, task_id, try_number, state, start_date
               "exit_path, runner_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)")
 _TRY_END = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?, progress = ?, "
             "metadata = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?")
-_TRY_END_ORPHAN = ("UPDATE tries SET state = 'failed', end_date = ?, reason = ? WHERE "
-                   "run_pk = ? AND task_id = ? AND try_number = ? AND end_date IS NULL")
 _TRY_FORGET = "DELETE FROM tries WHERE run_pk = ? AND task_id = ? AND try_number = ?"
 _TRY_PID = "UPDATE tries SET pid = ?, heartbeat_at = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
 _TRY_PID_START = "UPDATE tries SET pid_start = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
@@ -174,11 +172,6 @@ class Changes:
             raise TransitionError(f"a try cannot end as {state}")
         self.ops.append((_TRY_END, (state, at, exit_code, reason, progress,
                                     json.dumps(metadata), run_pk, task_id, try_number)))
-
-    def try_ended_unwatched(self, run_pk: int, task_id: str, try_number: int, at: float,
-                            reason: str) -> None:
-        """A try ended by an operator while no runner watched it (only if still open)."""
-        self.ops.append((_TRY_END_ORPHAN, (at, reason, run_pk, task_id, try_number)))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""
