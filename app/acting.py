@@ -9,9 +9,10 @@ from typing import Any
 from textual import work
 from textual.binding import Binding
 
-from flowtui.app.dialogs import ClearDialog, ConfirmDialog, MarkDialog
+from flowtui.app.data import READ_ERRORS
+from flowtui.app.dialogs import ClearDialog, ConfirmDialog, MarkDialog, Planner
 from flowtui.app.render import short_run
-from flowtui.runner.actions import Outcome
+from flowtui.runner.actions import ActionError, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +92,19 @@ class TaskActions:
         if not targets:
             return
         first = targets[0]
-        ops = self.app.ops
+        app = self.app
         task_ids = [t.task_id for t in targets]
 
-        def plan(options: dict) -> list[str]:
-            return ops.plan(first.dag_id, first.run_pk, task_ids, options)
+        def load() -> Planner:  # in the dialog's worker thread, on its own read connection
+            with app.reading() as data:
+                tis = data.task_instances(first.run_pk)
+            return app.ops.planner(first.dag_id, task_ids, tis)
 
         def done(options: dict | None) -> None:
             if options is not None:
                 self._submit(first, action, task_ids, options)
 
-        self.app.push_screen(dialog(f"{first.dag_id} {first.run_id}", plan), done)
+        self.app.push_screen(dialog(f"{first.dag_id} {first.run_id}", load), done)
 
     def action_retry(self) -> None:
         self._confirm_simple("retry", "Retry now", "start again now, instead of waiting for "
@@ -190,7 +193,7 @@ class DagActions:
             return
         try:
             params = self.app.ops.dag(dag_id).params
-        except Exception as exc:
+        except (ActionError, OSError) as exc:
             self.notify(f"Cannot trigger {dag_id}: {exc}", severity="error", markup=False)
             return
 
@@ -206,7 +209,8 @@ class DagActions:
 
     def _runner_word(self) -> str:
         """Said after queueing work (runs in a worker thread: it reads the store)."""
-        health = self.app.thread_data().runner_health()
+        with self.app.reading() as data:
+            health = data.runner_health(self.app.clock.now())
         return ("the runner starts it" if health.alive else
                 "no runner is alive: start 'flowtui runner' to execute it")
 
@@ -219,7 +223,7 @@ class DagActions:
         config = self.app.config
         try:
             dag = self.app.ops.dag(dag_id)
-        except Exception as exc:
+        except (ActionError, OSError) as exc:
             self.notify(f"Cannot backfill {dag_id}: {exc}", severity="error", markup=False)
             return
 
@@ -239,10 +243,12 @@ class DagActions:
     def _ask_pause(self, dag_id: str, paused: bool) -> None:
         """Work out what the change would do (an unpause lists its catch-up runs), then ask."""
         try:
-            lines = (catch_up_lines(self.app.ops.dag(dag_id), self.app.thread_data().store)
-                     if paused else ["  no new scheduled runs are created or started; "
-                                     "running ones finish"])
-        except Exception as exc:
+            lines = ["  no new scheduled runs are created or started; running ones finish"]
+            if paused:
+                with self.app.reading() as data:
+                    lines = catch_up_lines(self.app.ops.dag(dag_id), data.store,
+                                           now=self.app.clock.now())
+        except (ActionError, OSError, *READ_ERRORS) as exc:
             self.app.call_from_thread(self.notify, f"Cannot {'unpause' if paused else 'pause'} "
                                       f"{dag_id}: {exc}", severity="error", markup=False)
             return
@@ -273,16 +279,17 @@ class DagActions:
         self.app.call_from_thread(self.reload)
 
 
-def catch_up_lines(dag: Any, store: Any, shown: int = 12) -> list[str]:
-    """The runs an unpause creates at once, as ``flowtui dags unpause --dry-run`` lists them."""
-    import time
-
+def catch_up_lines(dag: Any, store: Any, shown: int = 12, *,
+                   now: float | None = None) -> list[str]:
+    """The runs an unpause creates at once (due by ``now``, by default the store's clock), as
+    ``flowtui dags unpause --dry-run`` lists them."""
     from flowtui.runner.clock import iso
     from flowtui.runner.daemon import due_intervals, last_scheduled
 
     if not dag.schedule:
         return ["  it has no schedule: no run is created; manual triggers start again"]
-    due = due_intervals(dag, last_scheduled(store, dag.dag_id), time.time())
+    due = due_intervals(dag, last_scheduled(store, dag.dag_id),
+                        store.now() if now is None else now)
     if not due:
         return ["  no catch-up run is due; its schedule resumes at the next interval"]
     mode = "catchup on: every missed interval" if dag.catchup else "catchup off: the latest only"

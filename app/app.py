@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from textual import on
 from textual.app import App, SystemCommand
-from textual.screen import ModalScreen, Screen
+from textual.message import Message
+from textual.screen import Screen
 
 from flowtui.app.backfills_screen import BackfillsScreen
-from flowtui.app.data import Data
+from flowtui.app.base import FlowScreen, ReadFailed
+from flowtui.app.data import READ_ERRORS, Data, Header, read_problem
 from flowtui.app.lists import (
     AlertsScreen, DagsScreen, ImportErrorsScreen, NowScreen, RunnerScreen, RunsScreen, SlaScreen,
 )
 from flowtui.app.operations import Operations
+from flowtui.runner.clock import SYSTEM, Clock
 from flowtui.runner.config import Config
+from flowtui.store.views import ChangeMark
 from flowtui.themes import CSS_PATH, THEMES
 
 REFRESH_SECONDS = 1.0
@@ -32,15 +38,18 @@ class FlowtuiApp(App[None]):
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, config: Config, *, read_only: bool = False, theme: str = "dark",
-                 start_mode: str = "now", refresh_seconds: float = REFRESH_SECONDS) -> None:
+                 start_mode: str = "now", refresh_seconds: float = REFRESH_SECONDS,
+                 clock: Clock = SYSTEM) -> None:
         super().__init__()
         self.config = config
+        self.clock = clock
         self.read_only = read_only
         self.ops = Operations(config)
         self.start_mode = start_mode
         self.refresh_seconds = refresh_seconds
-        self._local = threading.local()
-        self._last_change: tuple[int, float] | None = None
+        self._last_change: ChangeMark | None = None
+        self.read_problem: str | None = None  # why the last read of the store failed
+        self.last_read_at: float | None = None  # when a read last succeeded
         self.first_paint_at: float | None = None
         self.last_looked = load_last_looked(config.home)
         for item in THEMES.values():
@@ -48,18 +57,29 @@ class FlowtuiApp(App[None]):
         self.theme = THEMES.get(theme, THEMES["dark"]).name
 
     # -- data ------------------------------------------------------------------------------
-    def thread_data(self) -> Data:
-        data = getattr(self._local, "data", None)
-        if data is None:
-            data = self._local.data = Data(self.config, self.read_only)
-        return data
+    class StoreChecked(Message):
+        """A poll read the change mark and the header."""
+
+        def __init__(self, change: ChangeMark, header: Header) -> None:
+            super().__init__()
+            self.change, self.header = change, header
+
+    @contextmanager
+    def reading(self) -> Iterator[Data]:
+        """A read connection of the caller's own (a worker thread's), closed when it is done:
+        none is left open between reads."""
+        data = Data(self.config, self.read_only)
+        try:
+            yield data
+        finally:
+            data.close()
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_mode)
         self._poll()
 
     def on_unmount(self) -> None:
-        save_last_looked(self.config.home, time.time())
+        save_last_looked(self.config.home, self.clock.now())
 
     def _poll(self) -> None:
         self.run_worker(self._check_changes, thread=True, exclusive=True, group="poll",
@@ -67,32 +87,58 @@ class FlowtuiApp(App[None]):
 
     def _check_changes(self) -> None:
         try:
-            data = self.thread_data()
-            change = data.changes()
-            # The header on a timer of its own: a runner killed with -9 writes nothing, so no
-            # change would ever repaint it.
-            health, alerts = data.runner_health(), data.open_alerts()
+            with self.reading() as data:
+                change = data.changes()
+                # The header on a timer of its own: a runner killed with -9 writes nothing, so
+                # no change would ever repaint it.
+                header = data.header(self.clock.now())
+        except READ_ERRORS as error:
+            self.post_message(ReadFailed(read_problem(error)))
+            return
         finally:
             self.call_from_thread(self.set_timer, self.refresh_seconds, self._poll)
-        self.call_from_thread(self._paint_header, health, alerts)
-        if change != self._last_change:
-            self._last_change = change
-            self.call_from_thread(self._refresh_visible)
+        self.post_message(self.StoreChecked(change, header))
 
-    def _paint_header(self, health: Any, alerts: int) -> None:
-        screen = self.screen
-        if hasattr(screen, "paint_health") and not isinstance(screen, ModalScreen):
-            screen.paint_health(health, alerts)
+    def shown_screen(self) -> FlowScreen | None:
+        """The flowtui screen on top, if one is (a dialog or help over it: none; while the
+        app starts or stops: none)."""
+        stack = self._screen_stacks.get(self.current_mode) or []
+        screen = stack[-1] if stack else None
+        return screen if isinstance(screen, FlowScreen) else None
+
+    @on(StoreChecked)
+    def _checked(self, message: StoreChecked) -> None:
+        self.read_succeeded()
+        screen = self.shown_screen()
+        if screen is not None:
+            screen.paint_health(message.header)
+        if message.change != self._last_change:
+            self._last_change = message.change
+            if screen is not None:
+                screen.reload()
+
+    @on(ReadFailed)
+    def _read_failed(self, message: ReadFailed) -> None:
+        """Say why the store cannot be read; the next poll that reads it repaints the screen
+        (what it shows meanwhile is the last good read)."""
+        self.read_problem = message.problem
+        self._last_change = None
+        screen = self.shown_screen()
+        if screen is not None:
+            screen.paint_health(None)
+
+    def read_succeeded(self) -> None:
+        self.last_read_at = self.clock.now()
+        if self.read_problem is not None:
+            self.read_problem = None
+            screen = self.shown_screen()
+            if screen is not None:
+                screen.paint_health(None)
 
     @property
-    def last_change(self) -> tuple[int, float] | None:
+    def last_change(self) -> ChangeMark | None:
         """The store's change counter as the app last saw it (events id, newest heartbeat)."""
         return self._last_change
-
-    def _refresh_visible(self) -> None:
-        screen = self.screen
-        if hasattr(screen, "reload") and not isinstance(screen, ModalScreen):
-            screen.reload()
 
     def painted(self, screen: Screen) -> None:
         if self.first_paint_at is None:
@@ -125,8 +171,9 @@ class FlowtuiApp(App[None]):
 
     def _dag_ids(self) -> list[str]:
         try:
-            return sorted(row.dag_id for row in self.thread_data().store.dags())
-        except Exception:  # no database yet: no DAGs to offer
+            with self.reading() as data:
+                return sorted(row.dag_id for row in data.store.dags())
+        except READ_ERRORS:  # no database yet, or it cannot be read now: no DAGs to offer
             return []
 
     def _open_dag(self, dag_id: str, action: str | None = None) -> None:

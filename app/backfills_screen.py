@@ -272,6 +272,7 @@ class BackfillsScreen(TableScreen):
     def show(self, items: list[BackfillRow]) -> None:
         rows = []
         self.rows_by_key = {}
+        now = self.app.clock.now()
         for item in items:
             b, p = item.backfill, item.progress
             if not self.keep(b.dag_id, b.state):
@@ -282,7 +283,7 @@ class BackfillsScreen(TableScreen):
             state = b.state + (f", {p['failed']} failed" if p["failed"] else "")
             rows.append((key, (key, b.dag_id, item.range(),
                                f"{finished}/{item.total} {bar(finished, item.total)}", state,
-                               ago(b.created_at))))
+                               ago(b.created_at, now))))
         sync_table(self.table, rows)
         self.query_one(".title", Static).update(
             "Backfills" if items else "Backfills: none yet (press b on a DAG to start one)")

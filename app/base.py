@@ -1,17 +1,21 @@
 """The base of every flowtui screen: the health line, shared keys, refresh on change."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from flowtui.app.data import READ_ERRORS, Data, Header, RunnerHealth, read_problem
 from flowtui.app.render import ago, display_path
+from flowtui.store.views import ChangeMark
 
 NAV = [
     Binding("0", "app.mode('now')", "Now", show=False, id="mode-now"),
@@ -26,6 +30,14 @@ NAV = [
     Binding("escape", "back", "Back", show=False, id="back"),
     Binding("q", "back_or_quit", "Quit", id="quit"),
 ]
+
+
+class ReadFailed(Message):
+    """A read of the store failed (posted to the app, which says so in the header)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__()
+        self.problem = problem
 
 
 class FlowScreen(Screen):
@@ -54,12 +66,23 @@ class FlowScreen(Screen):
     def on_screen_resume(self) -> None:
         if self._fetched_at_change is not None and self._fetched_at_change == self.app.last_change:
             # Nothing was written since this screen last read the store: show it as it is.
+            self.paint_health(None)
             self.call_after_refresh(self.app.painted, self)
             return
         self.reload()
 
     # -- data ------------------------------------------------------------------------------
-    def fetch(self, data: Any) -> Any:
+    class DataLoaded(Message):
+        """A fetch finished: what ``show`` paints, the header, and the change it saw."""
+
+        def __init__(self, serial: int, result: Any, header: Header, change: ChangeMark) -> None:
+            super().__init__()
+            self.serial, self.result, self.header, self.change = serial, result, header, change
+
+    _serial = 0  # of the newest fetch asked for: an older fetch's answer is not painted
+    _shown_serial = -1
+
+    def fetch(self, data: Data) -> Any:
         """Runs in a worker thread with its own read connection; returns what ``show`` gets."""
         return None
 
@@ -67,29 +90,46 @@ class FlowScreen(Screen):
         """Runs on the main thread with what ``fetch`` returned."""
 
     def reload(self) -> None:
-        self._fetch_worker()
+        self._serial += 1
+        self._fetch_worker(self._serial)
 
     @work(thread=True, exclusive=True, group="fetch", exit_on_error=False)
-    def _fetch_worker(self) -> Any:
-        data = self.app.thread_data()
-        change = data.changes()
-        return self.fetch(data), data.runner_health(), data.open_alerts(), change
+    def _fetch_worker(self, serial: int) -> None:
+        try:
+            with self.app.reading() as data:
+                change = data.changes()
+                result = self.fetch(data)
+                header = data.header(self.app.clock.now())
+        except READ_ERRORS as error:
+            self.app.post_message(ReadFailed(read_problem(error)))
+            return
+        self.post_message(self.DataLoaded(serial, result, header, change))
+
+    @on(DataLoaded)
+    def _loaded(self, message: DataLoaded) -> None:
+        if message.serial < self._shown_serial:
+            return  # a newer read was painted already
+        self._shown_serial = message.serial
+        self._fetched_at_change = message.change
+        self.app.read_succeeded()
+        self.paint_health(message.header)
+        self.show(message.result)
+        self.call_after_refresh(self.app.painted, self)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.group == "fetch" and event.state == WorkerState.SUCCESS:
-            result, health, alerts, change = worker.result
-            self._fetched_at_change = change
-            self.paint_health(health, alerts)
-            self.show(result)
-            self.call_after_refresh(self.app.painted, self)
-        elif event.state == WorkerState.ERROR:
-            self.notify(f"{type(worker.error).__name__}: {worker.error}", severity="error",
-                        timeout=8)
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{type(event.worker.error).__name__}: {event.worker.error}",
+                        severity="error", timeout=8)
 
-    def paint_health(self, health: Any, alerts: int) -> None:
-        """The header: the runner's health from its heartbeat age, open alerts, read-only."""
-        self.query_one("#health", Static).update(header_text(self.app, health, alerts))
+    def paint_health(self, header: Header | None) -> None:
+        """The header: the runner's health from its heartbeat age, open alerts, read-only; or,
+        while the store cannot be read, why (``header`` None keeps the last one known)."""
+        if header is not None:
+            self._header = header
+        self.query_one("#health", Static).update(
+            header_text(self.app, self._header, self.app.read_problem))
+
+    _header: Header | None = None
 
     # -- keys ------------------------------------------------------------------------------
     def action_back(self) -> None:
@@ -111,22 +151,32 @@ class FlowScreen(Screen):
 MUTATING = {"clear", "retry", "mark", "kill", "trigger", "backfill", "pause", "ack", "resolve"}
 
 
-def header_text(app: Any, health: Any, alerts: int) -> Text:
+def header_text(app: Any, header: Header | None, problem: str | None = None) -> Text:
     text = Text("flowtui ", style="bold")
-    if health.pid is None:
-        text.append("✗ no runner", style="bold red")
-        text.append(" (start 'flowtui runner')")
-    elif not health.alive:
-        text.append("✗ runner DOWN", style="bold red")
-        text.append(f" (last heartbeat {ago(time_of(health))})")
-    elif health.problem:
-        text.append("⚠ runner degraded", style="bold yellow")
-        text.append(f" ({health.problem})")
-    else:
-        text.append("● runner", style="green")
-        text.append(f" pid {health.pid}, beat {ago(time_of(health))}")
-    text.append("  ")
-    text.append(f"alerts open: {alerts}", style="bold red" if alerts else "")
+    if problem:
+        # Said first, so a narrow terminal keeps it; the screen below is what was read last.
+        text.append(f"⚠ {problem}, retrying", style="bold yellow")
+        if app.last_read_at is not None:
+            shown = time.strftime("%H:%M:%S", time.localtime(app.last_read_at))
+            text.append(f" (shown as of {shown})")
+        text.append("  ")
+    elif header is not None:
+        health = header.health
+        if health.pid is None:
+            text.append("✗ no runner", style="bold red")
+            text.append(" (start 'flowtui runner')")
+        elif not health.alive:
+            text.append("✗ runner DOWN", style="bold red")
+            text.append(f" (last heartbeat {ago(time_of(app, health), app.clock.now())})")
+        elif health.problem:
+            text.append("⚠ runner degraded", style="bold yellow")
+            text.append(f" ({health.problem})")
+        else:
+            text.append("● runner", style="green")
+            text.append(f" pid {health.pid}, beat {ago(time_of(app, health), app.clock.now())}")
+        text.append("  ")
+        text.append(f"alerts open: {header.open_alerts}",
+                    style="bold red" if header.open_alerts else "")
     if app.read_only:
         text.append("  read-only", style="bold")
     text.append(f"  {display_path(app.config.home)}", style="dim")
@@ -134,7 +184,5 @@ def header_text(app: Any, health: Any, alerts: int) -> Text:
     return text
 
 
-def time_of(health: Any) -> float | None:
-    import time
-
-    return None if health.heartbeat_age is None else time.time() - health.heartbeat_age
+def time_of(app: Any, health: RunnerHealth) -> float | None:
+    return None if health.heartbeat_age is None else app.clock.now() - health.heartbeat_age

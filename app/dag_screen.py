@@ -2,7 +2,7 @@
 of recent run durations, and a Gantt view of one run."""
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -13,16 +13,29 @@ from textual.widgets import DataTable, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.data import Data
 from flowtui.app.graph_view import GraphView
 from flowtui.app.render import short_run, state_colour, state_text
 from flowtui.runner.text import GLYPHS
 from flowtui.runner.durations import format_duration
+from flowtui.runner.actions import ActionError
 from flowtui.runner.graph import GraphLayout, layout, shorten
+from flowtui.runner.model import DagSpec
+from flowtui.store.views import Grid, RunDuration
 
 VIEWS = ("grid", "graph", "chart", "gantt")
 FAILED = ("failed",)
 # Where the graph view starts when the run has one: what the operator came for.
 ATTENTION = ("failed", "up_for_retry", "running")
+
+
+@dataclass(slots=True)
+class DagRead:
+    dag: DagSpec | None  # None when its file does not load now
+    dag_problem: str  # why, as the graph view says it
+    grid: Grid
+    durations: list[RunDuration]
+    history: dict[str, list[float | None]]  # by task: its recent successful durations
 
 
 class RunGrid(DataTable):
@@ -77,8 +90,11 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         self.view = "grid"
         self.show_durations = False
         self.selected: set[TaskRef] = set()
-        self.grid_data: Any = None
-        self.dag: Any = None
+        self.grid_data: Grid | None = None
+        self.dag: DagSpec | None = None
+        self.dag_problem = ""  # why the DAG's spec is not loaded, as the graph view says it
+        self.durations: list[RunDuration] = []
+        self.history: dict[str, list[float | None]] = {}
         self._grid_shape: Any = None
         self._layout: GraphLayout | None = None
         self._layout_key: Any = None
@@ -97,22 +113,26 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         super().on_mount()
 
     # -- data ------------------------------------------------------------------------------
-    def fetch(self, data: Any) -> Any:
+    def fetch(self, data: Data) -> DagRead:
         try:
-            dag = self.app.ops.dag(self.dag_id)
-            order = dag.topological_order()
-        except Exception:
-            dag, order = None, []
-        grid = data.grid(self.dag_id, order, limit=25)
+            dag: DagSpec | None = self.app.ops.dag(self.dag_id)
+            problem = ""
+        except ActionError:  # not loaded from the folder: its file has an import error
+            dag, problem = None, ("The DAG's file does not load now; see import errors "
+                                  "(i on the DAGs screen).")
+        except OSError as error:  # the pipelines folder cannot be read
+            dag, problem = None, f"cannot read the pipelines folder: {error}"
+        grid = data.grid(self.dag_id, dag.topological_order() if dag else [], limit=25)
         durations = data.durations(self.dag_id, 40)
         history = {}
         for task_id in grid.task_ids:
             history[task_id] = [ti.duration for (pk, t), ti in grid.cells.items()
                                 if t == task_id and ti.state == "success" and ti.duration]
-        return dag, grid, durations, history
+        return DagRead(dag, problem, grid, durations, history)
 
-    def show(self, result: Any) -> None:
-        self.dag, self.grid_data, self.durations, self.history = result
+    def show(self, result: DagRead) -> None:
+        self.dag, self.dag_problem = result.dag, result.dag_problem
+        self.grid_data, self.durations, self.history = result.grid, result.durations, result.history
         self._paint()
 
     def _paint(self) -> None:
@@ -134,8 +154,7 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         if graph_drawn:
             self._paint_graph(view)
         elif self.view == "graph":
-            self.query_one("#graph", Static).update(Text(
-                "The DAG's file does not load now; see import errors (i on the DAGs screen)."))
+            self.query_one("#graph", Static).update(Text(self.dag_problem))
         elif self.view == "chart":
             self.query_one("#graph", Static).update(self._chart_text())
         elif self.view == "gantt":
@@ -288,16 +307,16 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
             "  * = critical path  (g grid)")
 
     def _chart_text(self) -> Text:
-        rows = [r for r in self.durations if r[2] is not None]
+        rows = [(r.run_id, r.state, r.seconds) for r in self.durations if r.seconds is not None]
         if not rows:
             return Text("No finished runs yet.")
-        longest = max(r[2] for r in rows) or 1.0
+        longest = max(seconds for _, _, seconds in rows) or 1.0
         width = max(10, self.size.width - 50)
         text = Text("Recent run durations (oldest at the top)\n\n")
         for run_id, state, seconds in rows:
             bar = "█" * max(1, int(width * seconds / longest))
             text.append(f"{run_id[-25:]:>25} ")
-            text.append(bar, style=state_colour(self.app, state if state != "running" else "running"))
+            text.append(bar, style=state_colour(self.app, state))
             text.append(f" {format_duration(seconds)}\n")
         return text
 
@@ -309,8 +328,9 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         started = [c for c in cells if c is not None and c.start_date is not None]
         if not started:
             return Text(f"{run.run_id}: no task has started yet.")
+        now = self.app.clock.now()
         t0 = min(c.start_date for c in started)
-        t1 = max((c.end_date or time.time()) for c in started)
+        t1 = max((c.end_date or now) for c in started)
         span = max(t1 - t0, 1e-3)
         width = max(10, self.size.width - 40)
         critical = set(self._critical_path(run.pk))
@@ -323,10 +343,10 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
                 text.append("·\n", style="dim")
                 continue
             offset = int(width * (ti.start_date - t0) / span)
-            length = max(1, int(width * ((ti.end_date or time.time()) - ti.start_date) / span))
+            length = max(1, int(width * ((ti.end_date or now) - ti.start_date) / span))
             text.append(" " * offset)
             text.append("▇" * length, style=state_colour(self.app, ti.state))
-            text.append(f" {format_duration((ti.end_date or time.time()) - ti.start_date)}\n")
+            text.append(f" {format_duration((ti.end_date or now) - ti.start_date)}\n")
         return text
 
     # -- keys ------------------------------------------------------------------------------

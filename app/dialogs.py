@@ -10,9 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 from textual.worker import Worker, WorkerState
+
+from flowtui.runner.actions import ActionError
 
 T = TypeVar("T")
 
@@ -85,44 +88,60 @@ class ConfirmDialog(Dialog[bool]):
         self.dismiss(False)
 
 
+Planner = Callable[[dict[str, bool]], list[str]]  # options -> the tasks they change, in order
+
+
 class PlannedDialog(Dialog[dict | None]):
-    """A dialog listing the tasks an action changes. The list is worked out in a thread (it
-    reads the store) each time an option changes; confirming needs the list for the options
-    shown, so what is confirmed is what was on screen."""
+    """A dialog listing the tasks an action changes. What the list is worked out from (the DAG
+    and the run's task states) is read once, in a thread; each option toggled then re-plans at
+    once from it. Confirming needs the list for the options shown, so what is confirmed is what
+    was on screen."""
 
     WORKING = "working out which tasks this changes..."
 
-    def __init__(self, run_label: str, plan: Callable[[dict], list[str]],
+    class PlannerLoaded(Message):
+        """What the list is worked out from was read."""
+
+        def __init__(self, planner: Planner) -> None:
+            super().__init__()
+            self.planner = planner
+
+    def __init__(self, run_label: str, load: Callable[[], Planner],
                  options: dict[str, bool]) -> None:
         super().__init__()
-        self.run_label, self.plan, self.options = run_label, plan, options
+        self.run_label, self.load, self.options = run_label, load, options
+        self.planner: Planner | None = None
         self.affected: list[str] | None = None
 
     def on_mount(self) -> None:
-        self._replan()
+        self._load()
 
     def describe(self, affected: list[str]) -> str:
         raise NotImplementedError
 
-    def _replan(self) -> None:
-        self.affected = None
-        self.say("changes", self.WORKING)
-        self._plan(dict(self.options))
-
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
-    def _plan(self, options: dict) -> tuple[dict, list[str]]:
-        return options, self.plan(options)
+    def _load(self) -> None:
+        self.post_message(self.PlannerLoaded(self.load()))
+
+    @on(PlannerLoaded)
+    def _planner_loaded(self, message: PlannerLoaded) -> None:
+        self.planner = message.planner
+        self._replan()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "plan":
-            return
-        if event.state == WorkerState.SUCCESS:
-            options, affected = event.worker.result
-            if options == self.options:
-                self.affected = affected
-                self.say("changes", self.describe(affected))
-        elif event.state == WorkerState.ERROR:
+        if event.worker.group == "plan" and event.state == WorkerState.ERROR:
             self.say("changes", f"cannot tell which tasks change: {event.worker.error}")
+
+    def _replan(self) -> None:
+        if self.planner is None:
+            return  # still reading; the list follows with the options as they are then
+        try:
+            self.affected = self.planner(dict(self.options))
+        except ActionError as error:  # a selected task is no longer in the DAG's file
+            self.affected = None
+            self.say("changes", f"cannot tell which tasks change: {error}")
+            return
+        self.say("changes", self.describe(self.affected))
 
     def action_toggle(self, name: str) -> None:
         self.query_one(f"#{name}", OptionBox).toggle()
@@ -161,9 +180,9 @@ class ClearDialog(PlannedDialog):
                 Binding("u", "toggle('upstream')", "Upstream", id="clear-upstream"),
                 Binding("f", "toggle('failed_only')", "Failed only", id="clear-failed")]
 
-    def __init__(self, run_label: str, plan: Callable[[dict], list[str]],
+    def __init__(self, run_label: str, load: Callable[[], Planner],
                  options: dict[str, bool] | None = None) -> None:
-        super().__init__(run_label, plan, options or {"downstream": True, "upstream": False,
+        super().__init__(run_label, load, options or {"downstream": True, "upstream": False,
                                                       "failed_only": False})
 
     def compose(self) -> ComposeResult:
@@ -203,8 +222,8 @@ class MarkDialog(PlannedDialog):
                 Binding("d", "toggle('downstream')", "Downstream", id="mark-downstream"),
                 Binding("enter", "explain", "Confirm", show=False, id="mark-enter")]
 
-    def __init__(self, run_label: str, plan: Callable[[dict], list[str]]) -> None:
-        super().__init__(run_label, plan, {"downstream": False, "upstream": False})
+    def __init__(self, run_label: str, load: Callable[[], Planner]) -> None:
+        super().__init__(run_label, load, {"downstream": False, "upstream": False})
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):

@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.data import (
+    READ_ERRORS, AlertRow, Data, NowItem, PoolUse, read_problem,
+)
 from flowtui.app.render import ago, clock, display_path, short_run, state_text
 from flowtui.runner.text import GLYPHS
 from flowtui.runner.durations import format_duration
+from flowtui.runner.excerpt import Excerpt
+from flowtui.store.models import AuditEntry, ImportError_, Run
+from flowtui.store.views import DagSummary, RunnerRecord
 
 
 def sync_table(table: DataTable, rows: list[tuple[str, tuple]],
@@ -191,15 +199,17 @@ class NowScreen(TaskActions, TableScreen):
         yield from super().body()
         yield Static("", id="now-detail")
 
-    def fetch(self, data: Any) -> Any:
+    def fetch(self, data: Data) -> list[NowItem]:
         label, span = NOW_RANGES[self.range_index]
-        since = self.app.last_looked if span is None else time.time() - span
-        return data.now_items(since or 0.0)
+        now = self.app.clock.now()
+        since = self.app.last_looked if span is None else now - span
+        return data.now_items(since or 0.0, now)
 
     def show(self, items: list) -> None:
         rows = []
         self.items = {}
         looked = self.app.last_looked
+        now = self.app.clock.now()
         for item in items:
             if not self.keep(item.dag_id, item.task_id, item.state, item.reason):
                 continue
@@ -208,7 +218,7 @@ class NowScreen(TaskActions, TableScreen):
             new = Text("●", style="bold yellow") if looked and item.since > looked else ""
             state = Text(f"{GLYPHS.get(item.state, '?')} {NOW_LABELS.get(item.state, item.state)}",
                          style=_state_style(self.app, item.state))
-            rows.append((key, (new, ago(item.since).replace(" ago", ""), state,
+            rows.append((key, (new, ago(item.since, now).replace(" ago", ""), state,
                                Text(f"{item.dag_id}.{item.task_id}", overflow="ellipsis"),
                                f"{item.try_number}/{item.max_tries}",
                                Text(item.reason or "", overflow="ellipsis"))))
@@ -243,21 +253,38 @@ class NowScreen(TaskActions, TableScreen):
         self._detail_key = key
         self._detail_worker(key, item)
 
+    class DetailLoaded(Message):
+        """The selected task's newest try was read: its error excerpt and log tail, or why
+        they could not be read."""
+
+        def __init__(self, key: str, item: NowItem, excerpt: Excerpt | None, lines: list[str],
+                     problem: str = "") -> None:
+            super().__init__()
+            self.key, self.item, self.excerpt, self.lines = key, item, excerpt, lines
+            self.problem = problem
+
     @work(thread=True, exclusive=True, group="now-detail", exit_on_error=False)
-    def _detail_worker(self, key: str, item: Any) -> None:
+    def _detail_worker(self, key: str, item: NowItem) -> None:
         from flowtui.runner.excerpt import find_excerpt, tail
 
         attempt = None
-        tries = self.app.thread_data().tries(item.run_pk, item.task_id)
+        try:
+            with self.app.reading() as data:
+                tries = data.tries(item.run_pk, item.task_id)
+        except READ_ERRORS as error:
+            self.post_message(self.DetailLoaded(key, item, None, [], read_problem(error)))
+            return
         if tries:
             attempt = max(tries, key=lambda t: t.try_number)
         excerpt = find_excerpt(attempt.log_path) if attempt and attempt.log_path else None
         lines = tail(attempt.log_path, 4) if attempt and attempt.log_path else []
-        self.app.call_from_thread(self._paint_detail, key, item, excerpt, lines)
+        self.post_message(self.DetailLoaded(key, item, excerpt, lines))
 
-    def _paint_detail(self, key: str, item: Any, excerpt: Any, lines: list[str]) -> None:
+    @on(DetailLoaded)
+    def _paint_detail(self, message: DetailLoaded) -> None:
         from flowtui.runner.text import visible
 
+        key, item, excerpt, lines = message.key, message.item, message.excerpt, message.lines
         if key != self._detail_key:
             return  # the cursor moved on meanwhile
         text = Text()
@@ -265,13 +292,16 @@ class NowScreen(TaskActions, TableScreen):
         text.append(f"  {short_run(item.run_id)}  try {item.try_number}/{item.max_tries}  ")
         text.append(NOW_LABELS.get(item.state, item.state), style=_state_style(self.app, item.state))
         if item.state == "up_for_retry" and item.next_try_at:
-            left = item.next_try_at - time.time()
+            left = item.next_try_at - self.app.clock.now()
             text.append(f"  retry in {format_duration(max(0.0, left))}" if left > 0 else
                         "  retry due now", style="bold")
         text.append("\n")
         if item.reason:
             text.append(visible(item.reason) + "\n")
-        if excerpt is not None:
+        if message.problem:
+            text.append(f"{message.problem}: its log is not shown (retried on the next "
+                        "refresh)\n", style="bold yellow")
+        elif excerpt is not None:
             text.append("error: ", style="bold red")
             text.append(visible(excerpt.text) + "\n", style="bold red")
         elif item.state in ("failed", "up_for_retry"):
@@ -293,6 +323,14 @@ def _state_style(app: Any, state: str) -> str:
     return state_colour(app, state)
 
 
+@dataclass(slots=True)
+class DagsRead:
+    rows: list[DagSummary]
+    next_runs: dict[str, float | None]  # by DAG id: when its next scheduled run is created
+    import_errors: int
+    slas: dict[str, Any]  # by DAG id: the SLA status of its newest run
+
+
 class DagsScreen(DagActions, TableScreen):
     TITLE = "DAGs"
     COLUMNS = ("dag", "next run", "last runs", "duration", "sla", "paused", "problems",
@@ -307,24 +345,21 @@ class DagsScreen(DagActions, TableScreen):
         super().__init__()
         self.rows_by_key: dict[str, Any] = {}
 
-    def fetch(self, data: Any) -> Any:
-        from flowtui.app.data import sla_rows
-
+    def fetch(self, data: Data) -> DagsRead:
         dags = self.app.ops.dags()
+        now = self.app.clock.now()
         slas: dict[str, Any] = {}
         if any(d.sla for d in dags.values()):
-            for item in sla_rows(data, dags):  # newest run first: keep that one per DAG
+            for item in data.sla_rows(dags, now):  # newest run first: keep that one per DAG
                 slas.setdefault(item.dag_id, item)
         rows = data.dag_rows()
-        now = time.time()
-        for row in rows:
-            spec = dags.get(row.dag_id)
-            if spec is not None and not row.paused:
-                row.next_run = next_fire(spec, now)
-        return rows, len(data.import_errors()), slas
+        next_runs = {row.dag_id: next_fire(dags[row.dag_id], now) for row in rows
+                     if row.dag_id in dags and not row.paused}
+        return DagsRead(rows, next_runs, len(data.import_errors()), slas)
 
-    def show(self, result: Any) -> None:
-        rows_data, error_count, slas = result
+    def show(self, result: DagsRead) -> None:
+        rows_data, error_count, slas = result.rows, result.import_errors, result.slas
+        now = self.app.clock.now()
         rows = []
         self.rows_by_key = {}
         for row in rows_data:
@@ -342,11 +377,12 @@ class DagsScreen(DagActions, TableScreen):
             paused = ("⏸ " + (row.paused_reason or "paused")) if row.paused else ""
             if row.running:
                 glyphs.append(f"{row.running}▶", style=_run_colour(self.app, "running"))
+            next_run = result.next_runs.get(row.dag_id)
             upcoming = "paused" if row.paused else (
-                "-" if row.next_run is None else "in " + format_duration(
-                    max(0.0, row.next_run - time.time())))
+                "-" if next_run is None else "in " + format_duration(max(0.0, next_run - now)))
             rows.append((row.dag_id, (Text(row.dag_id, overflow="ellipsis"), upcoming, glyphs,
-                                      sparkline(row.durations), _sla_cell(slas.get(row.dag_id)),
+                                      sparkline(row.durations),
+                                      _sla_cell(slas.get(row.dag_id), now),
                                       paused, ", ".join(problems), row.schedule or "manual")))
         sync_table(self.table, rows, caps={0: 26, 5: 14})
         suffix = f"   ({error_count} import error(s): press i)" if error_count else ""
@@ -395,13 +431,13 @@ def next_fire(dag: Any, now: float) -> float | None:
         return None
 
 
-def _sla_cell(item: Any) -> Text:
+def _sla_cell(item: Any, now: float) -> Text:
     """The DAG's SLA at a glance: a countdown to the deadline of its newest run, or the verdict."""
     if item is None:
         return Text("")
     if item.verdict in ("met", "missed") or item.run_state == "success":
         return Text(item.verdict, style="green" if item.verdict == "met" else "bold red")
-    left = item.deadline - time.time()
+    left = item.deadline - now
     style = "yellow" if item.verdict == "at risk" else ""
     label = f"⏱ {format_duration(left)}" + (" at risk" if item.verdict == "at risk" else "")
     return Text(label, style=style)
@@ -420,14 +456,15 @@ class RunsScreen(TableScreen):
     BINDINGS = [*NAV, Binding("enter", "open", "Open", id="open-run"), FILTER,
                 *TableScreen.MOVES]
 
-    def fetch(self, data: Any) -> Any:
+    def fetch(self, data: Data) -> list[Run]:
         return data.runs(300)
 
-    def show(self, runs: list) -> None:
+    def show(self, runs: list[Run]) -> None:
+        now = self.app.clock.now()
         self.runs = {str(r.pk): r for r in runs}
         rows = [(str(r.pk), (Text(r.dag_id, overflow="ellipsis"), short_run(r.run_id),
                              state_text(self.app, r.state), clock(r.start_date),
-                             format_duration((r.end_date or time.time()) - r.start_date)
+                             format_duration((r.end_date or now) - r.start_date)
                              if r.start_date else "-", r.run_type))
                 for r in runs if self.keep(r.dag_id, r.run_id, r.state, r.run_type)]
         sync_table(self.table, rows, caps={0: 24, 1: 24})
@@ -450,20 +487,23 @@ class RunnerScreen(TableScreen):
         yield from super().body()
         yield Static("", id="detail")
 
-    def fetch(self, data: Any) -> Any:
+    def fetch(self, data: Data) -> tuple[list[RunnerRecord], list[PoolUse], list[AuditEntry]]:
         return data.runners(), data.pools(), data.audit(8)
 
-    def show(self, result: Any) -> None:
+    def show(self, result: tuple[list[RunnerRecord], list[PoolUse], list[AuditEntry]]) -> None:
         runners, pools, audit = result
+        now = self.app.clock.now()
         rows = []
         for r in runners:
-            state = "stopped" if r[6] else ("alive" if time.time() - r[5] < 15 else "silent")
-            rows.append((str(r[0]), (str(r[0]), r[1], r[2], str(r[3]), clock(r[4]), ago(r[5]),
-                                     state)))
+            state = ("stopped" if r.stopped_at else
+                     "alive" if now - r.heartbeat_at < 15 else "silent")
+            rows.append((str(r.id), (str(r.id), r.kind, r.hostname, str(r.pid),
+                                     clock(r.started_at), ago(r.heartbeat_at, now), state)))
         sync_table(self.table, rows)
         lines = ["pools: " + "   ".join(f"{p.name} {p.used}/{p.size}" for p in pools),
                  "recent operator actions:"]
-        lines += [f"  {clock(a[0])}  {a[1]}  {a[2]}  {a[3]} {a[4]} {a[5]}" for a in audit]
+        lines += [f"  {clock(a.at)}  {a.user}  {a.action}  {a.dag_id or ''} {a.run_id or ''} "
+                  f"{a.task_id or ''}" for a in audit]
         self.query_one("#detail", Static).update("\n".join(lines))
 
 
@@ -473,15 +513,16 @@ class ImportErrorsScreen(FlowScreen):
     def body(self) -> ComposeResult:
         yield Static("", id="graph")
 
-    def fetch(self, data: Any) -> Any:
+    def fetch(self, data: Data) -> list[ImportError_]:
         return data.import_errors()
 
-    def show(self, errors: list) -> None:
+    def show(self, errors: list[ImportError_]) -> None:
         from flowtui.runner.text import visible
 
         text = "\n\n".join(
-            f"{display_path(f)}:{line}\n  {visible(msg)}" if line else
-            f"{display_path(f)}\n  {visible(msg)}" for f, line, msg in errors) or "No import errors ✓"
+            f"{display_path(e.fileloc)}:{e.line}\n  {visible(e.message)}" if e.line else
+            f"{display_path(e.fileloc)}\n  {visible(e.message)}"
+            for e in errors) or "No import errors ✓"
         self.query_one("#graph", Static).update(Text(text))
 
 
@@ -492,14 +533,14 @@ class AlertsScreen(TableScreen):
     BINDINGS = [*NAV, Binding("a", "ack", "Ack", id="ack"),
                 Binding("R", "resolve", "Resolve", id="resolve"), FILTER, *TableScreen.MOVES]
 
-    def fetch(self, data: Any) -> Any:
-        from flowtui.app.data import alert_rows
+    def fetch(self, data: Data) -> list[AlertRow]:
+        return data.alert_rows()
 
-        return alert_rows(data)
-
-    def show(self, alerts: list) -> None:
+    def show(self, rows_read: list[AlertRow]) -> None:
+        alerts = [row.alert for row in rows_read]
         self.alerts = {str(a.id): a for a in alerts}
-        now = time.time()
+        deliveries = {row.alert.id: row.deliveries for row in rows_read}
+        now = self.app.clock.now()
         rows = []
         for a in alerts:
             where = " / ".join(x for x in (a.dag_id, short_run(a.run_id) if a.run_id else "",
@@ -514,8 +555,8 @@ class AlertsScreen(TableScreen):
             rows.append((str(a.id), (str(a.id), Text(state, style=colour), a.kind,
                                      Text(where, overflow="ellipsis"),
                                      Text(a.summary, overflow="ellipsis"), nxt, str(a.level),
-                                     ago(a.created_at), Text(a.severity, style=colour),
-                                     a.deliveries or "-")))
+                                     ago(a.created_at, now), Text(a.severity, style=colour),
+                                     deliveries[a.id] or "-")))
         sync_table(self.table, rows, caps={1: 12, 2: 12, 3: 22, 4: 36})
         self.query_one(".title", Static).update(self.TITLE if rows else "Alerts: none open ✓")
 
@@ -565,13 +606,11 @@ class SlaScreen(TableScreen):
     COLUMNS = ("verdict", "dag", "run", "deadline", "left", "predicted", "critical path")
     BINDINGS = [*NAV, FILTER, *TableScreen.MOVES]
 
-    def fetch(self, data: Any) -> Any:
-        from flowtui.app.data import sla_rows
-
-        return sla_rows(data, self.app.ops.dags())
+    def fetch(self, data: Data) -> list:
+        return data.sla_rows(self.app.ops.dags(), self.app.clock.now())
 
     def show(self, items: list) -> None:
-        now = time.time()
+        now = self.app.clock.now()
         rows = []
         for i in items:
             if not self.keep(i.dag_id, i.run_id, i.verdict):

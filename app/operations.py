@@ -1,13 +1,14 @@
 """What the TUI's keys do: the same runner and store functions as the CLI commands."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from flowtui.runner import actions
 from flowtui.runner.config import Config
 from flowtui.runner.loader import load_folder, pipeline_files
 from flowtui.runner.model import DagSpec
 from flowtui.store import Store
+from flowtui.store.models import TaskInstance
 
 
 class Operations:
@@ -35,16 +36,19 @@ class Operations:
     def _store(self) -> Store:
         return Store.open(self.config.db_path)
 
-    def plan(self, dag_id: str, run_pk: int, task_ids: list[str], options: dict) -> list[str]:
-        store = self._store()
-        try:
-            tis = {t.task_id: t for t in store.task_instances(run_pk)}
-            return actions.plan(self.dag(dag_id), tis, task_ids,
-                                downstream=options.get("downstream", False),
+    def planner(self, dag_id: str, task_ids: list[str],
+                tis: list[TaskInstance]) -> Callable[[dict[str, bool]], list[str]]:
+        """The tasks an action's options change, worked out from the DAG and the run's task
+        instances as given: toggling an option reads nothing."""
+        dag = self.dag(dag_id)
+        by_id = {t.task_id: t for t in tis}
+
+        def plan(options: dict[str, bool]) -> list[str]:
+            return actions.plan(dag, by_id, task_ids, downstream=options.get("downstream", False),
                                 upstream=options.get("upstream", False),
                                 failed_only=options.get("failed_only", False))
-        finally:
-            store.close()
+
+        return plan
 
     def submit(self, dag_id: str, run_pk: int, action: str, task_ids: list[str],
                options: dict | None = None) -> actions.Outcome:

@@ -20,10 +20,10 @@ def state_text(app, state: str, *, name: bool = True) -> Text:
     return Text(label, style=state_colour(app, state))
 
 
-def ago(ts: float | None) -> str:
+def ago(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
-    delta = max(0.0, time.time() - ts)
+    delta = max(0.0, now - ts)
     if delta < 60:
         return f"{delta:.0f}s ago"
     if delta < 3600:

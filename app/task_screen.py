@@ -16,6 +16,7 @@ from flowtui.app.acting import TASK_BINDINGS, TaskActions, TaskRef
 from flowtui.app.base import NAV, FlowScreen
 from flowtui.app.lists import sync_table
 from flowtui.app.render import ago, clock, display_path, state_colour, state_text
+from flowtui.runner.actions import ActionError
 from flowtui.runner.text import visible
 from flowtui.runner.durations import format_duration
 from flowtui.runner.excerpt import Excerpt, find_excerpt, tail
@@ -95,7 +96,8 @@ def stamp_tz(ts: float) -> str:
 
 
 def zone_name() -> str:
-    return time.strftime("%Z", time.localtime(time.time()))
+    """The local timezone's name now (daylight saving or not)."""
+    return time.strftime("%Z", time.localtime())
 
 
 def clipped(console: Any, label: str, value: str, width: int, most: int = COMMAND_LINES,
@@ -181,7 +183,7 @@ class TaskScreen(TaskActions, FlowScreen):
             return []
         try:
             dag = self.app.ops.dag(self.ref.dag_id)
-        except Exception as error:  # the DAG file does not load now: say so, show the rest
+        except (ActionError, OSError) as error:  # the DAG file does not load now: say so
             return [("command", f"(not shown: {error})")]
         return rendered_command(dag, run, self.ref.task_id, ti.try_number if ti else 1)
 
@@ -213,14 +215,15 @@ class TaskScreen(TaskActions, FlowScreen):
             head.update("This task is not in the run any more.")
             return
         width = head.content_region.width or self.size.width - 2
-        head.update(head_text(self.app, self.detail, time.time(), width))
+        head.update(head_text(self.app, self.detail, self.app.clock.now(), width))
 
     def _paint_tries(self, tries: list[Try]) -> None:
         table = self.query_one("#table", DataTable)
         kept = self._cursor_try(table)
         rows = []
+        now = self.app.clock.now()
         for t in reversed(tries):  # newest first: the try that matters is in view
-            took = (t.end_date or time.time()) - t.start_date
+            took = (t.end_date or now) - t.start_date
             rows.append((str(t.try_number), (
                 str(t.try_number), state_text(self.app, t.state),
                 "-" if t.exit_code is None else str(t.exit_code), format_duration(took),
@@ -293,7 +296,7 @@ def head_text(app: Any, detail: Detail, now: float, width: int) -> Text:
     if ti.state == "running":
         if last is not None and last.pid:
             text.append(f"\nrunning for {format_duration(now - last.start_date)}, pid "
-                        f"{last.pid}, heartbeat {ago(last.heartbeat_at)}")
+                        f"{last.pid}, heartbeat {ago(last.heartbeat_at, now)}")
     elif ti.state == "success":
         text.append(f"\n{one_line(ti.reason or 'finished successfully')}")
     else:
@@ -313,12 +316,12 @@ def head_text(app: Any, detail: Detail, now: float, width: int) -> Text:
         text.append_text(clipped(app.console, label, visible(value.expandtabs(4)).strip("\n"),
                                  width))
     if last is not None:
-        text.append(f"\nstarted {stamp_tz(last.start_date)} ({ago(last.start_date)})")
+        text.append(f"\nstarted {stamp_tz(last.start_date)} ({ago(last.start_date, now)})")
         if last.end_date is not None:
             same_day = time.localtime(last.end_date)[:3] == time.localtime(last.start_date)[:3]
             end = time.strftime("%H:%M:%S %Z", time.localtime(last.end_date)) if same_day \
                 else stamp_tz(last.end_date)
-            text.append(f" · ended {end} ({ago(last.end_date)})")
+            text.append(f" · ended {end} ({ago(last.end_date, now)})")
         if last.progress is not None:
             filled = int(last.progress / 5)
             text.append(f"\nprogress [{'█' * filled}{'·' * (20 - filled)}] {last.progress:.0f}%")
