@@ -8,6 +8,7 @@ from typing import Any
 
 from textual import work
 from textual.binding import Binding
+from textual.message import Message
 
 from flowtui.app.data import READ_ERRORS
 from flowtui.app.dialogs import ClearDialog, ConfirmDialog, MarkDialog, Planner
@@ -176,6 +177,17 @@ def told(outcome: Outcome, options: dict) -> tuple[str, str]:
     return "; ".join([f"{head}; {tail}", *notes]), "information"
 
 
+class PauseWorkedOut(Message):
+    """What pausing or unpausing a DAG would do was worked out (an unpause: its catch-up
+    runs); the screen asks with it."""
+
+    bubble = False
+
+    def __init__(self, dag_id: str, paused: bool, lines: list[str]) -> None:
+        super().__init__()
+        self.dag_id, self.paused, self.lines = dag_id, paused, lines
+
+
 class DagActions:
     """Mixin for screens showing a DAG: trigger, backfill, pause. Needs ``_dag_id()``."""
 
@@ -252,9 +264,11 @@ class DagActions:
             self.app.call_from_thread(self.notify, f"Cannot {'unpause' if paused else 'pause'} "
                                       f"{dag_id}: {exc}", severity="error", markup=False)
             return
-        self.app.call_from_thread(self._confirm_pause, dag_id, paused, lines)
+        self.post_message(PauseWorkedOut(dag_id, paused, lines))
 
-    def _confirm_pause(self, dag_id: str, paused: bool, lines: list[str]) -> None:
+    def on_pause_worked_out(self, message: PauseWorkedOut) -> None:
+        """Ask, with what the change would do."""
+        dag_id, paused, lines = message.dag_id, message.paused, message.lines
         verb = "Unpause" if paused else "Pause"
 
         def change() -> str:

@@ -8,6 +8,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
@@ -182,20 +183,27 @@ class BackfillDialog(Dialog[dict | None]):
         self.say("count", "working out the runs...")
         self._run_preview(self._values())
 
+    class Previewed(Message):
+        """The runs the values shown would create were worked out."""
+
+        bubble = False
+
+        def __init__(self, values: dict, preview: Preview) -> None:
+            super().__init__()
+            self.values, self.preview = values, preview
+
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
-    def _run_preview(self, values: dict) -> tuple[dict, Preview]:
-        return values, self.preview(values)
+    def _run_preview(self, values: dict) -> None:
+        self.post_message(self.Previewed(values, self.preview(values)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "preview":
-            return
-        if event.state == WorkerState.ERROR:
+        if event.worker.group == "preview" and event.state == WorkerState.ERROR:
             self.say("count", "")
             self.say("error", f"cannot preview: {event.worker.error}")
-            return
-        if event.state != WorkerState.SUCCESS:
-            return
-        values, result = event.worker.result
+
+    @on(Previewed)
+    def _previewed(self, message: Previewed) -> None:
+        values, result = message.values, message.preview
         if values != self._values():
             return  # edited while it was worked out: that preview is stale
         self.say("error", result.error or "")

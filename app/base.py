@@ -75,6 +75,8 @@ class FlowScreen(Screen):
     class DataLoaded(Message):
         """A fetch finished: what ``show`` paints, the header, and the change it saw."""
 
+        bubble = False
+
         def __init__(self, serial: int, result: Any, header: Header, change: ChangeMark) -> None:
             super().__init__()
             self.serial, self.result, self.header, self.change = serial, result, header, change

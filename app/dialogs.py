@@ -102,6 +102,8 @@ class PlannedDialog(Dialog[dict | None]):
     class PlannerLoaded(Message):
         """What the list is worked out from was read."""
 
+        bubble = False
+
         def __init__(self, planner: Planner) -> None:
             super().__init__()
             self.planner = planner

@@ -257,6 +257,8 @@ class NowScreen(TaskActions, TableScreen):
         """The selected task's newest try was read: its error excerpt and log tail, or why
         they could not be read."""
 
+        bubble = False
+
         def __init__(self, key: str, item: NowItem, excerpt: Excerpt | None, lines: list[str],
                      problem: str = "") -> None:
             super().__init__()
@@ -478,6 +480,13 @@ class RunsScreen(TableScreen):
             self.app.push_screen(DagScreen(run.dag_id, focus_run=run.pk))
 
 
+@dataclass(slots=True)
+class RunnerRead:
+    runners: list[RunnerRecord]  # newest first
+    pools: list[PoolUse]
+    audit: list[AuditEntry]  # the newest operator actions
+
+
 class RunnerScreen(TableScreen):
     TITLE = "Runners and pools"
     COLUMNS = ("id", "kind", "host", "pid", "started", "heartbeat", "state")
@@ -487,11 +496,11 @@ class RunnerScreen(TableScreen):
         yield from super().body()
         yield Static("", id="detail")
 
-    def fetch(self, data: Data) -> tuple[list[RunnerRecord], list[PoolUse], list[AuditEntry]]:
-        return data.runners(), data.pools(), data.audit(8)
+    def fetch(self, data: Data) -> RunnerRead:
+        return RunnerRead(data.runners(), data.pools(), data.audit(8))
 
-    def show(self, result: tuple[list[RunnerRecord], list[PoolUse], list[AuditEntry]]) -> None:
-        runners, pools, audit = result
+    def show(self, result: RunnerRead) -> None:
+        runners, pools, audit = result.runners, result.pools, result.audit
         now = self.app.clock.now()
         rows = []
         for r in runners:
