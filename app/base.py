@@ -84,6 +84,11 @@ class FlowScreen(Screen):
     _serial = 0  # of the newest fetch asked for: an older fetch's answer is not painted
     _shown_serial = -1
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a read of the store has been painted here."""
+        return self._shown_serial >= 0
+
     def fetch(self, data: Data) -> Any:
         """Runs in a worker thread with its own read connection; returns what ``show`` gets."""
         return None

@@ -37,3 +37,11 @@ def screen_text(app: Any) -> str:
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def tables_settled(app: Any) -> bool:
+    """Every table has measured the rows just added (DataTable does it when idle)."""
+    from textual.widgets import DataTable
+
+    return all(not table._new_rows and not table._require_update_dimensions
+               for table in app.screen.query(DataTable))

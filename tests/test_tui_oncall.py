@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_support import run_async, screen_text, until
+from app_support import run_async, screen_text, tables_settled, until
 from conftest import flowtui, write
 from daemon_support import start, trigger, wait_for
 
@@ -173,8 +173,7 @@ def test_the_palette_reaches_every_screen_dag_and_action_from_anywhere(failed) -
 
 def test_time_range_and_new_since_last_looked(failed) -> None:
     home, pipelines = failed
-    save_last_looked(home.resolve(), time.time())
-    time.sleep(0.05)
+    save_last_looked(home.resolve(), time.time())  # the run below starts later: it is new
     assert flowtui("run", "other", home=home, pipelines=pipelines).returncode == 1
 
     async def go() -> None:
@@ -200,9 +199,8 @@ def test_essential_columns_start_on_screen_at_80x24(failed, key: str, labels: li
         app = app_for(*failed)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press(key)
-            await until(pilot, lambda: type(app.screen).__name__ != "NowScreen" or key == "0",
-                        what="the screen")
-            await pilot.pause(0.5)
+            await until(pilot, lambda: (type(app.screen).__name__ != "NowScreen" or key == "0")
+                        and app.screen.loaded and tables_settled(app), what="the screen's rows")
             table = app.screen.table
             offsets, x = {}, 0
             for column in table.ordered_columns:
