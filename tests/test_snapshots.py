@@ -55,7 +55,7 @@ def build_store(home: Path, pipelines: Path) -> None:
         pk = store.create_run(dag_id="orders", run_id=run_id, run_type="scheduled",
                               logical_date=logical, data_interval_start=logical,
                               data_interval_end=start, conf={}, state="running", runner_id=None,
-                              tasks=tasks)
+                              tasks=tasks).pk
         timeline = {"extract_orders": (0, 40), "extract_customers": (0, 25),
                     "transform": (40, 160), "load": (160, 200)}
         with store.transaction() as conn:
@@ -111,12 +111,12 @@ def build_store(home: Path, pipelines: Path) -> None:
     store.close()
 
 
-@pytest.fixture
-def snapshot_app(monkeypatch: pytest.MonkeyPatch):
-    import os
-
-    root = Path(os.environ["HOME"]) / ROOT_NAME
-    shutil.rmtree(root, ignore_errors=True)
+@pytest.fixture(scope="session")
+def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The store every snapshot shows, built once per worker: the $HOME it lives under (its
+    paths are recorded in the store) and a pristine copy that each test starts from."""
+    user_home = tmp_path_factory.mktemp("snapshot-user-home")
+    root = user_home / ROOT_NAME
     home, pipelines = root / "home", root / "pipelines"
     home.mkdir(parents=True)
     pipelines.mkdir(parents=True)
@@ -125,7 +125,22 @@ def snapshot_app(monkeypatch: pytest.MonkeyPatch):
     (pipelines / "broken.yaml").write_text(BROKEN)
     from flowtui.commands import sync
 
-    sync(Store.open(home / "flowtui.db"), load_folder(pipelines))
+    store = Store.open(home / "flowtui.db")
+    sync(store, load_folder(pipelines))
+    store.close()
+    pristine = tmp_path_factory.mktemp("snapshot-pristine") / ROOT_NAME
+    shutil.copytree(root, pristine)
+    return user_home, pristine
+
+
+@pytest.fixture
+def snapshot_app(prepared_home: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch):
+    user_home, pristine = prepared_home
+    monkeypatch.setenv("HOME", str(user_home))
+    root = user_home / ROOT_NAME
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(pristine, root)  # what an earlier test's app wrote is gone
+    home, pipelines = root / "home", root / "pipelines"
     monkeypatch.setattr(time, "time", lambda: NOW)
 
     def make(theme: str):

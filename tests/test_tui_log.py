@@ -146,17 +146,17 @@ def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
         await pilot.press("down", "down", "down", "down")
         start = lines.index(shown(screen)[0])
         page = screen.query_one(LogView).scrollable_content_region.height - 1
-        for _ in range(150):
-            await pilot.press("pagedown")
+        # A tall terminal: about 4,000 lines (eight windows of 500) in few key presses.
+        pages = -(-4000 // page)
+        await pilot.press(*["pagedown"] * pages)
         await pilot.pause(0.1)
-        assert shown(screen)[0] == lines[start + 150 * page]
-        assert top_number(screen) > 2000  # past the first window of 2,000 lines
-        for _ in range(150):
-            await pilot.press("pageup")
+        assert shown(screen)[0] == lines[start + pages * page]
+        assert top_number(screen) > 3500  # past several windows of 500 lines
+        await pilot.press(*["pageup"] * pages)
         await pilot.pause(0.1)
         assert shown(screen)[0] == lines[start]
 
-    viewer(home, pipelines, ref, check)
+    viewer(home, pipelines, ref, check, size=(100, 120))
 
 
 def test_search_reaches_the_whole_file_and_says_when_it_wraps(
