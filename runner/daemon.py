@@ -123,23 +123,42 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
-        engine = self.engine
-        engine.install_signal_handlers()
-        now = self.clock.now()
+        """``flowtui runner``: start, then loop until SIGTERM/SIGINT, then close."""
+        self.engine.install_signal_handlers()
+        self.start()
+        try:
+            self.engine.run_forever()
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Begin at the clock's now: load the pipelines, adopt what dead runners left, apply
+        pending requests, create and start what is due, and arm the next tick."""
         for error in self.alert_config.errors:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
         self.sender.start()
-        engine.hook(self._start, now)
+        self.engine.hook(self._start, self.clock.now())
+
+    def run_until_idle(self) -> None:
+        """Loop until no run is left in flight and nothing is due now (a burst: tests drive
+        ``tick`` between them; a clock that skips idle time moves only while runs wait)."""
+        engine = self.engine
+        while True:
+            while engine.runs or engine.kills_pending():
+                engine.turn()
+            engine.flush()
+            if not engine.fire_due():
+                break
+
+    def close(self) -> None:
+        """Stop: running tasks are left to the next runner; the stop is recorded."""
+        self.sender.stop()
+        self.engine.close()
         try:
-            engine.run_forever()
-        finally:
-            self.sender.stop()
-            engine.close()
-            try:
-                self.store.stop_runner(self.runner_id)  # and folds the log into flowtui.db
-            except sqlite3.OperationalError as exc:
-                self.store.health.report(f"could not record the stop: {outage(exc) or exc}")
-            self.lock.close()
+            self.store.stop_runner(self.runner_id)  # and folds the log into flowtui.db
+        except sqlite3.OperationalError as exc:
+            self.store.health.report(f"could not record the stop: {outage(exc) or exc}")
+        self.lock.close()
 
     def _start(self, now: float) -> None:
         self._record_aside(now)  # a new runner tries every DAG again: stale ones go
@@ -182,7 +201,9 @@ class Daemon:
             self._armed.discard(at)
             self._arm(self.tick(now))
 
-        self.engine.call_at(at, timed)
+        # Only a rescan is routine: a clock that skips idle time may jump past it.
+        routine = at == self._rescan_at and at not in self._fire_at.values()
+        self.engine.call_at(at, timed, routine=routine)
 
     def _store_recovered(self, error: str, since: float, now: float) -> None:
         """The database takes writes again: catch up on what the outage held back (a changed

@@ -57,6 +57,8 @@ class Engine:
         self.slots = Slots(config)
         self.running: dict[int, LiveTask] = {}  # pid -> task
         self._timers: list[tuple[float, int, Callable[[float], None]]] = []
+        # Routine wake-ups (a periodic rescan) a clock that skips idle time may jump past.
+        self._routine: list[tuple[float, int, Callable[[float], None]]] = []
         self._timer_seq = itertools.count()
         self._run_seq = itertools.count()
         self._kills: dict[object, Callable[[], bool]] = {}  # kill sequences not yet over
@@ -136,6 +138,17 @@ class Engine:
                                              f"{len(self.changes)} changes; stop again to leave them")
                 self._wait_for_store()
 
+    def idle(self) -> bool:
+        """Nothing in flight: no run, no kill sequence, no timer due by now."""
+        return not self.runs and not self.kills_pending() and not (
+            self._next_at() <= self.now())
+
+    def fire_due(self) -> bool:
+        """Run the timers due by now without waiting; True if there were any."""
+        due = self._next_at() <= self.now()
+        self._fire_timers(self.now())
+        return due
+
     def run_until_settled(self) -> None:
         """Loop until every process this engine is ending has ended (a short-lived runner
         applying a request); processes it only watches are left running."""
@@ -155,9 +168,12 @@ class Engine:
                                     end_date=None)
         self.runs.clear()
 
-    def call_at(self, at: float, callback: Callable[[float], None]) -> None:
-        """Run ``callback(now)`` from the loop at ``at``."""
-        heapq.heappush(self._timers, (at, next(self._timer_seq), callback))
+    def call_at(self, at: float, callback: Callable[[float], None], *,
+                routine: bool = False) -> None:
+        """Run ``callback(now)`` from the loop at ``at`` (``routine``: a periodic wake-up that
+        a clock skipping idle time may jump past; it then runs once, late)."""
+        heapq.heappush(self._routine if routine else self._timers,
+                       (at, next(self._timer_seq), callback))
 
     def wake(self) -> None:
         try:
@@ -255,7 +271,7 @@ class Engine:
                 self._flush()
             except StoreUnavailable:
                 pass  # kept queued; tasks are still reaped meanwhile, and it is retried below
-            if not self._serving and not self.runs and not self.kills_pending():
+            if not self._serving and self.idle():
                 return
             timeout, skip = self._timeout(), self._timeout(heartbeat=False)
             if health.since is not None and self.changes:
@@ -273,7 +289,7 @@ class Engine:
     def _drain_for_exit(self) -> None:
         """A foreground run is over once what it recorded, and what hooks an outage held back
         did, is in the database."""
-        while self.changes or (self._timers and self._timers[0][0] <= self.now()):
+        while self.changes or self._next_at() <= self.now():
             try:
                 self._flush()
             except StoreUnavailable:
@@ -298,6 +314,8 @@ class Engine:
         deadline = self._next_heartbeat if heartbeat or not self._timers else float("inf")
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
+        if self._routine and (heartbeat or not self._timers):
+            deadline = min(deadline, self._routine[0][0])
         if self.running:
             deadline = min(deadline, self.launcher.next_scan)
         if not self.runs and not self._serving:
@@ -316,11 +334,15 @@ class Engine:
         elif self.on_wake is not None:
             self.hook(self.on_wake, now)
 
+    def _next_at(self) -> float:
+        return min(self._timers[0][0] if self._timers else float("inf"),
+                   self._routine[0][0] if self._routine else float("inf"))
+
     def _fire_timers(self, now: float) -> None:
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, callback = heapq.heappop(timers)
-            self.hook(callback, now)
+        for timers in (self._timers, self._routine):
+            while timers and timers[0][0] <= now:
+                _, _, callback = heapq.heappop(timers)
+                self.hook(callback, now)
         if self.running and now >= self.launcher.next_scan:
             self.launcher.scan(now)
         if now >= self._next_heartbeat:
