@@ -44,15 +44,18 @@ def test_queued_runs_are_taken_once_at_startup(home: Path, pipelines: Path) -> N
 def test_clear_during_a_timed_out_runs_kill_grace(home: Path, pipelines: Path) -> None:
     write(pipelines, "t.yaml", """
         dag_id: t
-        dagrun_timeout: 1s
+        dagrun_timeout: 0.5s
         tasks:
-          a: {command: "trap '' TERM; [ \\"$FLOWTUI_TRY_NUMBER\\" -ge 2 ] || sleep 30", kill_grace: 4s}
+          a: {command: "trap '' TERM; [ \\"$FLOWTUI_TRY_NUMBER\\" -ge 2 ] || sleep 30", kill_grace: 3s}
           b: {command: 'true', deps: [a]}
     """)
     runner = Runner(home, pipelines)
     try:
         flowtui("trigger", "t", home=home, pipelines=pipelines)
-        time.sleep(2.0)  # past the timeout, inside the 4 s grace
+        # Past the timeout (b is skipped at once), inside a's 3 s grace (it ignores SIGTERM).
+        wait_for(lambda: ("b", "skipped") in query(home, "SELECT task_id, state FROM "
+                                                     "task_instances"), 10, "the dagrun_timeout")
+        assert ("a", "running") in query(home, "SELECT task_id, state FROM task_instances")
         assert flowtui("clear", "t", "latest", "--yes", home=home,
                        pipelines=pipelines).returncode == 0
         wait_for(lambda: query(home, "SELECT state FROM dag_runs") == [("success",)], 20,
