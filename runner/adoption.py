@@ -34,7 +34,7 @@ def adopt_run(engine: Engine, dag: DagSpec, run: Run, now: float, *,
         ti = tis.get(task_id)
         if ti is None:
             continue
-        task.state = S(ti.state)
+        task.state = task.recorded = S(ti.state)
         task.try_number = ti.try_number
         task.max_tries = ti.max_tries
         task.reason = ti.reason

@@ -133,13 +133,13 @@ class Lifecycle:
              actor: str | None = None, operator: bool = False, notify: bool = True,
              detail: str | None = None, **fields: object) -> None:
         """The one way a task's state changes: checked, written with its event, announced."""
-        old = task.state
+        old = task.recorded
         live = task.run
         self.changes.move_task(live.pk, live.dag.dag_id, live.run_id, task.task_id, old, new,
                                at=now, cause=cause, actor=actor or self.engine.actor,
                                reason=reason, attempt=task.try_number, operator=operator,
                                detail=detail, **fields)
-        task.state = new
+        task.state = task.recorded = new
         task.reason = reason
         if notify:
             self.engine.notify(live, task, new.value, reason)

@@ -21,6 +21,9 @@ class LiveTask:
     order: int
     priority: int
     state: TaskState = S.NONE
+    # The state the store holds: a task decided ready and started in the same turn goes from
+    # it straight to running (its short stay in scheduled is never written).
+    recorded: TaskState = S.NONE
     try_number: int = 0
     max_tries: int = 1
     reason: str = ""
