@@ -9,6 +9,34 @@ from pathlib import Path
 
 import pytest
 
+DURATIONS = "flowtui/durations"  # a test's last recorded seconds, in pytest's cache
+LONG = 1.0  # tests this long or longer start first
+_took: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first, by the durations recorded last time: with a worker per core,
+    a long test left for the end would run alone while the other cores idle. The others keep
+    their order (the sort is stable), so every worker collects the same list."""
+    cache = getattr(config, "cache", None)
+    known: dict[str, float] = cache.get(DURATIONS, {}) if cache is not None else {}
+    items.sort(key=lambda item: -known.get(item.nodeid, 0.0)
+               if known.get(item.nodeid, 0.0) >= LONG else 0.0)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _took[report.nodeid] = _took.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Record this run's durations (the controller sees every worker's reports)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _took:
+        return
+    known = cache.get(DURATIONS, {})
+    known.update({nodeid: round(seconds, 2) for nodeid, seconds in _took.items()})
+    cache.set(DURATIONS, known)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

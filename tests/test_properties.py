@@ -33,8 +33,8 @@ def dags(draw: st.DrawFn) -> list[tuple[str, str, list[int]]]:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(dags())
-def test_random_dags(spec: list[tuple[str, str, list[int]]]) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="flowtui-prop-"))
+def test_random_dags(tmp_path: Path, spec: list[tuple[str, str, list[int]]]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="example-", dir=tmp_path))  # one folder per example
     try:
         pipelines = tmp / "p"
         pipelines.mkdir()

@@ -1,7 +1,8 @@
 """Snapshot tests of every screen at 80x24 and 160x48, in the dark and high-contrast themes.
 
 The store is filled with fixed times and the clock is frozen, so a snapshot changes only when
-the layout does. Update after reading the diff: ``pytest tests/test_snapshots.py --snapshot-update``.
+the layout does. Update after reading the diff, in one process (so that snapshots no test
+uses any more are removed too): ``pytest -n 0 tests/test_snapshots.py --snapshot-update``.
 """
 from __future__ import annotations
 
