@@ -49,6 +49,7 @@ class FlowtuiApp(App[None]):
         self.refresh_seconds = refresh_seconds
         self._last_change: ChangeMark | None = None
         self.read_problem: str | None = None  # why the last read of the store failed
+        self.dag_ids: list[str] = []  # as the last poll read them (the palette offers them)
         self.last_read_at: float | None = None  # when a read last succeeded
         self.first_paint_at: float | None = None
         self.last_looked = load_last_looked(config.home)
@@ -58,11 +59,11 @@ class FlowtuiApp(App[None]):
 
     # -- data ------------------------------------------------------------------------------
     class StoreChecked(Message):
-        """A poll read the change mark and the header."""
+        """A poll read the change mark, the header and the DAGs the store knows."""
 
-        def __init__(self, change: ChangeMark, header: Header) -> None:
+        def __init__(self, change: ChangeMark, header: Header, dag_ids: list[str]) -> None:
             super().__init__()
-            self.change, self.header = change, header
+            self.change, self.header, self.dag_ids = change, header, dag_ids
 
     @contextmanager
     def reading(self) -> Iterator[Data]:
@@ -92,12 +93,13 @@ class FlowtuiApp(App[None]):
                 # The header on a timer of its own: a runner killed with -9 writes nothing, so
                 # no change would ever repaint it.
                 header = data.header(self.clock.now())
+                dag_ids = data.views.dag_ids()
         except READ_ERRORS as error:
             self.post_message(ReadFailed(read_problem(error)))
             return
         finally:
             self.call_from_thread(self.set_timer, self.refresh_seconds, self._poll)
-        self.post_message(self.StoreChecked(change, header))
+        self.post_message(self.StoreChecked(change, header, dag_ids))
 
     def shown_screen(self) -> FlowScreen | None:
         """The flowtui screen on top, if one is (a dialog or help over it: none; while the
@@ -109,6 +111,7 @@ class FlowtuiApp(App[None]):
     @on(StoreChecked)
     def _checked(self, message: StoreChecked) -> None:
         self.read_succeeded()
+        self.dag_ids = message.dag_ids
         screen = self.shown_screen()
         if screen is not None:
             screen.paint_health(message.header)
@@ -169,13 +172,6 @@ class FlowtuiApp(App[None]):
     def action_import_errors(self) -> None:
         self.push_screen(ImportErrorsScreen())
 
-    def _dag_ids(self) -> list[str]:
-        try:
-            with self.reading() as data:
-                return sorted(row.dag_id for row in data.store.dags())
-        except READ_ERRORS:  # no database yet, or it cannot be read now: no DAGs to offer
-            return []
-
     def _open_dag(self, dag_id: str, action: str | None = None) -> None:
         from flowtui.app.dag_screen import DagScreen
 
@@ -195,7 +191,7 @@ class FlowtuiApp(App[None]):
                                 lambda n=name: self.action_mode(n))
         yield SystemCommand("Import errors", "Files that do not load, and why",
                             self.action_import_errors)
-        for dag_id in self._dag_ids():
+        for dag_id in self.dag_ids:
             yield SystemCommand(f"DAG {dag_id}", "Open its grid and graph",
                                 lambda d=dag_id: self._open_dag(d))
             if not self.read_only:

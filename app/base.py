@@ -133,8 +133,10 @@ class FlowScreen(Screen):
         while the store cannot be read, why (``header`` None keeps the last one known)."""
         if header is not None:
             self._header = header
-        self.query_one("#health", Static).update(
-            header_text(self.app, self._header, self.app.read_problem))
+        # None while the screen is still being composed, or already taken down (a poll's
+        # answer may arrive then): its own read paints it.
+        for line in self.query("#health").results(Static):
+            line.update(header_text(self.app, self._header, self.app.read_problem))
 
     _header: Header | None = None
 

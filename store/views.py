@@ -136,6 +136,9 @@ class Views:
         return values[len(values) // 2] if values else None
 
     # -- DAGs ------------------------------------------------------------------------------
+    def dag_ids(self) -> list[str]:
+        return [r[0] for r in self.store.conn.execute("SELECT dag_id FROM dags ORDER BY dag_id")]
+
     def dag_summaries(self, runs_per_dag: int) -> list[DagSummary]:
         conn = self.store.conn
         errors = {r[0] for r in conn.execute("SELECT DISTINCT fileloc FROM import_errors")}

@@ -40,14 +40,16 @@ def test_no_two_nodes_overlap_and_every_edge_goes_down_a_layer() -> None:
 def test_100_tasks_lay_out_in_under_50_ms() -> None:
     deps = random_dag(100, 7)
     layout(deps)  # warm up imports
-    best = min(_timed(lambda: layout(deps)) for _ in range(3))
+    best = min(_timed(lambda: layout(deps)) for _ in range(5))
     assert best < 0.05, f"{best * 1000:.1f} ms"
 
 
 def _timed(call) -> float:
-    start = time.perf_counter()
+    """The CPU time ``call`` takes on this thread: the layout's own cost, whatever else the
+    machine is busy with meanwhile."""
+    start = time.thread_time()
     call()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def test_parallel_chains_nest_without_crossing() -> None:

@@ -158,6 +158,9 @@ def test_the_palette_reaches_every_screen_dag_and_action_from_anywhere(failed) -
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("2")
             await until(pilot, lambda: "Runs" in screen_text(app), what="runs")
+            # The DAGs come with the app's first poll of the store.
+            await until(pilot, lambda: "DAG other" in [
+                c.title for c in app.get_system_commands(app.screen)], what="the DAGs")
             titles = [c.title for c in app.get_system_commands(app.screen)]
             assert "Trigger crunch" in titles and "DAG other" in titles
             assert any(t.startswith("Go to alerts") for t in titles)
