@@ -210,12 +210,12 @@ def test_screen(snap_compare, snapshot_app, monkeypatch: pytest.MonkeyPatch, nam
         await until(pilot, lambda: "transform" in screen_text(app), what="first paint")
         for key in keys:
             await pilot.press(key)
-            await pilot.pause(0.05)
+            await reads_done(app)  # the screen a key opened has its rows before the next key
+            await pilot.pause()
         await until(pilot, lambda: marker in screen_text(app), what=marker)
         # Every read finished (a log viewer's follow thread runs for as long as it is open).
         await reads_done(app)
         await until(pilot, lambda: tables_settled(app), what="tables to size their columns")
-        await pilot.pause(0.1)
         await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
