@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 from conftest import flowtui
+from helpers import run_dag, tries
+
+from flowtui.runner.clock import ManualClock
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pipelines"
 
@@ -42,11 +45,14 @@ def test_daily_etl_runs_and_reports_every_task(home: Path) -> None:
 
 
 def test_flaky_extract_succeeds_on_its_third_try(home: Path) -> None:
-    result = flowtui("run", "flaky_extract", "--json", home=home, pipelines=SAMPLES)
-    assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
-    extract = [t for t in document["tasks"] if t["task_id"] == "extract"][0]
-    assert extract["state"] == "success" and extract["try_number"] == 3
+    # Its retries wait 1 s, then 2 s (backoff): a clock that jumps over waits with nothing
+    # running takes them at once, while each try still runs for real.
+    store, run, tis = run_dag(home, SAMPLES, "flaky_extract", clock=ManualClock(autojump=True))
+    assert run.state == "success"
+    assert tis["extract"].state == "success" and tis["extract"].try_number == 3
+    first, second, third = tries(store, run, "extract")
+    assert second.start_date - first.end_date >= 1 and third.start_date - second.end_date >= 2
+    store.close()
     first = flowtui("logs", "flaky_extract", "latest", "extract", "--try", "1", home=home)
     assert "503 Service Unavailable" in first.stdout
 
