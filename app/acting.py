@@ -10,6 +10,7 @@ from textual import work
 from textual.binding import Binding
 from textual.message import Message
 
+from flowtui.app.backfill_dialog import BackfillDialog, preview_backfill, start_backfill
 from flowtui.app.data import READ_ERRORS
 from flowtui.app.dialogs import ClearDialog, ConfirmDialog, MarkDialog, Planner
 from flowtui.app.render import short_run
@@ -37,6 +38,20 @@ TASK_BINDINGS = [
 
 class TaskActions:
     """Mixin for a screen; it provides ``current_task()`` and keeps ``selected``."""
+
+    class TaskOpened(Message):
+        """The operator opened a task's detail (the app shows it)."""
+
+        def __init__(self, task: TaskRef) -> None:
+            super().__init__()
+            self.task = task
+
+    class LogsOpened(Message):
+        """The operator opened a task's log (the app shows it)."""
+
+        def __init__(self, task: TaskRef) -> None:
+            super().__init__()
+            self.task = task
 
     selected: set[TaskRef]
 
@@ -68,18 +83,14 @@ class TaskActions:
         """Screens repaint selection marks here."""
 
     def action_open(self) -> None:
-        from flowtui.app.task_screen import TaskScreen
-
         current = self.current_task()
         if current is not None:
-            self.app.push_screen(TaskScreen(current))
+            self.post_message(TaskActions.TaskOpened(current))
 
     def action_logs(self) -> None:
-        from flowtui.app.log_screen import LogScreen
-
         current = self.current_task()
         if current is not None:
-            self.app.push_screen(LogScreen(current))
+            self.post_message(TaskActions.LogsOpened(current))
 
     def action_clear(self) -> None:
         self._planned("clear", ClearDialog)
@@ -227,8 +238,6 @@ class DagActions:
                 "no runner is alive: start 'flowtui runner' to execute it")
 
     def action_backfill(self) -> None:
-        from flowtui.app.backfills_screen import BackfillDialog, preview_backfill, start_backfill
-
         dag_id = self._dag_id()
         if not dag_id:
             return

@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from flowtui.app.backfills_screen import BackfillsScreen
+from flowtui.app.acting import TaskActions
 from flowtui.app.base import FlowScreen, ReadFailed
 from flowtui.app.data import READ_ERRORS, Data, Header, read_problem
 from flowtui.app.lists import (
@@ -107,6 +108,18 @@ class FlowtuiApp(App[None]):
         stack = self._screen_stacks.get(self.current_mode) or []
         screen = stack[-1] if stack else None
         return screen if isinstance(screen, FlowScreen) else None
+
+    @on(TaskActions.TaskOpened)
+    def _open_task(self, message: TaskActions.TaskOpened) -> None:
+        from flowtui.app.task_screen import TaskScreen
+
+        self.push_screen(TaskScreen(message.task))
+
+    @on(TaskActions.LogsOpened)
+    def _open_log(self, message: TaskActions.LogsOpened) -> None:
+        from flowtui.app.log_screen import LogScreen
+
+        self.push_screen(LogScreen(message.task))
 
     @on(StoreChecked)
     def _checked(self, message: StoreChecked) -> None:

@@ -12,10 +12,8 @@ from flowtui.runner.config import Config
 from flowtui.store import Store, StoreError
 from flowtui.store.alerts import Alert
 from flowtui.store.db import outage
-from flowtui.store.models import AuditEntry, ImportError_, Run, TaskInstance, Try
-from flowtui.store.views import (
-    ChangeMark, DagSummary, FlaggedTask, Grid, RunDuration, RunnerRecord, Views,
-)
+from flowtui.store.models import AuditEntry, ImportError_, Run, RunnerRecord, TaskInstance, Try
+from flowtui.store.views import ChangeMark, DagSummary, FlaggedTask, Grid, RunDuration, Views
 
 # What a read of the store raises when the database cannot be read now.
 READ_ERRORS = (sqlite3.Error, StoreError)

@@ -22,7 +22,8 @@ from flowtui.runner.text import GLYPHS
 from flowtui.runner.durations import format_duration
 from flowtui.runner.excerpt import Excerpt
 from flowtui.store.models import AuditEntry, ImportError_, Run
-from flowtui.store.views import DagSummary, RunnerRecord
+from flowtui.store.models import RunnerRecord
+from flowtui.store.views import DagSummary
 
 
 def sync_table(table: DataTable, rows: list[tuple[str, tuple]],

@@ -87,7 +87,7 @@ class LogScreen(FlowScreen):
         self.offsets: deque[int | None] = deque(maxlen=VIEW_LINES)
         self.window_end = 0  # the byte after the window's last line (when not the tail)
         self.file_size = 0
-        self.place: tuple[int, int] = (END, 0)  # (byte offset of a line, its row on screen)
+        self._place: tuple[int, int] = (END, 0)  # (byte offset of a line, its row on screen)
         self.moves = 0  # bumped by every key that moves the view: late answers then give way
         self.excerpt: int | None = None  # the offset of the error excerpt's line, once found
         self.pattern = ""
@@ -101,6 +101,20 @@ class LogScreen(FlowScreen):
                       auto_scroll=False, id="log")
         yield Input(placeholder="search the whole log (enter)", id="filter", disabled=True)
         yield Static("", id="logbar")
+
+    @property
+    def place(self) -> tuple[int, int]:
+        return self._place
+
+    @place.setter
+    def place(self, value: tuple[int, int]) -> None:
+        """Where the view goes; at the end, it stays there while its layout settles."""
+        self._place = value
+        for log in self.query(LogView):
+            log.pinned_to_end = value[0] == END
+
+    def on_mount(self) -> None:
+        self.place = self._place
 
     def on_unmount(self) -> None:
         if self.tail is not None:

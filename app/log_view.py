@@ -59,7 +59,33 @@ class LogView(RichLog, can_focus=False):
     """The lines of the window; keys go to the screen, which knows what lies beyond them.
 
     Every line is written with its byte offset in the file as style meta, so a strip (wrapped or
-    not) tells which line it belongs to and a line can be found among the strips."""
+    not) tells which line it belongs to and a line can be found among the strips.
+
+    While ``pinned_to_end``, the view stays on the last line whatever changes its height (a
+    horizontal scrollbar that appears once long lines are measured, a resize): the end of the
+    log is what is on screen, not the line before it."""
+
+    pinned_to_end = False
+
+    def _size_updated(self, size: Any, virtual_size: Any, container_size: Any,
+                      layout: bool = True) -> bool:
+        changed = super()._size_updated(size, virtual_size, container_size, layout)
+        self._stay_at_end()
+        return changed
+
+    def watch_show_horizontal_scrollbar(self, shown: bool) -> None:
+        self._stay_at_end()
+
+    def watch_virtual_size(self, size: Any) -> None:
+        self._stay_at_end()
+
+    def _stay_at_end(self) -> None:
+        if self.pinned_to_end:
+            self.call_after_refresh(self._to_end)
+
+    def _to_end(self) -> None:
+        if self.pinned_to_end:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
 
     def offset_at(self, y: int) -> int | None:
         """The offset of the line shown at strip ``y`` or, for a note, the next line."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from flowtui.store.models import (
-    EVENT_COLUMNS, RUN_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
+    EVENT_COLUMNS, RUN_COLUMNS, RUNNER_COLUMNS, TI_COLUMNS, TRY_COLUMNS, AuditEntry, DagRecord, Event,
     ImportError_, Request, Run, RunnerRecord, TaskInstance, Try,
 )
 from flowtui.store import changes
@@ -555,15 +555,13 @@ class Store:
         return row[1] if row and row[0] is not None else None
 
     def runner(self, runner_id: int) -> RunnerRecord | None:
-        row = self.conn.execute(
-            "SELECT id, kind, hostname, pid, pid_start, heartbeat_at, stopped_at FROM runners "
-            "WHERE id = ?", (runner_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {RUNNER_COLUMNS} FROM runners WHERE id = ?",
+                                (runner_id,)).fetchone()
         return RunnerRecord(*row) if row else None
 
     def newest_daemon(self, hostname: str | None = None) -> list[RunnerRecord]:
         """Daemons not recorded as stopped, newest first (on one host when it is given)."""
-        sql = ("SELECT id, kind, hostname, pid, pid_start, heartbeat_at, stopped_at FROM runners "
-               "WHERE kind = 'daemon' AND stopped_at IS NULL")
+        sql = f"SELECT {RUNNER_COLUMNS} FROM runners WHERE kind = 'daemon' AND stopped_at IS NULL"
         params: tuple = ()
         if hostname is not None:
             sql += " AND hostname = ?"

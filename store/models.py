@@ -208,5 +208,12 @@ class RunnerRecord:
     hostname: str
     pid: int
     pid_start: float | None
+    started_at: float
     heartbeat_at: float
     stopped_at: float | None
+    health: str  # how its writes go: 'ok', or the outage it is in
+    last_error: str
+
+
+RUNNER_COLUMNS = ("id, kind, hostname, pid, pid_start, started_at, heartbeat_at, stopped_at, "
+                  "health, last_error")

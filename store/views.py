@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from flowtui.store.models import RUN_COLUMNS, TI_COLUMNS, Run, TaskInstance
+from flowtui.store.models import (
+    RUN_COLUMNS, RUNNER_COLUMNS, TI_COLUMNS, Run, RunnerRecord, TaskInstance,
+)
 from flowtui.store.states import RunState, TaskState
 
 if TYPE_CHECKING:
@@ -20,19 +22,6 @@ class ChangeMark:
     """The newest event id and the newest runner heartbeat: equal marks, nothing to refetch."""
     last_event_id: int
     last_heartbeat_at: float
-
-
-@dataclass(slots=True)
-class RunnerRecord:
-    id: int
-    kind: str  # daemon | run | backfill
-    hostname: str
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    stopped_at: float | None
-    health: str  # how its writes go: 'ok', or the outage it is in
-    last_error: str
 
 
 @dataclass(slots=True)
@@ -84,8 +73,6 @@ class RunDuration:
     seconds: float | None  # None while it has not ended
 
 
-RUNNER_COLUMNS = ("id, kind, hostname, pid, started_at, heartbeat_at, stopped_at, health, "
-                  "last_error")
 
 
 class Views:
