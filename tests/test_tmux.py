@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import flowtui, write
 
@@ -53,7 +54,20 @@ class Terminal:
             time.sleep(0.1)
 
     def close(self) -> None:
+        """End the terminal and what runs in it: a TUI may outlive its terminal (a thread of
+        its own keeps it up), and a test's processes end with the test."""
+        try:
+            shell = int(self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip())
+            started = psutil.Process(shell).children(recursive=True)
+        except (subprocess.CalledProcessError, ValueError, psutil.Error):
+            started = []
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        for process in started:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(started, timeout=5)
 
 
 @pytest.fixture
@@ -174,7 +188,7 @@ def test_triage_escape_codes_and_speed(setup, tmp_path: Path) -> None:
     started = start_ui(term, home, pipelines)
     term.wait_for("nasty", "✗ failed")
     term.keys("l")  # one key press from launch to the failing task's log
-    shown = term.wait_for("ERROR: bad row 17")
+    shown = term.wait_for("log: nasty", "ERROR: bad row 17")  # the log, not Now's excerpt
     elapsed = time.monotonic() - started
     assert elapsed < 2.0 + 0.15 * 2, elapsed  # 2 s, plus the pacing of the key presses
     assert "^[]0;pwned-title^G" in shown
