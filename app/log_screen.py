@@ -271,14 +271,18 @@ class LogScreen(FlowScreen):
 
     def _load_before(self, first: int, rows: int) -> None:
         """The window before the line at ``first``: the line above it shows ``rows`` - 1 rows
-        down, as if the view had scrolled on through the file."""
-        self._show_window(read_window(self.path, first - 1, before=OPEN_LINES * 3 // 4),
-                          rows - 1)
+        down, as if the view had scrolled on through the file (the window keeps at least a
+        screenful after that line, however tall the terminal)."""
+        height = self.query_one(LogView).scrollable_content_region.height
+        before = max(rows, min(OPEN_LINES * 3 // 4, OPEN_LINES - height - 1))
+        self._show_window(read_window(self.path, first - 1, before=before), rows - 1)
 
     def _load_after(self, rows: int) -> None:
-        """The window after this one, its first line ``rows`` rows from the bottom."""
+        """The window after this one, its first line ``rows`` rows from the bottom (the window
+        keeps at least a screenful before that line, however tall the terminal)."""
         height = self.query_one(LogView).scrollable_content_region.height
-        self._show_window(read_window(self.path, self.window_end, before=OPEN_LINES // 4),
+        before = max(OPEN_LINES // 4, height + 1)
+        self._show_window(read_window(self.path, self.window_end, before=before),
                           max(0, height - rows))
 
     def action_start(self) -> None:

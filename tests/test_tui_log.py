@@ -146,7 +146,8 @@ def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
         await pilot.press("down", "down", "down", "down")
         start = lines.index(shown(screen)[0])
         page = screen.query_one(LogView).scrollable_content_region.height - 1
-        # A tall terminal: about 4,000 lines (eight windows of 500) in few key presses.
+        # A tall terminal (a page longer than the context a window keeps around its edge):
+        # about 4,000 lines (eight windows of 500) in few key presses.
         pages = -(-4000 // page)
         await pilot.press(*["pagedown"] * pages)
         await pilot.pause(0.1)
@@ -156,7 +157,7 @@ def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
         await pilot.pause(0.1)
         assert shown(screen)[0] == lines[start]
 
-    viewer(home, pipelines, ref, check, size=(100, 120))
+    viewer(home, pipelines, ref, check, size=(100, 150))
 
 
 def test_search_reaches_the_whole_file_and_says_when_it_wraps(
