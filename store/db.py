@@ -232,8 +232,18 @@ class Store:
         from flowtui.store.schema import migrations
 
         # One process migrates at a time; the others wait on the write lock, then see none left.
-        with self.transaction():
-            migrations.apply(self.db)
+        # Foreign keys are off meanwhile (they can only be switched outside a transaction): a
+        # table rebuilt in place must not cascade its delete to the rows that refer to it.
+        self.conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self.transaction() as conn:
+                migrations.apply(self.db)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StoreError(f"{self.path}: the schema upgrade left {len(broken)} rows "
+                                     "pointing nowhere; nothing was changed")
+        finally:
+            self.conn.execute("PRAGMA foreign_keys = ON")
 
     def _applied(self) -> frozenset[str]:
         try:

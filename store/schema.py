@@ -257,24 +257,33 @@ def _runner_health(db: Database) -> None:
 
 @migrations(name="0006_one_door")
 def _one_door(db: Database) -> None:
-    # Who made each change (a user, or runner N), beside why (cause). States are checked by the
-    # database too: SQLite cannot add a CHECK to a table in place, so triggers refuse any state
-    # outside the known ones on insert and update.
+    # Who made each change (a user, or runner N), beside why (cause).
     _run_statements(db, """
         ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT ''
         """)
-    checks = {
-        "task_instances": TASK_STATES,
-        "dag_runs": RUN_STATES,
-        "tries": TRY_STATES,
-    }
-    for table, states in checks.items():
+
+
+@migrations(name="0007_state_checks")
+def _state_checks(db: Database) -> None:
+    # Each state column accepts only the known states. SQLite adds a CHECK only by rebuilding
+    # the table: a copy with the constraint, the rows, then the copy in its place with its
+    # indexes (the store runs migrations with foreign keys off, so nothing cascades).
+    for table, states in (("dag_runs", RUN_STATES), ("task_instances", TASK_STATES),
+                          ("tries", TRY_STATES)):
+        create = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            [table]).fetchone()[0]
+        indexes = [row[0] for row in db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT "
+            "NULL", [table]).fetchall()]
         allowed = ", ".join(f"'{s}'" for s in states)
-        for op in ("INSERT", "UPDATE OF state"):
-            name = f"{table}_state_{op.split()[0].lower()}"
-            db.execute(f"CREATE TRIGGER {name} BEFORE {op} ON {table} "
-                       f"WHEN NEW.state NOT IN ({allowed}) BEGIN "
-                       f"SELECT RAISE(ABORT, 'unknown {table} state'); END")
+        head, _, tail = create.rpartition(")")
+        checked = f"{head},\n    CHECK (state IN ({allowed}))\n){tail}"
+        db.execute(checked.replace(f"CREATE TABLE {table}", f"CREATE TABLE {table}__new", 1))
+        db.execute(f"INSERT INTO {table}__new SELECT * FROM {table}")
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE {table}__new RENAME TO {table}")
+        for index in indexes:
+            db.execute(index)
 
 
 TASK_STATES = ("none", "scheduled", "queued", "running", "up_for_retry", "up_for_reschedule",
