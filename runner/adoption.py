@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowtui.runner import executor, protocol
 from flowtui.runner.model import DagSpec
-from flowtui.store import TERMINAL, RunState, TaskState
+from flowtui.store import RunState, TaskState
 from flowtui.store.models import Run
 
 if TYPE_CHECKING:
@@ -138,5 +138,3 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
     else:
         lifecycle.end_try(task, None, "zombie", now)
 
-
-__all__ = ["adopt_run", "TERMINAL"]
