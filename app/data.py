@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from flowtui.runner.config import Config
 from flowtui.store import Store, StoreError
 from flowtui.store.alerts import Alert
-from flowtui.store.db import outage
+from flowtui.store.health import outage
 from flowtui.store.models import AuditEntry, ImportError_, Run, RunnerRecord, TaskInstance, Try
 from flowtui.store.views import ChangeMark, DagSummary, FlaggedTask, Grid, RunDuration, Views
 

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.OperationalError as exc:
         # Another process holding the database's lock, or a full disk: one line, whatever the
         # command (nothing was half-written: each write is one transaction).
-        from flowtui.store.db import outage
+        from flowtui.store.health import outage
 
         problem = outage(exc)
         if problem is None:

@@ -28,7 +28,7 @@ from flowtui.runner.notify import Sender
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import RunState, Store, StoreError
-from flowtui.store.db import outage
+from flowtui.store.health import outage
 from flowtui.store.models import ImportError_
 
 SCAN_INTERVAL = 2.0

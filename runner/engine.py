@@ -29,7 +29,7 @@ from flowtui.runner.live import LiveRun, LiveTask, Slots, run_context
 from flowtui.runner.model import DagSpec
 from flowtui.store import RunState, Store
 from flowtui.store.changes import Changes
-from flowtui.store.db import StoreUnavailable, outage
+from flowtui.store.health import StoreUnavailable, outage
 from flowtui.store.models import Request, Run
 
 Listener = Callable[[LiveRun, "LiveTask | None", str, str], None]

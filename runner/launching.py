@@ -16,7 +16,7 @@ from flowtui.runner import executor, protocol
 from flowtui.runner.clock import iso
 from flowtui.runner.templating import render, render_shell
 from flowtui.store import TaskState
-from flowtui.store.db import StoreUnavailable
+from flowtui.store.health import StoreUnavailable
 
 if TYPE_CHECKING:
     from flowtui.runner.engine import Engine

@@ -1,7 +1,8 @@
 """flowtui's SQLite store: schema, states, and every read and write of recorded state."""
 from __future__ import annotations
 
-from flowtui.store.db import Store, StoreError, current_user
+from flowtui.store.db import Store, current_user
+from flowtui.store.health import StoreError
 from flowtui.store.states import (
     ACTIVE, RUN_TERMINAL, TERMINAL, WAITING, RunState, TaskState, TransitionError,
     check_transition,

@@ -6,12 +6,10 @@ import json
 import os
 import socket
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,6 +18,7 @@ from flowtui.store.models import (
     ImportError_, Request, Run, RunnerRecord, TaskInstance, Try,
 )
 from flowtui.store import changes
+from flowtui.store.health import StoreError, WriteHealth, outage
 from flowtui.store.states import RunState, TaskState
 from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
 
@@ -29,84 +28,6 @@ if TYPE_CHECKING:
     from flowtui.store.views import Views
 
 BUSY_TIMEOUT_MS = 30_000
-
-
-class StoreError(Exception):
-    """The database cannot be used; the message says why and what to do."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot take writes for now (another process's lock, a full disk); what was
-    to be written is still queued and is retried."""
-
-
-def outage(exc: BaseException) -> str | None:
-    """What keeps the database from taking writes, in words, when ``exc`` is such a condition
-    (a lock held by another process, a full disk, a failing disk); None for anything else."""
-    if isinstance(exc, StoreUnavailable):
-        return str(exc)
-    if not isinstance(exc, sqlite3.OperationalError):
-        return None
-    text = str(exc)
-    lowered = text.lower()
-    if "locked" in lowered or "busy" in lowered:
-        return f"the database is locked by another process ({text})"
-    if "full" in lowered:
-        return f"the disk holding the database is full ({text})"
-    if "disk i/o" in lowered:
-        return f"the disk holding the database failed a write ({text})"
-    return None
-
-
-@dataclass(slots=True)
-class WriteHealth:
-    """Whether writes reach the database, and when to try again while they do not.
-
-    The first failure starts an outage; each retry that fails doubles the wait up to
-    ``max_backoff``; the first write that goes through ends it. ``on_recovered(error, since,
-    until)`` is told when an outage ends; ``redo`` holds work to run again once writes go
-    through (a hook that failed for the outage)."""
-    backoff: float = 0.5
-    max_backoff: float = 30.0
-    error: str = ""
-    since: float | None = None
-    retry_at: float = 0.0
-    delay: float = 0.0
-    on_recovered: Callable[[str, float, float], None] | None = None
-    redo: list[Callable[[float], None]] = field(default_factory=list)
-
-    def failed(self, message: str, now: float) -> str | None:
-        """Record a failed write; a line to print when the problem is new, else None (a
-        retry that fails the same way says nothing)."""
-        changed = message != self.error
-        self.delay = self.backoff if self.since is None else min(self.delay * 2, self.max_backoff)
-        if self.since is None:
-            self.since = now
-        self.error = message
-        self.retry_at = now + self.delay
-        if not changed:
-            return None
-        return f"cannot write to the database: {message}; retrying with backoff"
-
-    def succeeded(self) -> tuple[str, float] | None:
-        """Record a write that went through; the (error, since) of the outage it ended."""
-        if self.since is None:
-            return None
-        ended = (self.error, self.since)
-        self.error, self.since, self.delay, self.retry_at = "", None, 0.0, 0.0
-        return ended
-
-    @staticmethod
-    def report(line: str) -> None:
-        """A line on stderr, which may sit on the very disk that is full: never raises."""
-        try:
-            print(f"flowtui runner: {line}", file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
-
-    def waiting(self, now: float) -> bool:
-        """True while backing off: a write now would only fail again."""
-        return self.since is not None and now < self.retry_at
 
 
 def current_user() -> str:
@@ -299,17 +220,6 @@ class Store:
         """Write a ``Changes`` inside the caller's transaction."""
         for sql, params in changes:
             conn.execute(sql, params)
-
-    execute_batch = apply
-
-    def runner_health_sql(self, runner_id: int, error: str, since: float,
-                          until: float) -> tuple[str, tuple]:
-        c = changes.Changes()
-        c.runner_recovered(runner_id, error, since, until)
-        return c.ops[0]
-
-    def runner_heartbeat_sql(self, runner_id: int, now: float) -> tuple[str, tuple]:
-        return ("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, runner_id))
 
     # -- runners ---------------------------------------------------------------------------
     def register_runner(self, kind: str, pid_start: float | None = None, *,
