@@ -26,6 +26,7 @@ from flowtui.store.models import Request, Run, TaskInstance
 ACTIONS = ("clear", "retry", "mark", "kill")
 MARKABLE = ("success", "failed", "skipped")
 HEARTBEAT_STALE = 15.0  # a runner silent this long is dead, wherever it runs
+SIGKILL_WAIT = 10.0  # after its kill_grace, how long a killed tree is waited for
 
 
 class ActionError(Exception):
@@ -151,7 +152,11 @@ def apply_here(store: Store, config: Config, dag: DagSpec, run: Run, request: Re
     try:
         live = engine.adopt_run(dag, run, settle=False)
         result = engine.apply(request, live)
-        engine.run_until_settled()
+        grace = max((dag.tasks[t].kill_grace for t in request.task_ids if t in dag.tasks),
+                    default=0.0)
+        if not engine.run_until_settled(grace + SIGKILL_WAIT):
+            result += ("; a process did not end after SIGKILL: its task stays running for "
+                       "the next runner to watch")
         engine.release()
         engine.flush()
     finally:

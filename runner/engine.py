@@ -149,11 +149,16 @@ class Engine:
         self._fire_timers(self.now())
         return due
 
-    def run_until_settled(self) -> None:
+    def run_until_settled(self, timeout: float) -> bool:
         """Loop until every process this engine is ending has ended (a short-lived runner
-        applying a request); processes it only watches are left running."""
+        applying a request); processes it only watches are left running. False when some
+        still lived after ``timeout`` seconds (a process stuck in the kernel outlives SIGKILL)."""
+        deadline = self.now() + timeout
         while any(t.kill_reason for t in self.running.values()) or self.kills_pending():
+            if self.now() >= deadline:
+                return False
             self.turn()
+        return True
 
     def release(self) -> None:
         """Leave every run held here to the next runner: unfinished runs go back to queued
