@@ -14,6 +14,13 @@ LONG = 1.0  # tests this long or longer start first
 _took: dict[str, float] = {}
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Two workers a core for ``-n auto``: most tests wait on real processes and terminals, so
+    twice as many overlap their waits (measured here: 4 min 12 s with two, 3 min 21 s with four,
+    and green beside a CPU hog either way)."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The longest tests first, by the durations recorded last time: with a worker per core,
     a long test left for the end would run alone while the other cores idle. The others keep
