@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import App, SystemCommand
 from textual.message import Message
 from textual.screen import Screen
@@ -17,6 +17,7 @@ from textual.screen import Screen
 from flowtui.app.backfills_screen import BackfillsScreen
 from flowtui.app.acting import TaskActions
 from flowtui.app.base import FlowScreen, ReadFailed
+from flowtui.app.keys import KeyDone, KeyOrder
 from flowtui.app.data import READ_ERRORS, Data, Header, read_problem
 from flowtui.app.lists import (
     AlertsScreen, DagsScreen, ImportErrorsScreen, NowScreen, RunnerScreen, RunsScreen, SlaScreen,
@@ -54,6 +55,7 @@ class FlowtuiApp(App[None]):
         self.last_read_at: float | None = None  # when a read last succeeded
         self.first_paint_at: float | None = None
         self.last_looked = load_last_looked(config.home)
+        self.keys = KeyOrder(self, super().on_event)
         for item in THEMES.values():
             self.register_theme(item)
         self.theme = THEMES.get(theme, THEMES["dark"]).name
@@ -75,6 +77,16 @@ class FlowtuiApp(App[None]):
             yield data
         finally:
             data.close()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            await self.keys.key(event)  # in typed order, each where the one before left focus
+        else:
+            await super().on_event(event)
+
+    @on(KeyDone)
+    async def _key_done(self) -> None:
+        await self.keys.done()
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_mode)

@@ -32,6 +32,13 @@ NAV = [
 ]
 
 
+def focus_now(widget: Any) -> None:
+    """Move focus before the next queued key is handled. `Widget.focus` defers the move until
+    after what is already queued, so keys typed ahead in one read (a fast typist, a slow SSH
+    link) went to the widget that had focus before: `/gate⏎` lost its `gate`."""
+    widget.screen.set_focus(widget)
+
+
 class ReadFailed(Message):
     """A read of the store failed (posted to the app, which says so in the header)."""
 
@@ -96,6 +103,14 @@ class FlowScreen(Screen):
     def show(self, result: Any) -> None:
         """Runs on the main thread with what ``fetch`` returned."""
 
+    _last_result: Any = None
+
+    def repaint(self) -> None:
+        """Paint the last read again at once (a filter changed): what is on screen matches what
+        the next key acts on, before the fresh read arrives."""
+        if self.loaded:
+            self.show(self._last_result)
+
     def reload(self) -> None:
         self._serial += 1
         self._fetch_worker(self._serial)
@@ -120,6 +135,7 @@ class FlowScreen(Screen):
         self._fetched_at_change = message.change
         self.app.read_succeeded()
         self.paint_health(message.header)
+        self._last_result = message.result
         self.show(message.result)
         self.call_after_refresh(self.app.painted, self)
 

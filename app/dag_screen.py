@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
-from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.base import NAV, FlowScreen, focus_now
 from flowtui.app.data import Data
 from flowtui.app.graph_view import GraphView
 from flowtui.app.render import short_run, state_colour, state_text
@@ -362,7 +362,7 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
         target = {"grid": "#grid", "graph": "#graph-view"}.get(view, "#graph-scroll")
         widget = self.query_one(target)
         if widget.display:
-            widget.focus()
+            focus_now(widget)
 
     def action_durations(self) -> None:
         self.show_durations = not self.show_durations

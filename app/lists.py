@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from flowtui.app.acting import TASK_BINDINGS, DagActions, TaskActions, TaskRef
-from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.base import NAV, FlowScreen, focus_now
 from flowtui.app.data import (
     READ_ERRORS, AlertRow, Data, NowItem, PoolUse, read_problem,
 )
@@ -136,7 +136,7 @@ class TableScreen(FlowScreen):
         box = self.query_one("#filter", Input)
         box.value = self.filter_text
         box.add_class("visible")
-        box.focus()
+        focus_now(box)
 
     @on(Input.Submitted, "#filter")
     def _filter(self, event: Input.Submitted) -> None:
@@ -146,8 +146,9 @@ class TableScreen(FlowScreen):
         self.filter_text = text
         box = self.query_one("#filter", Input)
         box.remove_class("visible")
-        self.table.focus()
+        focus_now(self.table)
         self._paint_filter()
+        self.repaint()
         self.reload()
 
     def _paint_filter(self) -> None:
@@ -160,7 +161,7 @@ class TableScreen(FlowScreen):
         box = self.query_one("#filter", Input)
         if box.has_class("visible"):
             box.remove_class("visible")
-            self.table.focus()
+            focus_now(self.table)
         elif self.filter_text:
             self._set_filter("")
         else:

@@ -24,7 +24,7 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from flowtui.app.acting import TaskRef
-from flowtui.app.base import NAV, FlowScreen
+from flowtui.app.base import NAV, FlowScreen, focus_now
 from flowtui.app.log_reader import (OPEN_LINES, VIEW_LINES, Line, LogTail, Window,
                                     line_end, read_tail, read_window, search, size_text)
 from flowtui.app.log_view import LogView, PathLine, pager_command, styled
@@ -353,7 +353,7 @@ class LogScreen(FlowScreen):
         box = self.query_one("#filter", Input)
         box.disabled = False
         box.add_class("visible")
-        box.focus()
+        focus_now(box)
 
     @on(Input.Submitted, "#filter")
     def _search(self, event: Input.Submitted) -> None:

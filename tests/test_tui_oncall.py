@@ -213,3 +213,31 @@ def test_essential_columns_start_on_screen_at_80x24(failed, key: str, labels: li
                 assert offsets[label] + 6 <= 80, (label, offsets)
 
     run_async(go())
+
+
+def type_ahead(app, *keys: str) -> None:
+    """Keys that reach the app in one read, as a fast typist's do over a slow SSH link: every
+    one is queued before the first is handled."""
+    from textual import events
+    for key in keys:
+        char = {"slash": "/", "enter": "\r", "escape": "\x1b"}.get(key, key)
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+def test_keys_typed_ahead_of_the_screen_all_land(failed) -> None:
+    """`1 / other Enter` typed in one breath switches screen, opens the filter, fills it and
+    applies it: no key is lost to a focus change still pending."""
+    async def go() -> None:
+        app = app_for(*failed)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.screen.table.row_count >= 3, what="the Now list")
+            type_ahead(app, "1", "slash", *"other", "enter")
+            await until(pilot, lambda: "filter: other" in screen_text(app), what="the filter")
+            assert app.screen.TITLE == "DAGs"
+            await until(pilot, lambda: app.screen.table.row_count == 1, what="filtered")
+            type_ahead(app, "slash", "escape", "slash", *"crunch", "enter")
+            await until(pilot, lambda: "filter: crunch" in screen_text(app), what="a new filter")
+
+    run_async(go())
