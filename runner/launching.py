@@ -162,8 +162,9 @@ class Launcher:
                 os.makedirs(log_dir, exist_ok=True)
                 with self._dirs_lock:
                     self._dirs_made.add(log_dir)
-            env = self._task_env(task)
-            script = self._script(task, env)
+            context = self._template_context(task)
+            env = self._task_env(task, context)
+            script = self._script(task, env, context)
             launched = executor.launch(script, shell=task.spec.shell, log_path=task.log_path,
                                        env=env)
         except Exception as exc:  # cannot start (log folder, cwd template, no shell): a failed try
@@ -235,9 +236,8 @@ class Launcher:
         context["try_number"] = str(task.try_number)
         return context
 
-    def _task_env(self, task: LiveTask) -> dict[str, str]:
+    def _task_env(self, task: LiveTask, context: dict[str, Any]) -> dict[str, str]:
         live = task.run
-        context = self._template_context(task)
         env = dict(self.base_env)
         for key, value in live.dag.env.items():
             env[key] = render(value, context)
@@ -252,16 +252,15 @@ class Launcher:
             "FLOWTUI_LOGICAL_DATE": context["logical_date"],
             "FLOWTUI_DATA_INTERVAL_START": context["data_interval_start"],
             "FLOWTUI_DATA_INTERVAL_END": context["data_interval_end"],
-            "FLOWTUI_PARAMS": json.dumps(context["params"]),
+            "FLOWTUI_PARAMS": live.params_json,
             "FLOWTUI_DAG_FILE": live.dag.fileloc,
             "FLOWTUI_SKIP_EXIT_CODE": str(task.spec.skip_exit_code or 99),
             executor.MARK_VAR: task.exit_path,
         })
         return env
 
-    def _script(self, task: LiveTask, env: dict[str, str]) -> str:
+    def _script(self, task: LiveTask, env: dict[str, str], context: dict[str, Any]) -> str:
         spec = task.spec
-        context = self._template_context(task)
         cwd = render(spec.cwd, context) if spec.cwd else None
         if spec.sensor is not None:
             kind, arg = next(iter(spec.sensor.items()))

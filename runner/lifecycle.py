@@ -4,6 +4,7 @@ finishing runs and kills. Every state change goes through ``move`` (tasks) or ``
 from __future__ import annotations
 
 import heapq
+import json
 import itertools
 import os
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ class Lifecycle:
                        seq=next(self._run_seq), started_at=run.start_date or now,
                        backfill_id=run.backfill_id)
         live.base_context = run_context(dag, live)
+        live.params_json = json.dumps(live.base_context["params"])
         live.log_base = os.path.join(str(engine.config.logs_dir), dag.dag_id, run.run_id)
         order = {t: i for i, t in enumerate(dag.topological_order())}
         for task_id, spec in dag.tasks.items():

@@ -74,6 +74,7 @@ class LiveRun:
     started_at: float = 0.0
     timed_out: bool = False
     base_context: dict[str, Any] = field(default_factory=dict)
+    params_json: str = "{}"  # $FLOWTUI_PARAMS, the same for every task of the run
     log_base: str = ""
     backfill_id: int | None = None
     cancelled: bool = False

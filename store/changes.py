@@ -171,7 +171,8 @@ class Changes:
         if state not in ("success", "failed", "skipped", "rescheduled"):
             raise TransitionError(f"a try cannot end as {state}")
         self.ops.append((_TRY_END, (state, at, exit_code, reason, progress,
-                                    json.dumps(metadata), run_pk, task_id, try_number)))
+                                    json.dumps(metadata) if metadata else "{}", run_pk, task_id,
+                                    try_number)))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""
