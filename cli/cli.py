@@ -20,7 +20,9 @@ Handler = Callable[[argparse.Namespace, "Config"], int]
 def handlers() -> dict[str, Handler]:
     """Each command, as its words after ``flowtui``, and the function that carries it out
     (imported once the arguments are parsed, so --version, --help and typos answer at once)."""
-    from flowtui import commands, commands_alerts, commands_backfill, commands_ops, commands_ui
+    from flowtui import (
+        commands, commands_alerts, commands_backfill, commands_db, commands_ops, commands_ui,
+    )
 
     return {
         "ui": commands_ui.cmd_ui,
@@ -44,6 +46,7 @@ def handlers() -> dict[str, Handler]:
         "runs list": commands.cmd_runs_list,
         "tasks list": commands.cmd_tasks_list,
         "logs": commands.cmd_logs,
+        "db clean": commands_db.cmd_db_clean,
     }
 
 
@@ -202,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
 
+
+    db = add("db", "look after the home's database")
+    bsub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    bsub.required = True
+    p = bsub.add_parser("clean", parents=[common],
+                        help="remove finished runs older than a cutoff, with their tries, events "
+                             "and logs (running and recent runs stay)")
+    p.add_argument("--older-than", required=True, metavar="AGE",
+                   help="how long ago a run must have ended, for example 90d")
+    p.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    p.add_argument("--audit", action="store_true",
+                   help="also remove audit log entries older than the cutoff (kept by default)")
+    p.add_argument("--json", action="store_true")
     tasks = add("tasks", "list a run's task instances")
     tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
     tsub.required = True

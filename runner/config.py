@@ -22,6 +22,7 @@ class Config:
     parallelism: int = 32
     pools: dict[str, int] = field(default_factory=dict)
     dag_file_timeout: float = DEFAULT_DAG_FILE_TIMEOUT
+    retention: float | None = None  # seconds a finished run is kept (the runner cleans daily)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,5 +92,13 @@ def load_config(home: str | os.PathLike[str] | None = None,
             or not 0 < timeout <= 3600:
         raise ConfigError(f"{toml_path}: dag_file_timeout must be a number of seconds from "
                           f"more than 0 to 3600, not {timeout!r}")
+    retention = None
+    if "retention" in raw:
+        from flowtui.runner.retention import parse_age
+
+        try:
+            retention = parse_age(raw["retention"], f"{toml_path}: retention")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return Config(home=home_path, pipelines=pipes, parallelism=parallelism, pools=pools,
-                  dag_file_timeout=float(timeout), raw=raw)
+                  dag_file_timeout=float(timeout), retention=retention, raw=raw)

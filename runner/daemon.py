@@ -25,6 +25,7 @@ from flowtui.runner.executor import process_start_time, same_process
 from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record_load
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
+from flowtui.runner.retention import DailyRetention
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import RunState, Store, StoreError
@@ -120,6 +121,10 @@ class Daemon:
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
         self._armed: set[float] = set()  # times a tick timer is set for
+        self.retention: DailyRetention | None = None
+        if config.retention is not None:
+            self.retention = DailyRetention(self.engine, self.store, config.logs_dir,
+                                            config.retention)
 
     # -- lifecycle -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -167,6 +172,8 @@ class Daemon:
         self._adopt_orphans(now)
         self._on_wake(now)
         self._arm(self.tick(now))
+        if self.retention is not None and not self.retention.started:
+            self.retention.start(now)
 
     # -- time ------------------------------------------------------------------------------
     def tick(self, now: float) -> float:

@@ -25,6 +25,7 @@ from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
 if TYPE_CHECKING:
     from flowtui.store.alerts import AlertRecords
     from flowtui.store.backfills import BackfillRecords
+    from flowtui.store.retention import RetentionRecords
     from flowtui.store.views import Views
 
 BUSY_TIMEOUT_MS = 30_000
@@ -91,6 +92,12 @@ class Store:
         from flowtui.store.backfills import BackfillRecords
 
         return BackfillRecords(self)
+
+    @cached_property
+    def retention(self) -> "RetentionRecords":
+        from flowtui.store.retention import RetentionRecords
+
+        return RetentionRecords(self)
 
     @cached_property
     def views(self) -> "Views":

@@ -1,0 +1,75 @@
+"""``flowtui db clean``: let go of finished runs older than a cutoff, with their logs."""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+from flowtui.context import read_store
+from flowtui.render import echo, local_time
+from flowtui.runner.config import Config
+from flowtui.runner.durations import format_duration
+from flowtui.runner.retention import Cleaner, parse_age
+from flowtui.store import current_user
+from flowtui.usage import EXIT_OK, UsageError
+
+SHOWN = 50  # runs listed one by one by a dry run; the rest are counted per DAG
+
+
+def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
+    try:
+        age = parse_age(args.older_than, "--older-than")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    store = read_store(config)
+    cutoff = store.now() - age
+    if args.dry_run:
+        return _dry_run(store, cutoff, age, args)
+    cleaner = Cleaner(store, config.logs_dir, cutoff, audit=args.audit, actor=current_user())
+    done = cleaner.run()
+    with store.transaction() as conn:
+        store.audit(conn, "db clean", detail={
+            "older_than": args.older_than, "cutoff": cutoff, "runs": done.runs,
+            "tries": done.tries, "events": done.events, "audit": done.audit,
+            "files": done.files})
+    if args.json:
+        print(json.dumps({"cutoff": local_time(cutoff), "runs": done.runs, "tries": done.tries,
+                          "events": done.events, "audit_entries": done.audit,
+                          "log_files": done.files, "log_bytes": done.bytes}, indent=2))
+        return EXIT_OK
+    echo(f"removed {done.runs} finished runs that ended before {local_time(cutoff)}: "
+         f"{done.tries} tries, {done.events} events, {done.files} log files "
+         f"({_size(done.bytes)})" + (f", {done.audit} audit entries" if args.audit else
+                                    "; the audit log is kept (--audit removes it too)"))
+    return EXIT_OK
+
+
+def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
+    runs = store.retention.old_runs(cutoff)
+    tries, events = store.retention.counts(runs)
+    audit = store.retention.old_audit(cutoff) if args.audit else 0
+    if args.json:
+        print(json.dumps({"cutoff": local_time(cutoff), "runs": [
+            {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state,
+             "end_date": local_time(r.end_date)} for r in runs],
+            "tries": tries, "events": events, "audit_entries": audit}, indent=2))
+        return EXIT_OK
+    echo(f"dry run: nothing removed. Finished runs that ended more than "
+         f"{format_duration(age)} ago (before {local_time(cutoff)}), and nothing changed since:")
+    for run in runs[:SHOWN]:
+        echo(f"  {run.dag_id}  {run.run_id}  {run.state}  ended {local_time(run.end_date)}")
+    if len(runs) > SHOWN:
+        per_dag = Counter(r.dag_id for r in runs[SHOWN:])
+        echo(f"  and {len(runs) - SHOWN} more: " +
+             ", ".join(f"{dag} {n}" for dag, n in sorted(per_dag.items())))
+    echo(f"would remove {len(runs)} runs, {tries} tries and their logs, {events} events"
+         + (f", {audit} audit entries" if args.audit else "; the audit log is kept"))
+    return EXIT_OK
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count} bytes"

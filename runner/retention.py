@@ -1,0 +1,165 @@
+"""Retention: a home that runs for years does not grow without bound.
+
+``flowtui db clean --older-than 90d`` and ``retention = "90d"`` in flowtui.toml (the runner
+applies it once a day) remove finished runs that nothing has touched since the cutoff, with their
+task instances, tries, events and log files; running and recent runs stay, and so does the audit
+log unless asked. The work goes in batches that each hold the write lock for at most about
+``BUDGET`` seconds, the batch size adapting to how fast this machine and store are."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowtui.runner.durations import parse_duration
+
+if TYPE_CHECKING:
+    from flowtui.store import Store
+
+BUDGET = 0.05  # seconds a batch may hold the write lock
+FIRST_BATCH = 50
+DAY = 86400.0
+
+
+@dataclass(slots=True)
+class Cleaned:
+    runs: int = 0
+    tries: int = 0
+    events: int = 0
+    audit: int = 0
+    files: int = 0
+    bytes: int = 0
+    batches: int = 0
+    longest_batch: float = 0.0  # seconds the longest batch held the write lock
+
+
+def parse_age(value: object, where: str) -> float:
+    """``90d`` and the like, at least a minute (a slip of ``90s`` would empty the home)."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if seconds < 60:
+        raise ValueError(f"{where}: {value!r} is shorter than a minute; say how old a finished "
+                         "run must be to go, for example 90d")
+    return seconds
+
+
+class Cleaner:
+    """Removes what is older than a cutoff, one batch per ``step`` call (the runner spreads the
+    steps over its loop turns; the CLI calls ``run``)."""
+
+    def __init__(self, store: Store, logs_dir: Path, cutoff: float, *, audit: bool = False,
+                 budget: float = BUDGET, actor: str = "") -> None:
+        self.store = store
+        self.actor = actor  # who removes: a user, or runner N
+        self.logs_dir = logs_dir
+        self.cutoff = cutoff
+        self.audit = audit
+        self.budget = budget
+        self.batch = FIRST_BATCH
+        self.done = Cleaned()
+        self._runs_left = True
+
+    def step(self) -> bool:
+        """One batch; False once nothing is left to remove."""
+        started = time.perf_counter()
+        if self._runs_left:
+            removed = self.store.retention.remove_batch(self.cutoff, self.batch, self.actor)
+            took = time.perf_counter() - started
+            self._runs_left = removed.runs == self.batch
+            self.done.runs += removed.runs
+            self.done.tries += removed.tries
+            self.done.events += removed.events
+            self._delete_files(removed.files)  # committed first: a kept run's log never goes
+        elif self.audit:
+            count = self.store.retention.remove_audit_batch(self.cutoff, self.batch * 20)
+            took = time.perf_counter() - started
+            self.done.audit += count
+            if count < self.batch * 20:
+                self.audit = False
+        else:
+            return False
+        self.done.batches += 1
+        self.done.longest_batch = max(self.done.longest_batch, took)
+        # Keep each batch well inside the budget: halve after a slow one, grow after quick ones.
+        if took > self.budget / 2:
+            self.batch = max(1, self.batch // 2)
+        elif took < self.budget / 8:
+            self.batch = min(self.batch * 2, 5000)
+        return self._runs_left or self.audit
+
+    def run(self, between: Callable[[], None] | None = None) -> Cleaned:
+        while self.step():
+            if between is not None:
+                between()
+        return self.done
+
+    def _delete_files(self, files: list[str]) -> None:
+        folders: set[str] = set()
+        for name in files:
+            try:
+                size = os.stat(name).st_size
+                os.unlink(name)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue  # a file we cannot remove is left; the store no longer points at it
+            self.done.files += 1
+            self.done.bytes += size
+            folders.add(os.path.dirname(name))
+        # The run's folders (logs/DAG/RUN/TASK), emptied, go too; never logs/ or a DAG's folder.
+        root = os.path.abspath(self.logs_dir)
+        for folder in sorted(folders, key=len, reverse=True):
+            path = os.path.abspath(folder)
+            for _ in range(2):  # the task's folder, then the run's
+                if not path.startswith(root + os.sep) or os.path.dirname(path) == root:
+                    break
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break
+                path = os.path.dirname(path)
+
+
+class DailyRetention:
+    """The runner's share: with ``retention`` set, a clean once a day (the first a minute after
+    start), one batch per timer so the loop turns between batches."""
+
+    PAUSE = 0.2  # seconds between batches: the engine and the TUI get the lock in between
+
+    def __init__(self, engine, store: Store, logs_dir: Path, max_age: float) -> None:
+        self.engine = engine
+        self.store = store
+        self.logs_dir = logs_dir
+        self.max_age = max_age
+        self.cleaner: Cleaner | None = None
+        self.last: Cleaned | None = None
+        self.started = False
+
+    def start(self, now: float, delay: float = 60.0) -> None:
+        self.started = True
+        self.engine.call_at(now + delay, self._begin, routine=True)
+
+    def _begin(self, now: float) -> None:
+        self.cleaner = Cleaner(self.store, self.logs_dir, now - self.max_age,
+                               actor=self.engine.actor)
+        self._step(now)
+
+    def _step(self, now: float) -> None:
+        cleaner = self.cleaner
+        if cleaner is None:
+            return
+        try:
+            more = cleaner.step()
+        except Exception as exc:  # the store busy or failing: try again tomorrow
+            self.store.health.report(f"retention: {exc}")
+            more = False
+        if more:
+            self.engine.call_at(now + self.PAUSE, self._step)
+            return
+        self.last, self.cleaner = cleaner.done, None
+        self.engine.call_at(now + DAY, self._begin, routine=True)

@@ -1,0 +1,110 @@
+"""What a long-lived home lets go: finished runs nothing has touched for a while, with their task
+instances, tries and events (the audit log only when asked). Each call is one short
+transaction over a batch, so a clean never holds the write lock for long."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flowtui.store.changes import EVENT
+
+if TYPE_CHECKING:
+    from flowtui.store.db import Store
+
+# A run is old when it ended, and nothing about it changed, before the cutoff; it is never one
+# with a try still open or an operator's request still waiting (the request would vanish with
+# it).
+_OLD = """
+    FROM dag_runs r
+    WHERE r.updated_at < :cutoff AND r.state IN ('success', 'failed')
+      AND r.end_date IS NOT NULL AND r.end_date < :cutoff
+      AND NOT EXISTS (SELECT 1 FROM tries t WHERE t.run_pk = r.id AND t.end_date IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM requests q WHERE q.run_pk = r.id AND q.done_at IS NULL)
+"""
+
+
+@dataclass(slots=True)
+class OldRun:
+    pk: int
+    dag_id: str
+    run_id: str
+    state: str
+    end_date: float
+
+
+@dataclass(slots=True)
+class Removed:
+    """What one batch took out of the store; ``files`` are the removed tries' logs and exit
+    files, for the caller to delete once the batch is committed."""
+    runs: int = 0
+    tries: int = 0
+    events: int = 0
+    audit: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+class RetentionRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def old_runs(self, cutoff: float, limit: int | None = None) -> list[OldRun]:
+        """The runs a clean at ``cutoff`` removes, oldest first."""
+        sql = (f"SELECT r.id, r.dag_id, r.run_id, r.state, r.end_date {_OLD} "
+               "ORDER BY r.updated_at, r.id")
+        params: dict[str, object] = {"cutoff": cutoff}
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        return [OldRun(*row) for row in self.store.conn.execute(sql, params)]
+
+    def counts(self, runs: list[OldRun]) -> tuple[int, int]:
+        """How many tries and events those runs hold (what a dry run reports)."""
+        conn = self.store.conn
+        tries = events = 0
+        for run in runs:
+            tries += conn.execute("SELECT count(*) FROM tries WHERE run_pk = ?",
+                                  (run.pk,)).fetchone()[0]
+            events += conn.execute("SELECT count(*) FROM events WHERE dag_id = ? AND run_id = ?",
+                                   (run.dag_id, run.run_id)).fetchone()[0]
+        return tries, events
+
+    def log_files(self, runs: list[OldRun]) -> list[str]:
+        conn = self.store.conn
+        files: list[str] = []
+        for run in runs:
+            for log_path, exit_path in conn.execute(
+                    "SELECT log_path, exit_path FROM tries WHERE run_pk = ?", (run.pk,)):
+                files += [log_path, exit_path]
+        return files
+
+    def remove_batch(self, cutoff: float, limit: int, actor: str = "") -> Removed:
+        """Remove up to ``limit`` old runs (oldest first) in one transaction: their task
+        instances, tries and requests go by cascade, their events here."""
+        removed = Removed()
+        with self.store.transaction() as conn:
+            rows = conn.execute(f"SELECT r.id, r.dag_id, r.run_id {_OLD} "
+                                "ORDER BY r.updated_at, r.id LIMIT :limit",
+                                {"cutoff": cutoff, "limit": limit}).fetchall()
+            for pk, dag_id, run_id in rows:
+                for log_path, exit_path in conn.execute(
+                        "SELECT log_path, exit_path FROM tries WHERE run_pk = ?", (pk,)):
+                    removed.tries += 1
+                    removed.files += [log_path, exit_path]
+                removed.events += conn.execute(
+                    "DELETE FROM events WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).rowcount
+            conn.executemany("DELETE FROM dag_runs WHERE id = ?", [(row[0],) for row in rows])
+            removed.runs = len(rows)
+            if rows:  # readers refetch when the newest event moves: a removal is news to them
+                conn.execute(EVENT, (self.store.now(), "retention", "", "", None, None, None,
+                                     "removed", "retention", actor,
+                                     f"{len(rows)} finished runs older than the cutoff"))
+        return removed
+
+    def old_audit(self, cutoff: float) -> int:
+        return self.store.conn.execute("SELECT count(*) FROM audit_log WHERE at < ?",
+                                       (cutoff,)).fetchone()[0]
+
+    def remove_audit_batch(self, cutoff: float, limit: int) -> int:
+        with self.store.transaction() as conn:
+            return conn.execute("DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log "
+                                "WHERE at < ? ORDER BY id LIMIT ?)", (cutoff, limit)).rowcount

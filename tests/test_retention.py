@@ -1,0 +1,212 @@
+"""Retention: `flowtui db clean` and the runner's daily clean remove exactly the old finished runs,
+with their tries, events and log files; running and recent runs, and the audit log, stay. Real
+runs (real processes, a real SQLite file) recorded on a driven clock, so "200 days ago" is real
+history, not rows written by hand."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from app_support import run_async, screen_text, until
+from conftest import flowtui, write
+
+from flowtui.runner.clock import ManualClock
+from flowtui.runner.config import load_config
+from flowtui.runner.daemon import Daemon
+from flowtui.runner.loader import load_folder, record_load
+from flowtui.runner.runs import run_in_foreground
+from flowtui.store import Store
+
+DAY = 86400.0
+ETL = """
+dag_id: etl
+tasks:
+  extract: {command: 'echo extracted $FLOWTUI_RUN_ID'}
+  load: {command: 'echo loaded; [ "$FLOWTUI_TASK_ID" = load ]', deps: [extract]}
+"""
+
+
+def record_runs(home: Path, pipelines: Path, ages_in_days: list[float]) -> None:
+    """One real run of `etl` as it happened that many days ago (the store's and the engine's
+    clock set then), plus a run left `running` 300 days ago by a runner that died."""
+    config = load_config(home, pipelines)
+    result = load_folder(pipelines)
+    now = time.time()
+    for age in ages_in_days:
+        clock = ManualClock(start=now - age * DAY)
+        store = Store.open(config.db_path, now=clock.now)
+        record_load(store, result)
+        run = run_in_foreground(store, config, result.dags["etl"], logical_date=None, conf={},
+                                handle_signals=False, clock=clock)
+        assert run.state == "success"
+        store.close()
+    clock = ManualClock(start=now - 300 * DAY)
+    store = Store.open(config.db_path, now=clock.now)
+    store.create_run(dag_id="etl", run_id="stuck", run_type="manual", logical_date=clock.now(),
+                     data_interval_start=clock.now(), data_interval_end=clock.now(), conf={},
+                     state="running", runner_id=None, tasks=[("extract", 1, "default", 1, 1)])
+    store.close()
+
+
+def table(home: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def aged(home: Path, pipelines: Path) -> tuple[Path, Path]:
+    write(pipelines, "etl.yaml", ETL)
+    record_runs(home, pipelines, [200, 120, 95, 10, 1])
+    assert flowtui("trigger", "etl", home=home, pipelines=pipelines).returncode == 0  # queued
+    return home, pipelines
+
+
+def log_files(home: Path) -> set[str]:
+    return {str(p.relative_to(home / "logs")) for p in (home / "logs").rglob("*") if p.is_file()}
+
+
+def test_dry_run_lists_the_old_finished_runs_and_removes_nothing(aged) -> None:
+    home, pipelines = aged
+    before = (table(home, "SELECT count(*) FROM dag_runs"), log_files(home))
+    done = flowtui("db", "clean", "--older-than", "90d", "--dry-run", "--json", home=home,
+                   pipelines=pipelines)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert len(listed["runs"]) == 3 and {r["state"] for r in listed["runs"]} == {"success"}
+    assert listed["tries"] == 6 and listed["events"] >= 3 * (2 * 2 + 2)
+    assert (table(home, "SELECT count(*) FROM dag_runs"), log_files(home)) == before
+    text = flowtui("db", "clean", "--older-than", "90d", "--dry-run", home=home,
+                   pipelines=pipelines).stdout
+    assert "would remove 3 runs, 6 tries" in text and "nothing removed" in text
+    assert "stuck" not in text
+
+
+def test_clean_removes_exactly_the_old_finished_runs_with_their_logs(aged) -> None:
+    home, pipelines = aged
+    runs = table(home, "SELECT run_id, state, end_date FROM dag_runs ORDER BY id")
+    old = {r[0] for r in runs if r[1] == "success" and r[2] < time.time() - 90 * DAY}
+    kept = {r[0] for r in runs} - old
+    assert len(old) == 3 and len(kept) == 4  # two recent, the stuck one, the queued one
+    old_logs = {f for f in log_files(home) if f.split("/")[1] in old}
+    assert len(old_logs) == 12  # a log and an exit file for each of 6 tries
+    audit_before = table(home, "SELECT count(*) FROM audit_log")[0][0]
+    done = flowtui("db", "clean", "--older-than", "90d", home=home, pipelines=pipelines)
+    assert done.returncode == 0, done.stderr
+    assert "removed 3 finished runs" in done.stdout and "6 tries" in done.stdout
+    assert {r[0] for r in table(home, "SELECT run_id FROM dag_runs")} == kept
+    assert not log_files(home) & old_logs
+    assert {f.split("/")[1] for f in log_files(home)} == kept - {"stuck"} - {
+        r[0] for r in table(home, "SELECT run_id FROM dag_runs WHERE state = 'queued'")}
+    assert not (home / "logs" / "etl" / sorted(old)[0]).exists()  # emptied folders go too
+    # Nothing of the removed runs is left behind: tries, task instances, events.
+    assert table(home, "SELECT count(*) FROM tries WHERE run_pk NOT IN "
+                       "(SELECT id FROM dag_runs)") == [(0,)]
+    assert table(home, "SELECT count(*) FROM task_instances WHERE run_pk NOT IN "
+                       "(SELECT id FROM dag_runs)") == [(0,)]
+    assert table(home, "SELECT count(*) FROM events WHERE run_id NOT IN "
+                       "(SELECT run_id FROM dag_runs) AND kind != 'retention'") == [(0,)]
+    assert table(home, "SELECT kind, actor FROM events ORDER BY id DESC LIMIT 1")[0][0] == \
+        "retention"  # the removal moves the change counter readers follow
+    # The audit log is kept, and the clean itself is in it.
+    entries = table(home, "SELECT action, detail FROM audit_log ORDER BY id")
+    assert len(entries) == audit_before + 1 and entries[-1][0] == "db clean"
+    assert json.loads(entries[-1][1])["runs"] == 3
+    # Again: nothing left to remove.
+    again = flowtui("db", "clean", "--older-than", "90d", "--json", home=home,
+                    pipelines=pipelines)
+    assert json.loads(again.stdout)["runs"] == 0
+
+
+def test_the_audit_log_goes_only_when_asked(aged) -> None:
+    home, pipelines = aged
+    conn = sqlite3.connect(home / "flowtui.db")
+    conn.execute("UPDATE audit_log SET at = at - 100 * 86400")  # the trigger, 100 days back
+    conn.commit()
+    conn.close()
+    flowtui("db", "clean", "--older-than", "90d", home=home, pipelines=pipelines)
+    assert table(home, "SELECT count(*) FROM audit_log WHERE action = 'trigger'") == [(1,)]
+    done = flowtui("db", "clean", "--older-than", "90d", "--audit", home=home,
+                   pipelines=pipelines)
+    assert "audit entries" in done.stdout
+    assert table(home, "SELECT count(*) FROM audit_log WHERE action = 'trigger'") == [(0,)]
+
+
+@pytest.mark.parametrize("age", ["30s", "0", "ninety days", "-5d"])
+def test_a_bad_age_is_one_line(home: Path, pipelines: Path, age: str) -> None:
+    write(pipelines, "etl.yaml", ETL)
+    assert flowtui("run", "etl", home=home, pipelines=pipelines).returncode == 0
+    done = flowtui("db", "clean", f"--older-than={age}", home=home, pipelines=pipelines)
+    assert done.returncode == 2
+    assert done.stderr.startswith("flowtui: error: --older-than") and done.stderr.count("\n") == 1
+    assert table(home, "SELECT count(*) FROM dag_runs") == [(1,)]
+
+
+def test_the_tui_open_beside_a_clean_keeps_working(aged) -> None:
+    from flowtui.app.app import make_app
+
+    home, pipelines = aged
+
+    async def go() -> None:
+        app = make_app(load_config(home, pipelines), start_mode="runs", refresh_seconds=0.2)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: app.screen.table.row_count == 7, what="seven runs")
+            done = flowtui("db", "clean", "--older-than", "90d", home=home, pipelines=pipelines)
+            assert done.returncode == 0, done.stderr
+            await until(pilot, lambda: app.screen.table.row_count == 4, what="four runs left")
+            assert app.read_problem is None
+            await pilot.press("1")  # other screens read the cleaned store too
+            await until(pilot, lambda: "etl" in screen_text(app), what="the DAGs screen")
+            assert app.read_problem is None
+
+    run_async(go())
+
+
+def test_the_runner_cleans_once_a_day_in_batches_when_retention_is_set(
+        home: Path, pipelines: Path) -> None:
+    write(pipelines, "etl.yaml", ETL)
+    record_runs(home, pipelines, [40, 35, 31, 5])
+    (home / "flowtui.toml").write_text('retention = "30d"\n')
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        daemon.run_until_idle()
+        assert len(table(home, "SELECT id FROM dag_runs")) == 5  # not before its first minute
+        deadline = clock.now() + 120
+        while daemon.retention.last is None and clock.now() < deadline:
+            clock.advance(1.0)
+            daemon.engine.fire_due()
+        assert daemon.retention.last is not None and daemon.retention.last.runs == 3
+        assert daemon.retention.last.longest_batch < 0.05
+        assert sorted(r[0] for r in table(home, "SELECT run_id FROM dag_runs")) == sorted(
+            ["stuck", *[r[0] for r in table(home, "SELECT run_id FROM dag_runs "
+                                                  "WHERE run_id != 'stuck'")]])
+        assert len(table(home, "SELECT id FROM dag_runs")) == 2  # 5 days old, and stuck
+        # The next clean is a day later: a run that ages past the cutoff meanwhile waits for it.
+        clock.advance(26 * DAY)
+        daemon.engine.fire_due()
+        deadline = clock.now() + 60
+        while len(table(home, "SELECT id FROM dag_runs")) > 1 and clock.now() < deadline:
+            clock.advance(1.0)
+            daemon.engine.fire_due()
+        assert [r[0] for r in table(home, "SELECT run_id FROM dag_runs")] == ["stuck"]
+    finally:
+        daemon.close()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_bad_retention_in_flowtui_toml_is_one_line(home: Path, pipelines: Path) -> None:
+    write(pipelines, "etl.yaml", ETL)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "flowtui.toml").write_text('retention = "soon"\n')
+    done = flowtui("dags", "list", home=home, pipelines=pipelines)
+    assert done.returncode == 2
+    assert "retention" in done.stderr and done.stderr.count("\n") == 1
