@@ -21,7 +21,8 @@ def handlers() -> dict[str, Handler]:
     """Each command, as its words after ``flowtui``, and the function that carries it out
     (imported once the arguments are parsed, so --version, --help and typos answer at once)."""
     from flowtui import (
-        commands, commands_alerts, commands_backfill, commands_db, commands_ops, commands_ui,
+        commands, commands_alerts, commands_backfill, commands_datasets, commands_db,
+        commands_ops, commands_ui,
     )
 
     return {
@@ -47,6 +48,9 @@ def handlers() -> dict[str, Handler]:
         "tasks list": commands.cmd_tasks_list,
         "logs": commands.cmd_logs,
         "db clean": commands_db.cmd_db_clean,
+        "datasets list": commands_datasets.cmd_datasets,
+        "datasets show": commands_datasets.cmd_datasets,
+        "datasets emit": commands_datasets.cmd_datasets,
     }
 
 
@@ -205,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
 
+
+    ds = add("datasets", "datasets: their events, producers, consumers and why one waits")
+    dssub = ds.add_subparsers(dest="datasets_command", metavar="ACTION", parser_class=_Parser)
+    dssub.required = True
+    p = dssub.add_parser("list", parents=[common], help="every dataset, its newest partition "
+                                                        "and age, producers and consumers")
+    p.add_argument("--json", action="store_true")
+    p = dssub.add_parser("show", parents=[common], help="a dataset's events and consumers, and "
+                                                        "what each consumer waits for")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+    p = dssub.add_parser("emit", parents=[common], help="record an event from outside")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--partition", help="the partition written (default today, YYYY-MM-DD)")
+    p.add_argument("--meta", action="append", metavar="K=V", help="metadata, repeatable")
 
     db = add("db", "look after the home's database")
     bsub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)

@@ -26,6 +26,7 @@ from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
 from flowtui.runner.retention import DailyRetention
+from flowtui.runner.runs import partition_day
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import RunState, Store, StoreError
@@ -191,6 +192,7 @@ class Daemon:
                 self._fire_at.pop(dag_id, None)
                 self._per_dag(dag_id, "scheduling", self._schedule_dag, dag_id, max(now, fire))
         self.engine.flush()
+        self._consume_datasets(now)
         self.alerts.escalate(now)
         due = [self._rescan_at, *self._fire_at.values()]
         if any(d.sla for d in self.dags.values()):
@@ -329,6 +331,39 @@ class Daemon:
         if starts:
             self.engine.start_run(dag, run)
 
+    # -- datasets (SPEC 9) -----------------------------------------------------------------
+    def _consume_datasets(self, now: float) -> None:
+        """Create the runs that dataset events call for: one per consumer and partition whose
+        every dataset has a new event (``match: any``: one for any new events)."""
+        self.engine.flush()  # the events this looks for are committed first
+        for dag in list(self.dags.values()):
+            if dag.datasets is not None and not self._paused(dag.dag_id):
+                self._per_dag(dag.dag_id, "consuming dataset events", self._consume_dag, dag,
+                              now)
+
+    def _consume_dag(self, dag: DagSpec, now: float) -> None:
+        trigger = dag.datasets
+        assert trigger is not None
+        found = self.store.datasets.readiness(dag.dag_id, trigger.datasets, trigger.match)
+        tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
+                 for t in dag.tasks.values()]
+        for partition, events in found.ready.items():
+            day = partition_day(partition, dag.timezone)
+            logical = day if day is not None else now
+            run_id = f"dataset__{partition if day is not None else iso(now)}"
+            starts = self._free_runs(dag) > 0 and not self.store.has_queued(dag.dag_id)
+            run = self.store.datasets.create_consumer_run(
+                dag.dag_id, trigger.match, partition, events, run_id=run_id, run_type="dataset",
+                logical_date=logical, data_interval_start=logical,
+                data_interval_end=logical if day is None else logical + 86400, conf={},
+                state=RunState.RUNNING if starts else RunState.QUEUED,
+                runner_id=self.runner_id if starts else None, backfill_id=None, tasks=tasks,
+                cause="dataset", actor=self.engine.actor,
+                detail=", ".join(f"{name} {partition}" for name in events))
+            if run is not None and starts:
+                self.engine.start_run(dag, run)
+        self.engine.flush()
+
     def _free_runs(self, dag: DagSpec) -> int:
         running = sum(1 for live in self.engine.runs.values()
                       if live.dag.dag_id == dag.dag_id and live.backfill_id is None)
@@ -390,6 +425,7 @@ class Daemon:
                 continue
             self.engine.apply(request, live, now)
         self._adopt_orphans(now)
+        self._consume_datasets(now)  # an emit from the CLI wakes us
         for dag_id in list(self.dags):
             self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id, now)
             if dag_id in self.dags and dag_id not in self._fire_at:
@@ -420,6 +456,9 @@ class Daemon:
 
     # -- alerts and SLAs --------------------------------------------------------------------
     def _on_task_end(self, task: Any, state: Any, kill_reason: str | None) -> None:
+        if self.engine.datasets_written:  # consumers decide once the events are committed
+            self.engine.datasets_written = False
+            self.engine.call_at(self.clock.now(), self._consume_datasets)
         live = task.run
         dag_id, run_id, task_id = live.dag.dag_id, live.run_id, task.task_id
         value = state.value

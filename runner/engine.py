@@ -49,6 +49,7 @@ class Engine:
         self.config = config
         self.runner_id = runner_id
         self.actor = f"runner {runner_id}" if runner_id is not None else "operator"
+        self.datasets_written = False  # a dataset event was queued since the owner last looked
         self.listener = listener
         self.clock = clock
         self.runs: dict[int, LiveRun] = {}

@@ -284,6 +284,14 @@ class Lifecycle:
             fields["max_tries"] = task.max_tries
         self.move(task, new, cause, ti_reason, now, actor=actor, operator=cause == "operator",
                   detail=reason, **fields)
+        if new == S.SUCCESS and spec.outlets:  # SPEC 9: in the success's own transaction
+            metadata = watch.metadata if watch else {}
+            for dataset in spec.outlets:
+                self.changes.dataset_event(
+                    dataset, live.base_context["ds"], now, source="task", dag_id=live.dag.dag_id,
+                    run_id=live.run_id, task_id=task.task_id, try_number=task.try_number,
+                    actor=actor, metadata=metadata)
+            engine.datasets_written = True
         if engine.on_task_end is not None:
             engine.hook(engine.on_task_end, task, new, kill_reason)
         if new in (S.UP_FOR_RETRY, S.UP_FOR_RESCHEDULE):

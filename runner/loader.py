@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowtui.runner.model import DAG_DEFAULTS, DAG_KEYS, TASK_KEYS, DagSpec, TaskSpec
+from flowtui.runner.model import (
+    DAG_DEFAULTS, DAG_KEYS, TASK_KEYS, DagSpec, DatasetSchedule, TaskSpec,
+)
 from flowtui.runner.pyimport import DEFAULT_TIMEOUT, Importer
 from flowtui.runner.pyload import read_limited
 from flowtui.runner.schema import (
@@ -51,11 +53,15 @@ def record_load(store: Store, result: LoadResult) -> None:
     from flowtui.store.models import DagRecord, ImportError_
 
     now = store.now()
-    records = [DagRecord(d.dag_id, d.fileloc, d.description, d.schedule, d.timezone, d.owner,
-                         d.tags, d.paused, None, True, len(d.tasks), now)
+    records = [DagRecord(d.dag_id, d.fileloc, d.description,
+                         d.datasets.describe() if d.datasets else d.schedule, d.timezone,
+                         d.owner, d.tags, d.paused, None, True, len(d.tasks), now)
                for d in result.dags.values()]
     errors = [ImportError_(e.fileloc, e.line, e.message, now) for e in result.errors]
     store.sync_dags(records, errors, result.files)
+    consumers = {d.dag_id: d.datasets.datasets for d in result.dags.values() if d.datasets}
+    if consumers:
+        store.datasets.register_consumers(consumers)
 
 
 class _Invalid(ValueError):
@@ -302,9 +308,12 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
             if dep not in tasks:
                 raise _Invalid(f"task {spec.task_id!r} depends on unknown task {dep!r}"
                                f"{_closest_task(dep, tasks)}", spec.line)
+    cron, by_data = opts["schedule"], None
+    if isinstance(cron, DatasetSchedule):
+        cron, by_data = cron.cron, cron
     spec = DagSpec(
         dag_id=dag_id, fileloc=fileloc, tasks=tasks, description=opts["description"],
-        schedule=opts["schedule"], timezone=opts["timezone"], start_date=dates["start_date"],
+        schedule=cron, datasets=by_data, timezone=opts["timezone"], start_date=dates["start_date"],
         end_date=dates["end_date"], catchup=opts["catchup"],
         max_active_runs=opts["max_active_runs"], max_active_tasks=opts["max_active_tasks"],
         dagrun_timeout=opts["dagrun_timeout"], paused=opts["paused"], tags=opts["tags"],

@@ -117,6 +117,23 @@ class TaskSpec:
         return self.retries + 1
 
 
+MATCHES = ("same_partition", "any")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSchedule:
+    """``schedule: {datasets: [...], match: same_partition | any}``, maybe beside a cron."""
+    datasets: tuple[str, ...]
+    match: str = "same_partition"
+    cron: str | None = None
+
+    def describe(self) -> str:
+        text = f"datasets: {', '.join(self.datasets)}"
+        if self.match != "same_partition":
+            text += f" ({self.match})"
+        return f"{self.cron} or {text}" if self.cron else text
+
+
 @dataclass(slots=True)
 class DagSpec:
     dag_id: str
@@ -139,6 +156,7 @@ class DagSpec:
     alerts: list[str] = field(default_factory=list)
     sla: dict[str, Any] | None = None
     circuit_breaker: dict[str, Any] | None = None
+    datasets: DatasetSchedule | None = None  # runs made by dataset events (SPEC 9)
     line: int | None = None
     # Derived at load time: downstream lists and each task's effective priority.
     downstream: dict[str, list[str]] = field(default_factory=dict)

@@ -40,6 +40,17 @@ def parse_date(value: str, timezone: str) -> float:
     return moment.timestamp()
 
 
+def partition_day(partition: str, timezone: str) -> float | None:
+    """A dataset partition that is a day (``2026-03-28``) as that midnight in the DAG's
+    timezone, so a consumer run's ``{{ ds }}`` is its partition; None for any other name."""
+    if len(partition) != 10:
+        return None
+    try:
+        return parse_date(partition, timezone)
+    except RunError:
+        return None
+
+
 def check_runnable(dag: DagSpec, config: Config) -> None:
     """Refuse, before anything is recorded, a run that could never finish."""
     for task in dag.tasks.values():

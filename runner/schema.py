@@ -14,7 +14,9 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowtui.runner.durations import parse_duration
-from flowtui.runner.model import DAG_KEYS, TASK_KEYS, TRIGGER_RULES, WEIGHT_RULES
+from flowtui.runner.model import (
+    DAG_KEYS, MATCHES, TASK_KEYS, TRIGGER_RULES, WEIGHT_RULES, DatasetSchedule,
+)
 from flowtui.runner.templating import check_shell_template, check_template
 
 Check = Callable[[Any, dict[str, Any]], Any]
@@ -269,9 +271,11 @@ def instant(value: Any, tz: str) -> float | None:
 
 
 # -- schedules -------------------------------------------------------------------------------
-def schedule(value: Any, params: dict[str, Any]) -> str | None:
+def schedule(value: Any, params: dict[str, Any]) -> str | DatasetSchedule | None:
     if value is None:
         return None
+    if isinstance(value, dict):
+        return dataset_schedule(value, params)
     if not isinstance(value, str):
         raise ValueError(f"must be a cron expression or a preset such as @daily, not {value!r}")
     expr = PRESETS.get(value.strip(), value.strip())
@@ -285,6 +289,25 @@ def schedule(value: Any, params: dict[str, Any]) -> str | None:
         raise ValueError(f"cron expression {value!r} never fires: no month has that day; "
                          "fix the day-of-month or month field")
     return value.strip()
+
+
+def dataset_schedule(value: dict, params: dict[str, Any]) -> DatasetSchedule:
+    unknown = set(value) - {"datasets", "match", "cron"}
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r}; a schedule mapping takes "
+                         "datasets, match and cron")
+    datasets = names(value.get("datasets"), params)
+    if not datasets or not all(d.strip() for d in datasets):
+        raise ValueError("datasets: name at least one dataset, for example "
+                         "{datasets: [warehouse.orders]}")
+    match = value.get("match", "same_partition")
+    if match not in MATCHES:
+        raise ValueError(f"match: must be same_partition or any, not {match!r}")
+    cron = value.get("cron")
+    if cron is not None and not isinstance(cron, str):
+        raise ValueError(f"cron: must be a cron expression or a preset, not {cron!r}")
+    return DatasetSchedule(tuple(dict.fromkeys(datasets)), match,
+                           schedule(cron, params) if cron else None)  # type: ignore[arg-type]
 
 
 _CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*")

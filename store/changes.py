@@ -62,6 +62,8 @@ _RUN_REASON = "UPDATE task_instances SET reason = ? WHERE run_pk = ? AND state =
 _RUNNER_HEARTBEAT = "UPDATE runners SET heartbeat_at = ? WHERE id = ?"
 _RUNNER_HEALTH = ("UPDATE runners SET health = 'ok', last_error = ?, last_error_at = ? "
                   "WHERE id = ?")
+_DATASET_EVENT = ("INSERT INTO dataset_events (dataset, partition, at, source, dag_id, run_id, "
+                  "task_id, try_number, actor, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
 
 _task_sql: dict[tuple[str, ...], str] = {}
@@ -173,6 +175,16 @@ class Changes:
         self.ops.append((_TRY_END, (state, at, exit_code, reason, progress,
                                     json.dumps(metadata) if metadata else "{}", run_pk, task_id,
                                     try_number)))
+
+    def dataset_event(self, dataset: str, partition: str, at: float, *, source: str,
+                      dag_id: str | None = None, run_id: str | None = None,
+                      task_id: str | None = None, try_number: int | None = None,
+                      actor: str = "", metadata: dict[str, Any] | None = None) -> None:
+        """A dataset's partition was written (SPEC 9): in the same transaction as the success
+        of the task that wrote it, so one exists exactly when the other does."""
+        self.ops.append((_DATASET_EVENT, (dataset, partition, at, source, dag_id, run_id,
+                                          task_id, try_number, actor,
+                                          json.dumps(metadata) if metadata else "{}")))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""

@@ -24,6 +24,7 @@ from flowtui.store.version import MIGRATION_NAMES, MIGRATION_SET
 
 if TYPE_CHECKING:
     from flowtui.store.alerts import AlertRecords
+    from flowtui.store.datasets import DatasetRecords
     from flowtui.store.backfills import BackfillRecords
     from flowtui.store.retention import RetentionRecords
     from flowtui.store.views import Views
@@ -92,6 +93,12 @@ class Store:
         from flowtui.store.backfills import BackfillRecords
 
         return BackfillRecords(self)
+
+    @cached_property
+    def datasets(self) -> "DatasetRecords":
+        from flowtui.store.datasets import DatasetRecords
+
+        return DatasetRecords(self)
 
     @cached_property
     def retention(self) -> "RetentionRecords":

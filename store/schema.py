@@ -289,6 +289,44 @@ def _state_checks(db: Database) -> None:
             db.execute(index)
 
 
+@migrations(name="0008_datasets")
+def _datasets(db: Database) -> None:
+    # SPEC 9. An event says a dataset's partition was (re)written; a trigger row says which
+    # event a consumer's run took, so each event is consumed once per consumer (the primary
+    # key) in the transaction that creates the run; a consumer only looks at events newer than
+    # the newest one when it was first loaded (since_id).
+    _run_statements(db, """
+        CREATE TABLE dataset_events (
+            id INTEGER PRIMARY KEY,
+            dataset TEXT NOT NULL,
+            partition TEXT NOT NULL,
+            at REAL NOT NULL,
+            source TEXT NOT NULL,            -- task | emit
+            dag_id TEXT,
+            run_id TEXT,
+            task_id TEXT,
+            try_number INTEGER,
+            actor TEXT NOT NULL DEFAULT '',
+            metadata TEXT NOT NULL DEFAULT '{}'
+        ) STRICT;
+        CREATE INDEX dataset_events_name ON dataset_events(dataset, partition, id);
+        CREATE TABLE dataset_consumers (
+            consumer TEXT PRIMARY KEY,
+            since_id INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE dataset_triggers (
+            consumer TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            partition TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            run_pk INTEGER REFERENCES dag_runs(id) ON DELETE SET NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (consumer, dataset, event_id)
+        ) STRICT;
+        CREATE INDEX dataset_triggers_partition ON dataset_triggers(consumer, dataset, partition)
+        """)
+
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -104,14 +104,14 @@ timeout = "3s"
     wait_for(lambda: drip.started, 15, "the slow endpoint to be called")
     wait_for(lambda: query(home, "SELECT status FROM deliveries WHERE channel = 'fast'") ==
              [("sent",)], 10, "the healthy channel's delivery")
-    raised = query(home, "SELECT created_at FROM alerts")[0][0]
     fast_at = attempts(home, "fast")[0][0]
-    assert fast_at - raised < 2.5
     assert len(hooks.to("/fast")) == 1
     # The slow one ends at its total deadline, failed, and is retried after a backoff.
     wait_for(lambda: attempts(home, "slow"), 15, "the slow attempt to end")
     slow_at, ok, detail = attempts(home, "slow")[0]
-    assert fast_at < slow_at  # sent while the drip was still going
+    # Sent while the drip was still going (a sender stuck behind it would send after its 3 s
+    # deadline): a bound that holds however loaded the machine is.
+    assert fast_at < slow_at
     assert not ok and detail == "no complete answer within 3s from http://127.0.0.1/…"
     assert 3.0 - 0.5 <= slow_at - drip.started[0] < 3.0 + 2.5  # the server saw it late
     assert query(home, "SELECT status, attempts FROM deliveries WHERE channel = 'slow'"

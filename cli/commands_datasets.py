@@ -1,0 +1,126 @@
+"""``flowtui datasets list|show|emit`` (SPEC 9): what each dataset holds, who writes and reads
+it, and why a consumer waits."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+from flowtui.context import load_pipelines, open_store, read_store
+from flowtui.render import echo, local_time, visible
+from flowtui.runner import actions
+from flowtui.runner.config import Config
+from flowtui.runner.durations import format_duration
+from flowtui.runner.loader import LoadResult, record_load
+from flowtui.store import current_user
+from flowtui.usage import EXIT_OK, UsageError
+
+
+def lineage(result: LoadResult) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """dataset -> producing ``dag.task``s, and dataset -> consuming DAGs, from the pipelines."""
+    producers: dict[str, list[str]] = {}
+    consumers: dict[str, list[str]] = {}
+    for dag in result.dags.values():
+        for task in dag.tasks.values():
+            for name in task.outlets:
+                producers.setdefault(name, []).append(f"{dag.dag_id}.{task.task_id}")
+        if dag.datasets is not None:
+            for name in dag.datasets.datasets:
+                consumers.setdefault(name, []).append(dag.dag_id)
+    return producers, consumers
+
+
+def waiting_lines(store: Any, result: LoadResult) -> dict[str, list[str]]:
+    """consumer DAG -> why it has not run for partitions some of its datasets reached."""
+    why: dict[str, list[str]] = {}
+    for dag in result.dags.values():
+        if dag.datasets is None or dag.datasets.match == "any":
+            continue
+        found = store.datasets.readiness(dag.dag_id, dag.datasets.datasets, dag.datasets.match)
+        for partition, missing in found.waiting.items():
+            why.setdefault(dag.dag_id, []).append(
+                "waiting for " + ", ".join(f"{name} {partition}" for name in missing))
+    return why
+
+
+def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
+    if args.datasets_command == "emit":
+        return _emit(args, config)
+    result = load_pipelines(config)
+    store = read_store(config)
+    producers, consumers = lineage(result)
+    now = store.now()
+    if args.datasets_command == "list":
+        summaries = {s.name: s for s in store.datasets.summaries()}
+        names = sorted(set(summaries) | set(producers) | set(consumers))
+        rows = []
+        for name in names:
+            s = summaries.get(name)
+            newest = s.newest if s else None
+            rows.append({"name": name, "events": s.events if s else 0,
+                         "newest_partition": newest.partition if newest else None,
+                         "newest_at": local_time(newest.at) if newest else None,
+                         "age_seconds": round(now - newest.at, 1) if newest else None,
+                         "producers": producers.get(name, []),
+                         "consumers": consumers.get(name, [])})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return EXIT_OK
+        if not rows:
+            echo("no datasets: name them with outlets: on a task, or flowtui datasets emit")
+        for row in rows:
+            age = (f"{row['newest_partition']}, {format_duration(row['age_seconds'])} ago"
+                   if row["newest_partition"] else "no event yet")
+            echo(f"{visible(row['name'], inline=True)}  {age}  producers: "
+                 f"{', '.join(row['producers']) or '-'}  consumers: "
+                 f"{', '.join(row['consumers']) or '-'}")
+        return EXIT_OK
+    name = args.name
+    events = store.datasets.events(name, limit=10)
+    if not events and name not in producers and name not in consumers:
+        raise UsageError(f"no dataset named {name!r}; 'flowtui datasets list' shows them")
+    why = waiting_lines(store, result)
+    document = {
+        "name": name, "producers": producers.get(name, []),
+        "consumers": [{"dag_id": c, "waiting": why.get(c, [])} for c in consumers.get(name, [])],
+        "events": [{"id": e.id, "partition": e.partition, "at": local_time(e.at),
+                    "source": e.source, "dag_id": e.dag_id, "run_id": e.run_id,
+                    "task_id": e.task_id, "try_number": e.try_number, "actor": e.actor,
+                    "metadata": e.metadata} for e in events]}
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    echo(f"dataset {visible(name, inline=True)}")
+    echo(f"  producers: {', '.join(document['producers']) or '-'}")
+    for consumer in document["consumers"]:
+        echo(f"  consumer {consumer['dag_id']}: " + ("; ".join(consumer["waiting"]) or "up to date"))
+    for e in events:
+        source = (f"{e.dag_id} {e.run_id} {e.task_id} try {e.try_number}" if e.source == "task"
+                  else f"emitted by {e.actor}")
+        meta = " ".join(f"{k}={v}" for k, v in e.metadata.items())
+        echo(f"  {e.partition}  {local_time(e.at)}  {source}" + (f"  {meta}" if meta else ""))
+    return EXIT_OK
+
+
+def _emit(args: argparse.Namespace, config: Config) -> int:
+    name = args.name.strip()
+    if not name:
+        raise UsageError("a dataset needs a name, for example warehouse.orders")
+    metadata: dict[str, str] = {}
+    for item in args.meta or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--meta {item!r}: write key=value, for example rows=1500")
+        metadata[key] = value
+    store = open_store(config)
+    partition = args.partition or dt.date.fromtimestamp(store.now()).isoformat()
+    if config.pipelines.is_dir():  # consumers first seen now take this event
+        record_load(store, load_pipelines(config))
+    event_id = store.datasets.emit(name, partition, metadata, current_user())
+    daemon = actions.live_daemon(store)
+    if daemon is not None:
+        actions.wake(daemon[1])
+    echo(f"dataset event {event_id}: {name} {partition}" + (
+        "" if daemon else "; no runner is alive: its consumers run when one starts"))
+    return EXIT_OK

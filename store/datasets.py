@@ -1,0 +1,177 @@
+"""Datasets (SPEC 9): the events that say a partition was written, and which of them each
+consumer's runs have taken. A consumer run and the trigger rows naming the events it consumes
+are written in one transaction, after checking again inside it that those events are still
+unconsumed: an event is consumed once per consumer however many runners look at once."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowtui.store.changes import Changes
+from flowtui.store.models import Run
+
+if TYPE_CHECKING:
+    from flowtui.store.db import Store
+
+ANY = "*"  # the partition a `match: any` consumer records what it took under
+
+
+@dataclass(slots=True)
+class DatasetEvent:
+    id: int
+    dataset: str
+    partition: str
+    at: float
+    source: str
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    try_number: int | None
+    actor: str
+    metadata: dict[str, Any]
+
+
+EVENT_COLUMNS = ("id, dataset, partition, at, source, dag_id, run_id, task_id, try_number, "
+                 "actor, metadata")
+
+
+def _event(row: Sequence[Any]) -> DatasetEvent:
+    return DatasetEvent(*row[:10], json.loads(row[10] or "{}"))
+
+
+@dataclass(slots=True)
+class Readiness:
+    """A consumer's unconsumed events: partitions every dataset has reached (``ready``: the
+    newest event id per dataset), and partitions still missing some (``waiting``: the datasets
+    they wait for)."""
+    ready: dict[str, dict[str, int]] = field(default_factory=dict)
+    waiting: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DatasetSummary:
+    name: str
+    events: int
+    newest: DatasetEvent | None
+    partitions: int
+
+
+class DatasetRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- writes ----------------------------------------------------------------------------
+    def register_consumers(self, consumers: Mapping[str, Sequence[str]]) -> None:
+        """A consumer first seen takes events from now on (not the whole history)."""
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO dataset_consumers (consumer, since_id) VALUES "
+                "(?, (SELECT coalesce(max(id), 0) FROM dataset_events))",
+                [(name,) for name in consumers])
+
+    def emit(self, dataset: str, partition: str, metadata: dict[str, Any], user: str) -> int:
+        """``flowtui datasets emit``: an event from outside, audited."""
+        changes = Changes()
+        now = self.store.now()
+        changes.dataset_event(dataset, partition, now, source="emit", actor=user,
+                              metadata=metadata)
+        with self.store.transaction() as conn:
+            self.store.write(conn, changes)
+            event_id = conn.execute("SELECT max(id) FROM dataset_events").fetchone()[0]
+            self.store.audit(conn, "datasets emit", detail={
+                "dataset": dataset, "partition": partition, "metadata": metadata}, user=user)
+        return int(event_id)
+
+    def create_consumer_run(self, consumer: str, match: str, partition: str,
+                            events: Mapping[str, int], **run: Any) -> Run | None:
+        """Create the run that consumes ``events`` (dataset -> newest event id taken), or
+        nothing when another runner took them first."""
+        key = ANY if match == "any" else partition
+        with self.store.transaction() as conn:
+            taken = {dataset: conn.execute(
+                "SELECT max(event_id) FROM dataset_triggers WHERE consumer = ? AND dataset = ? "
+                "AND partition = ?", (consumer, dataset, key)).fetchone()[0]
+                for dataset in events}
+            if not any(got is None or events[d] > got for d, got in taken.items()):
+                return None  # another runner took these events first
+            events = {d: e for d, e in events.items() if taken[d] is None or e > taken[d]}
+            created = self.store.insert_run(conn, dag_id=consumer, unique=True,
+                                            at=self.store.now(), **run)
+            conn.executemany(
+                "INSERT INTO dataset_triggers (consumer, dataset, partition, event_id, run_pk, "
+                "at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(consumer, dataset, key, event_id, created.pk, self.store.now())
+                 for dataset, event_id in events.items()])
+            return created
+
+    # -- reads -----------------------------------------------------------------------------
+    def readiness(self, consumer: str, datasets: Sequence[str], match: str) -> Readiness:
+        conn = self.store.conn
+        row = conn.execute("SELECT since_id FROM dataset_consumers WHERE consumer = ?",
+                           (consumer,)).fetchone()
+        if row is None:
+            return Readiness()
+        since = row[0]
+        found = Readiness()
+        if match == "any":
+            newest: dict[str, int] = {}
+            for dataset in datasets:
+                got = conn.execute(
+                    "SELECT max(e.id) FROM dataset_events e WHERE e.dataset = ? AND e.id > ? AND "
+                    "e.id > coalesce((SELECT max(event_id) FROM dataset_triggers WHERE "
+                    "consumer = ? AND dataset = ? AND partition = ?), 0)",
+                    (dataset, since, consumer, dataset, ANY)).fetchone()[0]
+                if got is not None:
+                    newest[dataset] = got
+            if newest:
+                top = max(newest.values())
+                partition = conn.execute("SELECT partition FROM dataset_events WHERE id = ?",
+                                         (top,)).fetchone()[0]
+                found.ready[partition] = newest
+            return found
+        # A partition runs once every dataset has an event for it, and again whenever one of
+        # them gets a newer event than the last run took (a producer re-run).
+        newest: dict[str, dict[str, int]] = {}
+        fresh: set[str] = set()
+        for dataset in datasets:
+            for partition, event_id, taken in conn.execute(
+                    "SELECT e.partition, max(e.id), (SELECT max(t.event_id) FROM "
+                    "dataset_triggers t WHERE t.consumer = ? AND t.dataset = e.dataset AND "
+                    "t.partition = e.partition) FROM dataset_events e WHERE e.dataset = ? AND "
+                    "e.id > ? GROUP BY e.partition", (consumer, dataset, since)):
+                newest.setdefault(partition, {})[dataset] = event_id
+                if taken is None or event_id > taken:
+                    fresh.add(partition)
+        for partition in sorted(fresh):
+            got = newest[partition]
+            if len(got) == len(datasets):
+                found.ready[partition] = got
+            else:
+                found.waiting[partition] = [d for d in datasets if d not in got]
+        return found
+
+    def events(self, dataset: str | None = None, limit: int = 100) -> list[DatasetEvent]:
+        where, params = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
+        rows = self.store.conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM dataset_events {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit))
+        return [_event(r) for r in rows]
+
+    def summaries(self) -> list[DatasetSummary]:
+        conn = self.store.conn
+        out = []
+        for name, count, partitions, newest_id in conn.execute(
+                "SELECT dataset, count(*), count(DISTINCT partition), max(id) FROM "
+                "dataset_events GROUP BY dataset ORDER BY dataset"):
+            row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM dataset_events WHERE id = ?",
+                               (newest_id,)).fetchone()
+            out.append(DatasetSummary(name, count, _event(row), partitions))
+        return out
+
+    def consumer_runs(self, dataset: str, limit: int = 20) -> list[tuple[str, str, int]]:
+        """(consumer, partition, run_pk) of the newest runs that consumed this dataset."""
+        return self.store.conn.execute(
+            "SELECT consumer, partition, run_pk FROM dataset_triggers WHERE dataset = ? "
+            "ORDER BY event_id DESC LIMIT ?", (dataset, limit)).fetchall()

@@ -1,0 +1,191 @@
+"""Datasets (SPEC 9): a task's outlets record events when it succeeds, and a DAG scheduled by
+datasets gets exactly one run per partition, with `ds` equal to the partition, whoever wrote
+the events and whenever a runner was there to see them. The real daemon (in process, on a
+driven clock), real task processes and a real SQLite file; `flowtui` commands as a user types
+them."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import flowtui, write
+
+from flowtui.runner.clock import ManualClock
+from flowtui.runner.config import load_config
+from flowtui.runner.daemon import Daemon
+
+PRODUCERS = """
+dag_id: {name}
+tasks:
+  load:
+    command: 'while [ ! -e {gate} ]; do sleep 0.02; done; echo "::flowtui metadata rows=1500"'
+    outlets: [warehouse.{name}]
+"""
+REPORT = """
+dag_id: report
+schedule: {{datasets: [warehouse.orders, warehouse.customers]{match}}}
+tasks:
+  build: {{command: 'echo "$FLOWTUI_DS" >> {out}'}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _woken_in_process():
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.fixture
+def lineage(home: Path, pipelines: Path, tmp_path: Path) -> Path:
+    gate = tmp_path / "gate"
+    for name in ("orders", "customers"):
+        write(pipelines, f"{name}.yaml", PRODUCERS.format(name=name, gate=gate))
+    out = tmp_path / "report.out"
+    write(pipelines, "report.yaml", REPORT.format(out=out, match=""))
+    return gate
+
+
+def runs(home: Path, dag_id: str) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    try:
+        return conn.execute("SELECT run_id, state, run_type FROM dag_runs WHERE dag_id = ? "
+                            "ORDER BY id", (dag_id,)).fetchall()
+    finally:
+        conn.close()
+
+
+def serve_until_settled(daemon: Daemon, clock: ManualClock, done, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the daemon did not settle"
+        daemon.run_until_idle()
+        clock.advance(0.5)
+        daemon.tick(clock.now())
+
+
+def test_two_producers_finishing_together_give_one_consumer_run_per_partition(
+        home: Path, pipelines: Path, tmp_path: Path, lineage: Path) -> None:
+    for name in ("orders", "customers"):
+        for date in ("2026-03-27", "2026-03-28"):
+            assert flowtui("trigger", name, "--date", date, home=home,
+                           pipelines=pipelines).returncode == 0
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        daemon.engine.turn()
+        lineage.write_text("open")  # all four producer tasks end at once
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "report")) >= 2 and all(
+            r[1] == "success" for r in runs(home, "report") + runs(home, "orders")))
+        for _ in range(3):  # later turns and ticks create nothing more
+            clock.advance(5)
+            daemon.tick(clock.now())
+            daemon.run_until_idle()
+    finally:
+        daemon.close()
+    assert sorted(runs(home, "report")) == [("dataset__2026-03-27", "success", "dataset"),
+                                            ("dataset__2026-03-28", "success", "dataset")]
+    # Each run's ds is its partition.
+    assert sorted((tmp_path / "report.out").read_text().split()) == ["2026-03-27", "2026-03-28"]
+    shown = json.loads(flowtui("datasets", "show", "warehouse.orders", "--json", home=home,
+                               pipelines=pipelines).stdout)
+    assert {e["partition"] for e in shown["events"]} == {"2026-03-27", "2026-03-28"}
+    assert all(e["metadata"] == {"rows": "1500"} or e["metadata"] == {"rows": 1500}
+               for e in shown["events"])
+    assert shown["producers"] == ["orders.load"]
+
+
+def test_events_written_while_no_runner_lives_are_consumed_once_on_start(
+        home: Path, pipelines: Path, tmp_path: Path, lineage: Path) -> None:
+    lineage.write_text("open")
+    assert flowtui("dags", "list", home=home, pipelines=pipelines).returncode == 0  # known
+    # One producer runs in the foreground (no runner), the other dataset comes from outside.
+    assert flowtui("run", "orders", "--date", "2026-03-28", home=home,
+                   pipelines=pipelines).returncode == 0
+    shown = flowtui("datasets", "show", "warehouse.orders", home=home, pipelines=pipelines)
+    assert "consumer report: waiting for warehouse.customers 2026-03-28" in shown.stdout
+    emitted = flowtui("datasets", "emit", "warehouse.customers", "--partition", "2026-03-28",
+                      "--meta", "rows=42", home=home, pipelines=pipelines)
+    assert emitted.returncode == 0 and "no runner is alive" in emitted.stdout
+    assert runs(home, "report") == []
+    for _ in range(2):  # a runner starts, and later another: the run is created once
+        clock = ManualClock(start=time.time())
+        daemon = Daemon(load_config(home, pipelines), clock=clock)
+        try:
+            daemon.start()
+            serve_until_settled(daemon, clock, lambda: runs(home, "report") and all(
+                r[1] == "success" for r in runs(home, "report")))
+        finally:
+            daemon.close()
+    assert runs(home, "report") == [("dataset__2026-03-28", "success", "dataset")]
+    audit = sqlite3.connect(home / "flowtui.db").execute(
+        "SELECT action FROM audit_log WHERE action = 'datasets emit'").fetchall()
+    assert len(audit) == 1
+
+
+def test_a_producer_rerun_triggers_the_partition_again(
+        home: Path, pipelines: Path, tmp_path: Path, lineage: Path) -> None:
+    lineage.write_text("open")
+    flowtui("dags", "list", home=home, pipelines=pipelines)
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        for name in ("orders", "customers"):
+            flowtui("run", name, "--date", "2026-03-28", home=home, pipelines=pipelines)
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "report")) == 1 and
+                            runs(home, "report")[0][1] == "success")
+        # orders is re-run for that day: a new event, so the report runs again for it;
+        # customers' old event still stands for the partition.
+        flowtui("run", "orders", "--date", "2026-03-28", home=home, pipelines=pipelines)
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "report")) == 2 and
+                            runs(home, "report")[1][1] == "success")
+    finally:
+        daemon.close()
+    assert [r[0] for r in runs(home, "report")] == ["dataset__2026-03-28",
+                                                    "dataset__2026-03-28.2"]
+
+
+def test_match_any_runs_for_each_new_event_and_same_partition_waits_for_all(
+        home: Path, pipelines: Path, tmp_path: Path, lineage: Path) -> None:
+    write(pipelines, "any_report.yaml", REPORT.format(out=tmp_path / "any.out",
+                                                      match=", match: any")
+          .replace("dag_id: report", "dag_id: any_report"))
+    flowtui("dags", "list", home=home, pipelines=pipelines)
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        flowtui("datasets", "emit", "warehouse.orders", "--partition", "2026-03-28",
+                home=home, pipelines=pipelines)
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "any_report")) == 1 and
+                            runs(home, "any_report")[0][1] == "success")
+        assert runs(home, "report") == []  # same_partition: customers has not arrived
+        flowtui("datasets", "emit", "warehouse.customers", "--partition", "2026-03-28",
+                home=home, pipelines=pipelines)
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "any_report")) == 2 and len(
+            runs(home, "report")) == 1 and all(r[1] == "success" for r in runs(home, "report")
+                                               + runs(home, "any_report")))
+    finally:
+        daemon.close()
+
+
+def test_a_bad_dataset_schedule_is_one_line(home: Path, pipelines: Path) -> None:
+    write(pipelines, "bad.yaml", """
+        dag_id: bad
+        schedule: {datasets: [], match: sometimes}
+        tasks:
+          a: {command: 'true'}
+    """)
+    done = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert done.returncode == 1
+    assert "datasets: name at least one dataset" in done.stdout + done.stderr
