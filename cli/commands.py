@@ -153,7 +153,8 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
     echo(f"{dag.dag_id}  ({visible(os.path.relpath(dag.fileloc), inline=True)})")
     if dag.description:
         echo(dag.description)
-    echo(f"schedule: {dag.schedule or 'manual only'}  timezone: {dag.timezone}  "
+    schedule = dag.datasets.describe() if dag.datasets else dag.schedule or "manual only"
+    echo(f"schedule: {visible(schedule, inline=True)}  timezone: {dag.timezone}  "
          f"tasks: {len(dag.tasks)}  max_active_runs: {dag.max_active_runs}")
     print()
     echo(draw_layers(dag))
@@ -165,6 +166,12 @@ def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:
         rows.append([task_id, kind, t.trigger_rule, str(t.retries), str(dag.priority[task_id]),
                      t.pool, ", ".join(t.deps) or "-"])
     print(table(rows, ["TASK", "KIND", "TRIGGER_RULE", "RETRIES", "PRIORITY", "POOL", "DEPS"]))
+    data = [(t.task_id, t.inlets, t.outlets) for t in dag.tasks.values() if t.inlets or t.outlets]
+    if data:
+        print()
+        for task_id, inlets, outlets in data:
+            echo(visible(f"  {task_id}: reads {', '.join(inlets) or '-'}; writes "
+                         f"{', '.join(outlets) or '-'}", inline=True))
     if dag.schedule:
         print()
         fires = next_fire_times(dag, SYSTEM.now(), 5)

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from flowtui.context import load_pipelines, open_store, read_store
+from flowtui.context import load_pipelines, open_store
 from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.config import Config
@@ -48,7 +48,7 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
     if args.datasets_command == "emit":
         return _emit(args, config)
     result = load_pipelines(config)
-    store = read_store(config)
+    store = open_store(config)  # lineage comes from the pipelines: a new home answers too
     producers, consumers = lineage(result)
     now = store.now()
     if args.datasets_command == "list":

@@ -189,3 +189,16 @@ def test_a_bad_dataset_schedule_is_one_line(home: Path, pipelines: Path) -> None
     done = flowtui("dags", "check", home=home, pipelines=pipelines)
     assert done.returncode == 1
     assert "datasets: name at least one dataset" in done.stdout + done.stderr
+
+
+def test_dags_show_names_what_a_dag_reads_and_writes(home: Path, pipelines: Path,
+                                                      lineage: Path) -> None:
+    shown = flowtui("dags", "show", "report", home=home, pipelines=pipelines).stdout
+    assert "schedule: datasets: warehouse.orders, warehouse.customers" in shown
+    shown = flowtui("dags", "show", "orders", home=home, pipelines=pipelines).stdout
+    assert "load: reads -; writes warehouse.orders" in shown
+    listed = json.loads(flowtui("datasets", "list", "--json", home=home,
+                                pipelines=pipelines).stdout)
+    assert {row["name"]: (row["producers"], row["consumers"]) for row in listed} == {
+        "warehouse.customers": (["customers.load"], ["report"]),
+        "warehouse.orders": (["orders.load"], ["report"])}
