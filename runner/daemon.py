@@ -25,6 +25,8 @@ from flowtui.runner.executor import process_start_time, same_process
 from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record_load
 from flowtui.runner.model import DagSpec
 from flowtui.runner.notify import Sender
+from flowtui.runner.freshness import FreshnessWatch
+from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.retention import DailyRetention
 from flowtui.runner.runs import partition_day
 from flowtui.runner.sla import SlaWatch
@@ -118,6 +120,8 @@ class Daemon:
                              arm=self._arm)
         self.engine.on_task_end = self._on_task_end
         self.slas = SlaWatch(self.alerts)
+        self.freshness = FreshnessWatch(self.store, self.alerts, clock.now())
+        self._watched: dict[str, Any] = {}  # dataset -> freshness policy (SPEC 9)
         # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
@@ -198,6 +202,10 @@ class Daemon:
         if any(d.sla for d in self.dags.values()):
             self.slas.check(self.dags, now)
             due.append(now + SLA_CHECK)
+        if self._watched:
+            fresh_due = self.freshness.check(self._watched, now)
+            if fresh_due is not None:
+                due.append(fresh_due)
         return min(due)
 
     def _arm(self, at: float | None) -> None:
@@ -252,7 +260,9 @@ class Daemon:
         self.dags = {**kept, **result.dags}  # a broken file keeps its last good DAGs
         self.alerts.dags = self.dags
         toml = str(self.config.home / "flowtui.toml")
-        problems = self.alert_config.errors + dag_policy_errors(self.alert_config, self.dags)
+        self._watched, stale_errors = freshness_policies(self.dags, self.config.raw)
+        problems = (self.alert_config.errors + dag_policy_errors(self.alert_config, self.dags)
+                    + stale_errors)
         result.errors.extend(LoadError(toml, None, p) for p in problems)
         result.files.append(toml)
         record_load(self.store, result)
@@ -340,6 +350,8 @@ class Daemon:
             if dag.datasets is not None and not self._paused(dag.dag_id):
                 self._per_dag(dag.dag_id, "consuming dataset events", self._consume_dag, dag,
                               now)
+        if self._watched:  # a new event resolves its dataset's staleness at once
+            self.freshness.check(self._watched, now)
 
     def _consume_dag(self, dag: DagSpec, now: float) -> None:
         trigger = dag.datasets

@@ -318,7 +318,8 @@ def build_dag(data: dict[str, Any], fileloc: str, *, dag_line: int | None = None
         max_active_runs=opts["max_active_runs"], max_active_tasks=opts["max_active_tasks"],
         dagrun_timeout=opts["dagrun_timeout"], paused=opts["paused"], tags=opts["tags"],
         owner=opts["owner"], params=params, env=opts["env"], alerts=opts["alerts"],
-        sla=opts["sla"], circuit_breaker=opts["circuit_breaker"], line=line,
+        sla=opts["sla"], circuit_breaker=opts["circuit_breaker"], freshness=opts["datasets"],
+        line=line,
     )
     finish_dag(spec)
     return spec

@@ -67,6 +67,7 @@ DAG_DEFAULTS: dict[str, Any] = {
     "params": {},
     "env": {},
     "alerts": [],
+    "datasets": {},
     "sla": None,
     "circuit_breaker": None,
     "defaults": {},
@@ -157,6 +158,7 @@ class DagSpec:
     sla: dict[str, Any] | None = None
     circuit_breaker: dict[str, Any] | None = None
     datasets: DatasetSchedule | None = None  # runs made by dataset events (SPEC 9)
+    freshness: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset -> policy
     line: int | None = None
     # Derived at load time: downstream lists and each task's effective priority.
     downstream: dict[str, list[str]] = field(default_factory=dict)

@@ -238,6 +238,39 @@ def sla(value: Any, params: dict[str, Any]) -> dict[str, Any] | None:
         raise ValueError(f"within: {exc}") from None
 
 
+def freshness(value: Any, where: str = "freshness") -> dict[str, Any]:
+    """``{max_age: 26h}`` or ``{deadline: "08:00"}`` (in the producing DAG's timezone)."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in (
+            "max_age", "deadline"):
+        raise ValueError(f"{where} must be {{max_age: 26h}} or {{deadline: \"08:00\"}}")
+    key, arg = next(iter(value.items()))
+    if key == "deadline":
+        if not isinstance(arg, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", arg):
+            raise ValueError(f"{where}: deadline must be a time like \"08:00\", not {arg!r}")
+        return {"deadline": arg}
+    try:
+        return {"max_age": parse_duration(arg)}
+    except ValueError as exc:
+        raise ValueError(f"{where}: max_age: {exc}") from None
+
+
+def dataset_block(value: Any, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A DAG's ``datasets:`` block: ``{NAME: {freshness: {max_age: 26h}}}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must map dataset names to their settings, for example "
+                         "{warehouse.orders: {freshness: {max_age: 26h}}}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, settings in value.items():
+        if not isinstance(settings, dict) or set(settings) - {"freshness"}:
+            raise ValueError(f"{name}: takes freshness: {{max_age: 26h}} or "
+                             "{deadline: \"08:00\"}")
+        if "freshness" in settings:
+            out[str(name)] = freshness(settings["freshness"], f"{name}: freshness")
+    return out
+
+
 def timezone(value: Any, params: dict[str, Any]) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be an IANA name such as Europe/Berlin, not {value!r}")
@@ -378,6 +411,7 @@ DAG_SCHEMA: dict[str, Check] = {
     "max_active_runs": count(1), "max_active_tasks": count(1),
     "dagrun_timeout": duration(optional=True), "paused": flag, "tags": names, "owner": text,
     "env": env_map, "alerts": names, "sla": sla, "circuit_breaker": circuit_breaker,
+    "datasets": dataset_block,
 }
 DAG_STRUCTURE = frozenset({"dag_id", "start_date", "end_date", "params", "defaults", "tasks"})
 

@@ -152,6 +152,10 @@ class DatasetRecords:
                 found.waiting[partition] = [d for d in datasets if d not in got]
         return found
 
+    def newest_at(self, dataset: str) -> float | None:
+        return self.store.conn.execute("SELECT max(at) FROM dataset_events WHERE dataset = ?",
+                                       (dataset,)).fetchone()[0]
+
     def events(self, dataset: str | None = None, limit: int = 100) -> list[DatasetEvent]:
         where, params = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
         rows = self.store.conn.execute(

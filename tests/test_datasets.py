@@ -202,3 +202,62 @@ def test_dags_show_names_what_a_dag_reads_and_writes(home: Path, pipelines: Path
     assert {row["name"]: (row["producers"], row["consumers"]) for row in listed} == {
         "warehouse.customers": (["customers.load"], ["report"]),
         "warehouse.orders": (["orders.load"], ["report"])}
+
+
+def test_a_stale_dataset_pages_and_its_next_event_resolves_it(home: Path, pipelines: Path,
+                                                               tmp_path: Path) -> None:
+    from test_alerts import Hooks
+
+    hooks = Hooks()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "flowtui.toml").write_text(f"""
+[channels.desk]
+type = "webhook"
+url = "{hooks.url}/stale"
+[policies.data]
+on = ["dataset_stale"]
+steps = [{{after = "0m", notify = ["desk"]}}]
+""")
+        write(pipelines, "orders.yaml", """
+            dag_id: orders
+            alerts: [data]
+            datasets:
+              warehouse.orders: {freshness: {max_age: 2h}}
+            tasks:
+              load: {command: 'true', outlets: [warehouse.orders]}
+        """)
+        assert flowtui("run", "orders", home=home, pipelines=pipelines).returncode == 0
+        clock = ManualClock(start=time.time())
+        daemon = Daemon(load_config(home, pipelines), clock=clock)
+        try:
+            daemon.start()
+            daemon.run_until_idle()
+            due = daemon.tick(clock.now())
+            assert due <= time.time() + 2 * 3600 + 1  # it wakes when the dataset goes stale
+            assert query_alerts(home) == []
+            clock.advance(2 * 3600 + 5)  # nothing failed; the producer just stopped
+            daemon.tick(clock.now())
+            assert query_alerts(home) == [("dataset_stale", "orders", "warehouse.orders", "open")]
+            deadline = time.monotonic() + 15
+            while not hooks.to("/stale"):
+                assert time.monotonic() < deadline, "the stale alert reached no channel"
+                time.sleep(0.05)
+            assert "warehouse.orders" in json.dumps(hooks.to("/stale")[0])
+            # The next event (the emit command's own code, on this clock) resolves it.
+            daemon.store.datasets.emit("warehouse.orders", "2026-03-28", {}, "loader")
+            daemon.tick(clock.now())
+            assert query_alerts(home) == [("dataset_stale", "orders", "warehouse.orders",
+                                           "resolved")]
+        finally:
+            daemon.close()
+    finally:
+        hooks.server.shutdown()
+
+
+def query_alerts(home: Path) -> list[tuple]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    try:
+        return conn.execute("SELECT kind, dag_id, task_id, state FROM alerts").fetchall()
+    finally:
+        conn.close()
