@@ -261,3 +261,46 @@ def query_alerts(home: Path) -> list[tuple]:
         return conn.execute("SELECT kind, dag_id, task_id, state FROM alerts").fetchall()
     finally:
         conn.close()
+
+
+def test_thirty_partitions_backfilled_give_thirty_consumer_runs_none_twice(
+        home: Path, pipelines: Path, tmp_path: Path) -> None:
+    write(pipelines, "daily_orders.yaml", """
+        dag_id: daily_orders
+        schedule: "@daily"
+        start_date: 2026-03-01
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders]}
+    """)
+    out = tmp_path / "report.out"
+    write(pipelines, "report.yaml", f"""
+        dag_id: report
+        max_active_runs: 2
+        schedule: {{datasets: [warehouse.orders]}}
+        tasks:
+          build: {{command: 'echo "$FLOWTUI_DS" >> {out}'}}
+    """)
+    assert flowtui("dags", "pause", "daily_orders", home=home,
+                   pipelines=pipelines).returncode == 0  # only the backfill makes its runs
+    done = flowtui("backfill", "daily_orders", "--start", "2026-03-01", "--end", "2026-03-30",
+                   "--parallelism", "4", "--wait", home=home, pipelines=pipelines)
+    assert done.returncode == 0, done.stderr
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    most_at_once = 0
+    try:
+        daemon.start()
+        deadline = time.monotonic() + 60
+        while len([r for r in runs(home, "report") if r[1] == "success"]) < 30:
+            assert time.monotonic() < deadline, runs(home, "report")
+            running = [r for r in runs(home, "report") if r[1] == "running"]
+            most_at_once = max(most_at_once, len(running))
+            daemon.engine.turn()
+            clock.advance(0.1)
+            daemon.tick(clock.now())
+    finally:
+        daemon.close()
+    made = runs(home, "report")
+    assert len(made) == 30 and len({r[0] for r in made}) == 30
+    assert sorted(out.read_text().split()) == [f"2026-03-{d:02d}" for d in range(1, 31)]
+    assert most_at_once <= 2  # the consumer's max_active_runs throttles them
