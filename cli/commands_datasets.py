@@ -32,12 +32,17 @@ def lineage(result: LoadResult) -> tuple[dict[str, list[str]], dict[str, list[st
 
 
 def waiting_lines(store: Any, result: LoadResult) -> dict[str, list[str]]:
-    """consumer DAG -> why it has not run for partitions some of its datasets reached."""
+    """consumer DAG -> why it has not run (yet) for partitions its datasets reached."""
     why: dict[str, list[str]] = {}
     for dag in result.dags.values():
-        if dag.datasets is None or dag.datasets.match == "any":
+        if dag.datasets is None:
             continue
         found = store.datasets.readiness(dag.dag_id, dag.datasets.datasets, dag.datasets.match)
+        for partition in found.ready:
+            why.setdefault(dag.dag_id, []).append(
+                f"a run for {partition} is due (the runner creates it)"
+                if dag.datasets.match != "any" else "a run for new events is due (the runner "
+                                                     "creates it)")
         for partition, missing in found.waiting.items():
             why.setdefault(dag.dag_id, []).append(
                 "waiting for " + ", ".join(f"{name} {partition}" for name in missing))

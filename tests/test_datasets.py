@@ -304,3 +304,34 @@ def test_thirty_partitions_backfilled_give_thirty_consumer_runs_none_twice(
     assert len(made) == 30 and len({r[0] for r in made}) == 30
     assert sorted(out.read_text().split()) == [f"2026-03-{d:02d}" for d in range(1, 31)]
     assert most_at_once <= 2  # the consumer's max_active_runs throttles them
+
+
+def test_the_lineage_sample_runs_its_consumers_for_the_day_that_landed(
+        home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    samples = Path(__file__).resolve().parent.parent / "sample_pipelines"
+    pipes = tmp_path / "samples"
+    pipes.mkdir()
+    for name in ("orders_lineage.yaml", "daily_revenue_report.yaml",
+                 "customer_churn_model.yaml"):
+        shutil.copy(samples / name, pipes)
+    assert flowtui("dags", "list", home=home, pipelines=pipes).returncode == 0
+    assert flowtui("run", "orders_lineage", "--date", "2026-03-28", home=home,
+                   pipelines=pipes).returncode == 0
+    # Paused, its cron makes no run of its own meanwhile: the consumers see one day only.
+    assert flowtui("dags", "pause", "orders_lineage", home=home, pipelines=pipes).returncode == 0
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipes), clock=clock)
+    try:
+        daemon.start()
+        serve_until_settled(daemon, clock, lambda: all(
+            runs(home, dag) and runs(home, dag)[-1][1] == "success"
+            for dag in ("daily_revenue_report", "customer_churn_model")))
+    finally:
+        daemon.close()
+    assert [r[0] for r in runs(home, "daily_revenue_report")] == ["dataset__2026-03-28"]
+    assert len(runs(home, "customer_churn_model")) == 1
+    shown = flowtui("datasets", "show", "warehouse.clean_orders", home=home, pipelines=pipes)
+    assert "consumer daily_revenue_report: up to date" in shown.stdout
+    assert "rows=18204" in shown.stdout
