@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from flowtui.app.backfills_screen import BackfillsScreen
+from flowtui.app.datasets_screen import DatasetsScreen
 from flowtui.app.acting import TaskActions
 from flowtui.app.base import FlowScreen, ReadFailed
 from flowtui.app.keys import KeyDone, KeyOrder
@@ -29,14 +30,15 @@ from flowtui.store.views import ChangeMark
 from flowtui.themes import CSS_PATH, THEMES
 
 REFRESH_SECONDS = 1.0
-MODE_NAMES = ("now", "dags", "runs", "alerts", "sla", "runner", "backfills")
+MODE_NAMES = ("now", "dags", "runs", "alerts", "sla", "runner", "backfills", "datasets")
 
 
 class FlowtuiApp(App[None]):
     CSS_PATH = str(CSS_PATH)
     TITLE = "flowtui"
     MODES = {"now": NowScreen, "dags": DagsScreen, "runs": RunsScreen, "alerts": AlertsScreen,
-             "sla": SlaScreen, "runner": RunnerScreen, "backfills": BackfillsScreen}
+             "sla": SlaScreen, "runner": RunnerScreen, "backfills": BackfillsScreen,
+             "datasets": DatasetsScreen}
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, config: Config, *, read_only: bool = False, theme: str = "dark",

@@ -25,6 +25,7 @@ NAV = [
     Binding("4", "app.mode('sla')", "SLA", show=False, id="mode-sla"),
     Binding("5", "app.mode('runner')", "Runner", show=False, id="mode-runner"),
     Binding("6", "app.mode('backfills')", "Backfills", show=False, id="mode-backfills"),
+    Binding("7", "app.mode('datasets')", "Datasets", show=False, id="mode-datasets"),
     Binding("question_mark", "app.help", "Help", id="help"),
     Binding("colon", "app.command_palette", "Palette", show=False, id="palette"),
     Binding("escape", "back", "Back", show=False, id="back"),

@@ -335,3 +335,37 @@ def test_the_lineage_sample_runs_its_consumers_for_the_day_that_landed(
     shown = flowtui("datasets", "show", "warehouse.clean_orders", home=home, pipelines=pipes)
     assert "consumer daily_revenue_report: up to date" in shown.stdout
     assert "rows=18204" in shown.stdout
+
+
+def test_the_datasets_screen_shows_freshness_and_the_lineage_of_the_selected_dataset(
+        home: Path, pipelines: Path, lineage: Path) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app.app import make_app
+
+    lineage.write_text("open")
+    write(pipelines, "orders.yaml", """
+        dag_id: orders
+        datasets:
+          warehouse.orders: {freshness: {max_age: 1h}}
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders], inlets: [raw.orders]}
+    """)
+    assert flowtui("run", "orders", "--date", "2026-03-28", home=home,
+                   pipelines=pipelines).returncode == 0
+    clock = ManualClock(start=time.time() + 2 * 3600)  # two hours on: the orders are stale
+
+    async def go() -> None:
+        app = make_app(load_config(home, pipelines), refresh_seconds=0.2, clock=clock)
+        async with app.run_test(size=(120, 32)) as pilot:
+            await pilot.press("7")
+            await until(pilot, lambda: "warehouse.orders" in screen_text(app), what="the list")
+            await pilot.press("slash", *"warehouse.orders", "enter")  # as an operator would
+            await until(pilot, lambda: "warehouse.orders  " in screen_text(app) and
+                        "written by" in screen_text(app), what="its lineage")
+            shown = screen_text(app)
+            assert "stale" in shown and "2026-03-28" in shown
+            assert "orders.load  reads raw.orders" in shown
+            assert "report" in shown and "waiting for warehouse.customers 2026-03-28" in shown
+
+    run_async(go())

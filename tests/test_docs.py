@@ -25,6 +25,7 @@ def test_every_key_binding_is_in_the_readme() -> None:
     """What the footer and ? promise is documented: every described key of every screen."""
     from flowtui.app.backfills_screen import BackfillsScreen
     from flowtui.app.dag_screen import DagScreen
+    from flowtui.app.datasets_screen import DatasetsScreen
     from flowtui.app.graph_view import GraphView
     from flowtui.app.lists import (AlertsScreen, DagsScreen, NowScreen, RunnerScreen,
                                    RunsScreen, SlaScreen)
@@ -34,12 +35,13 @@ def test_every_key_binding_is_in_the_readme() -> None:
     section = README[README.index("## The terminal UI"):README.index("## Commands")]
     missing = set()
     for screen in (NowScreen, DagsScreen, RunsScreen, AlertsScreen, SlaScreen, RunnerScreen,
-                   BackfillsScreen, DagScreen, TaskScreen, LogScreen, GraphView):
+                   BackfillsScreen, DatasetsScreen, DagScreen, TaskScreen, LogScreen,
+                   GraphView):
         for binding in screen.BINDINGS:
             if not getattr(binding, "description", ""):
                 continue
             for key in binding.key.split(","):
                 name = _KEY_NAMES.get(key, key)
-                if f"`{name}`" not in section and not (name.isdigit() and "`0`-`6`" in section):
+                if f"`{name}`" not in section and not (name.isdigit() and "`0`-`7`" in section):
                     missing.add(f"{screen.__name__}: {name} ({binding.description})")
     assert not missing, sorted(missing)

@@ -31,7 +31,7 @@ tasks:
   extract_orders: {command: 'echo extract'}
   extract_customers: {command: 'echo extract'}
   transform: {command: 'echo t', deps: [extract_orders, extract_customers]}
-  load: {command: 'echo l', deps: [transform]}
+  load: {command: 'echo l', deps: [transform], outlets: [warehouse.orders]}
   notify_failure: {command: 'echo n', deps: [load], trigger_rule: one_failed}
 """
 BROKEN = "dag_id: broken\ntasks:\n  a: {command: 'true', retires: 2}\n"
@@ -189,6 +189,7 @@ SCREENS = {
     "help": (["question_mark"], "Keys:"),
     "clear_dialog": (["c"], "go back to none"),
     "backfills": (["6"], "Backfills"),
+    "datasets": (["7"], "written by"),
 }
 # Every screen at both sizes in the dark and high-contrast themes, and at 80x24 in monochrome
 # (NO_COLOR): state must read from glyphs and text alone.
