@@ -301,7 +301,9 @@ class DagScreen(DagActions, TaskActions, FlowScreen):
                   if run is not None and pk == run.pk}
         attention = [t for t in self._layout.rows if states.get(t) in ATTENTION]
         view.show_graph(self._layout, states, set(self._critical_path(run.pk if run else None)),
-                        prefer=attention[0] if attention else None)
+                        prefer=attention[0] if attention else None,
+                        outlets={t: spec.outlets for t, spec in dag.tasks.items()
+                                 if spec.outlets})
         self.query_one(".title", Static).update(
             f"DAG {self.dag_id}  view: graph  {short_run(run.run_id) if run else 'no run yet'}"
             "  * = critical path  (g grid)")

@@ -47,15 +47,20 @@ class GraphView(ScrollView, can_focus=True):
         self.graph: GraphLayout | None = None
         self.states: dict[str, str] = {}
         self.critical: set[str] = set()
+        self.outlets: dict[str, list[str]] = {}  # task -> the datasets it writes
         self.selected: str | None = None
 
     # -- data ------------------------------------------------------------------------------
     def show_graph(self, graph: GraphLayout, states: dict[str, str], critical: set[str],
-                   prefer: str | None = None) -> None:
-        """Paint ``graph`` with live states; the selection stays on its task when it still
-        exists, else goes to ``prefer`` or the first task."""
+                   prefer: str | None = None,
+                   outlets: dict[str, list[str]] | None = None) -> None:
+        """Paint ``graph`` with live states (and each task's outlets at the end of its row);
+        the selection stays on its task when it still exists, else goes to ``prefer`` or the
+        first task."""
         self.graph, self.states, self.critical = graph, states, critical
-        self.virtual_size = Size(graph.width + 1, len(graph.rows))
+        self.outlets = outlets or {}
+        widest = max((len(self._outlet_text(t)) for t in self.outlets), default=0)
+        self.virtual_size = Size(graph.width + 1 + widest, len(graph.rows))
         if self.selected not in graph.nodes:
             chosen = prefer if prefer in graph.nodes else (graph.rows[0] if graph.rows else None)
             self.select(chosen)
@@ -141,7 +146,13 @@ class GraphView(ScrollView, can_focus=True):
             state_colour(self.app, state) or "none"))
         text.append(" " + node.label, style=label_style)
         text.append(line[node.x + node.width:], style=edge)
+        if task_id in self.outlets:  # past the drawing's right edge: over no line
+            text.append(" " * (graph.width - len(line)))
+            text.append(self._outlet_text(task_id), style="dim")
         return text
+
+    def _outlet_text(self, task_id: str) -> str:
+        return "  ⇢ " + ", ".join(self.outlets.get(task_id, []))
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(name, partial=True)

@@ -98,10 +98,15 @@ def _set_paused(args: argparse.Namespace, config: Config, paused: bool) -> int:
         from flowtui.runner.daemon import due_intervals, last_scheduled
 
         due = due_intervals(dag, last_scheduled(store, dag.dag_id), store.now())
-        print(f"unpausing {dag.dag_id} would create {len(due)} run(s):")
+        by_data = (store.datasets.readiness(dag.dag_id, dag.datasets.datasets,
+                                            dag.datasets.match).ready if dag.datasets else {})
+        print(f"unpausing {dag.dag_id} would create {len(due) + len(by_data)} run(s):")
         for interval in due:
             print(f"  scheduled  logical date {local_time(interval.start)}  "
                   f"interval ends {local_time(interval.end)}")
+        for partition, events in by_data.items():  # SPEC 9: what arrived while it was paused
+            echo(f"  dataset    partition {partition}  from "
+                 f"{', '.join(sorted(events))}")
         return EXIT_OK
     actions.set_paused(store, dag.dag_id, paused)
     print(f"{dag.dag_id} {'paused' if paused else 'unpaused'}")

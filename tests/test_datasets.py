@@ -369,3 +369,66 @@ def test_the_datasets_screen_shows_freshness_and_the_lineage_of_the_selected_dat
             assert "report" in shown and "waiting for warehouse.customers 2026-03-28" in shown
 
     run_async(go())
+
+
+def test_the_graph_shows_what_each_task_writes(home: Path, pipelines: Path) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app.app import make_app
+    from flowtui.app.graph_view import GraphView
+
+    write(pipelines, "orders.yaml", """
+        dag_id: orders
+        tasks:
+          extract: {command: 'true'}
+          load: {command: 'true', deps: [extract], outlets: [warehouse.orders, audit.loads]}
+          notify: {command: 'true', deps: [extract]}
+    """)
+    assert flowtui("run", "orders", home=home, pipelines=pipelines).returncode == 0
+
+    async def go() -> None:
+        app = make_app(load_config(home, pipelines), refresh_seconds=0.2)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("1", "slash", *"orders", "enter")
+            await until(pilot, lambda: app.screen.table.row_count == 1, what="the DAG")
+            await pilot.press("enter")
+            await until(pilot, lambda: "DAG orders" in screen_text(app), what="the DAG screen")
+            await pilot.press("g")
+            view = app.screen.query_one(GraphView)
+            await until(pilot, lambda: "⇢" in view.plain(), what="the outlets")
+            drawing = view.plain()
+            rows = {task: line for line in drawing.splitlines()
+                    for task in ("extract", "load", "notify") if f" {task}" in line}
+            assert set(rows) == {"extract", "load", "notify"}, drawing
+            assert rows["load"].endswith("⇢ warehouse.orders, audit.loads")
+            assert "⇢" not in rows["extract"] and "⇢" not in rows["notify"]
+
+    run_async(go())
+
+
+def test_a_paused_consumer_lists_then_takes_what_arrived_meanwhile(
+        home: Path, pipelines: Path, lineage: Path) -> None:
+    assert flowtui("dags", "pause", "report", home=home, pipelines=pipelines).returncode == 0
+    for name in ("warehouse.orders", "warehouse.customers"):
+        for day in ("2026-03-27", "2026-03-28"):
+            flowtui("datasets", "emit", name, "--partition", day, home=home, pipelines=pipelines)
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        daemon.run_until_idle()
+        assert runs(home, "report") == []  # paused: nothing is consumed
+        listed = flowtui("dags", "unpause", "report", "--dry-run", home=home,
+                         pipelines=pipelines).stdout
+        assert "would create 2 run(s)" in listed
+        assert "partition 2026-03-27" in listed and "partition 2026-03-28" in listed
+        assert runs(home, "report") == []  # a dry run changes nothing
+        assert flowtui("dags", "unpause", "report", home=home,
+                       pipelines=pipelines).returncode == 0
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "report")) == 2 and all(
+            r[1] == "success" for r in runs(home, "report")))
+    finally:
+        daemon.close()
+    assert sorted(r[0] for r in runs(home, "report")) == ["dataset__2026-03-27",
+                                                          "dataset__2026-03-28"]
