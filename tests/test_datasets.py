@@ -432,3 +432,46 @@ def test_a_paused_consumer_lists_then_takes_what_arrived_meanwhile(
         daemon.close()
     assert sorted(r[0] for r in runs(home, "report")) == ["dataset__2026-03-27",
                                                           "dataset__2026-03-28"]
+
+
+def test_kill_9_of_the_runner_around_a_producer_end_creates_the_consumer_run_once(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    from daemon_support import start, wait_for
+
+    gate = tmp_path / "gate"
+    write(pipelines, "orders.yaml", PRODUCERS.format(name="orders", gate=gate))
+    write(pipelines, "report.yaml", f"""
+        dag_id: report
+        schedule: {{datasets: [warehouse.orders]}}
+        tasks:
+          build: {{command: 'echo "$FLOWTUI_DS" >> {tmp_path / "out"}'}}
+    """)
+    runner = start(runners, home, pipelines)
+    assert flowtui("trigger", "orders", "--date", "2026-03-28", home=home,
+                   pipelines=pipelines).returncode == 0
+    wait_for(lambda: runs(home, "orders") and runs(home, "orders")[0][1] == "running", 20,
+             "the producer to run")
+    runner.kill9()  # the producer's task lives on; its end is for the next runner to record
+    gate.write_text("open")
+    exit_file = Path(table_rows(home, "SELECT exit_path FROM tries")[0][0])
+    wait_for(exit_file.exists, 20, "the producer to end while no runner lives")
+    runner = start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "report") and runs(home, "report")[0][1] == "success", 30,
+             "the consumer run")
+    runner.kill9()  # and once more, right after: the next runner creates nothing new
+    start(runners, home, pipelines)
+    # A probe run that succeeds proves the new runner is past its start (where it catches up).
+    write(pipelines, "probe.yaml", "dag_id: probe\ntasks:\n  a: {command: 'true'}\n")
+    assert flowtui("trigger", "probe", home=home, pipelines=pipelines).returncode == 0
+    wait_for(lambda: runs(home, "probe") and runs(home, "probe")[0][1] == "success", 30,
+             "the probe run")
+    assert runs(home, "report") == [("dataset__2026-03-28", "success", "dataset")]
+    assert (tmp_path / "out").read_text().split() == ["2026-03-28"]
+
+
+def table_rows(home: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(home / "flowtui.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
