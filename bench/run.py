@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import machine, markdown_table, write_section
+from bench.peers import luigi_seconds
 
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +40,27 @@ def floor_chain(n: int) -> float:
     return time.perf_counter() - start
 
 
+def floor_threads(n: int, width: int) -> float:
+    """The same n processes from `width` threads each running `subprocess.run` in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> None:
+        subprocess.run(["sh", "-c", "true"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(width) as pool:
+        list(pool.map(one, range(n)))
+    return time.perf_counter() - start
+
+
 def floor_pool(n: int, width: int) -> float:
-    """n processes of `sh -c true`, at most `width` at once (a bare Popen-style pool)."""
+    """n processes of `sh -c true`, at most `width` at once: the faster of a bare posix_spawn
+    and os.wait loop and a pool of threads (on some machines the threads win)."""
+    return min(_floor_spawn_pool(n, width), floor_threads(n, width))
+
+
+def _floor_spawn_pool(n: int, width: int) -> float:
     start = time.perf_counter()
     running = launched = 0
     while launched < n or running:
@@ -176,7 +196,7 @@ def main() -> int:
     n = args.tasks
     results: dict[str, list[float]] = {k: [] for k in (
         "floor_chain", "chain", "floor_pool", "pool", "peak_rss_mb", "yaml_load", "py_load",
-        "version", "floor_backfill", "backfill")}
+        "version", "floor_backfill", "backfill", "luigi_chain", "luigi_wide")}
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="flowtui-bench-") as tmp:
         base = Path(tmp)
@@ -197,6 +217,8 @@ def main() -> int:
             results["chain"].append(took)
             results["peak_rss_mb"].append(rss / 1024)
             (pipes / "chain.yaml").unlink()
+            results["luigi_chain"].append(luigi_seconds(n, "chain"))
+            results["luigi_wide"].append(luigi_seconds(n, "wide", 8))
             write_wide(pipes, n)
             results["floor_pool"].append(floor_pool(n, 8))
             took, _, _ = _flowtui(home, pipes, "run", "wide")
@@ -223,27 +245,35 @@ def main() -> int:
     pool_ratio = statistics.median(c / f for c, f in zip(results["pool"], results["floor_pool"]))
     backfill_ratio = statistics.median(
         c / f for c, f in zip(results["backfill"], results["floor_backfill"]))
+    luigi_chain = statistics.median(
+        c / f for c, f in zip(results["luigi_chain"], results["floor_chain"]))
+    luigi_wide = statistics.median(
+        c / f for c, f in zip(results["luigi_wide"], results["floor_pool"]))
     rows = [
         ("1000-task chain of `true`", f"{med['chain']:.2f} s ({med['chain'] / n * 1000:.2f} ms/task)",
          f"{med['floor_chain']:.2f} s ({med['floor_chain'] / n * 1000:.2f} ms/task)",
-         f"{chain_ratio:.2f}x", "<= 2.0x"),
+         f"{chain_ratio:.2f}x", "<= 1.5x",
+         f"{med['luigi_chain']:.2f} s ({luigi_chain:.2f}x)"),
         ("1000 independent `true`, parallelism 8", f"{med['pool']:.2f} s",
-         f"{med['floor_pool']:.2f} s", f"{pool_ratio:.2f}x", "<= 2.0x"),
+         f"{med['floor_pool']:.2f} s", f"{pool_ratio:.2f}x", "<= 1.5x",
+         f"{med['luigi_wide']:.2f} s ({luigi_wide:.2f}x, 8 workers)"),
         ("backfill: 365 daily runs of a 10-task chain of `true`, parallelism 4",
          f"{med['backfill']:.2f} s", f"{med['floor_backfill']:.2f} s (3,650 processes, 4 wide)",
-         f"{backfill_ratio:.2f}x", "<= 2.0x"),
+         f"{backfill_ratio:.2f}x", "<= 2.0x", ""),
         ("hand-off latency (upstream exit to downstream start), median",
-         f"{statistics.median(latencies) * 1000:.2f} ms", "", "", "<= 5 ms"),
+         f"{statistics.median(latencies) * 1000:.2f} ms", "", "", "<= 2 ms", ""),
         ("hand-off latency, 95th percentile",
-         f"{statistics.quantiles(latencies, n=20)[18] * 1000:.2f} ms", "", "", ""),
+         f"{statistics.quantiles(latencies, n=20)[18] * 1000:.2f} ms", "", "", "", ""),
         ("1000 YAML pipeline files loaded and validated", f"{med['yaml_load']:.3f} s", "", "",
-         "<= 0.3 s"),
+         "<= 0.3 s", ""),
         ("1000 Python pipeline files loaded and validated", f"{med['py_load']:.3f} s", "", "",
-         "<= 0.6 s"),
-        ("`flowtui --version`", f"{med['version'] * 1000:.0f} ms", "", "", "<= 150 ms"),
-        ("peak memory of the 1000-task run", f"{med['peak_rss_mb']:.0f} MB", "", "", "<= 100 MB"),
+         "<= 0.6 s", ""),
+        ("`flowtui --version`", f"{med['version'] * 1000:.0f} ms", "", "", "<= 150 ms", ""),
+        ("peak memory of the 1000-task run", f"{med['peak_rss_mb']:.0f} MB", "", "", "<= 100 MB",
+         ""),
     ]
-    table = markdown_table(rows, ("measure", "flowtui", "floor", "ratio", "target"))
+    table = markdown_table(rows, ("measure", "flowtui", "floor", "ratio", "target",
+                                  "Luigi 3.8 (same processes, nothing persisted)"))
     print(table)
     if args.write:
         text = (f"Measured {dt.date.today().isoformat()} on {machine()}.\n\n"
@@ -254,7 +284,11 @@ def main() -> int:
                 "(4- or 8-wide pool), writing nothing. flowtui's figures are the whole command "
                 "as a user types it (`flowtui run`, `flowtui backfill --wait`): interpreter "
                 "start, loading the pipeline, every state, try and event committed to SQLite "
-                "(WAL), a log file and an exit-status file per try.\n\n" + table + "\n" + NOTES)
+                "(WAL), a log file and an exit-status file per try. The pool floor is the "
+                "faster of that loop and eight threads each running `subprocess.run`. Luigi runs the same "
+                "processes from its own virtual environment (bench/peers.py), local scheduler, "
+                "one worker for the chain and eight for the fan-out, each task's completion a "
+                "file, nothing else kept.\n\n" + table + "\n" + NOTES)
         write_section(args.write, "Engine and loading", text)
     return 0
 
