@@ -57,6 +57,8 @@ def short_run(run_id: str) -> str:
     if len(stamp) >= 16 and stamp[4] == "-" and stamp[10] == "T":
         extra = stamp[25:] if len(stamp) > 25 else ""
         return f"{kind} {stamp[5:10]} {stamp[11:16]}{extra}"
+    if len(stamp) >= 10 and stamp[4] == "-" and stamp[7] == "-":  # a dataset's day partition
+        return f"{kind} {stamp[5:10]}{stamp[10:]}"
     return run_id
 
 

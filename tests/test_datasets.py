@@ -475,3 +475,11 @@ def table_rows(home: Path, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_a_dataset_run_id_is_shortened_like_the_others_at_80_columns() -> None:
+    from flowtui.app.render import short_run
+
+    assert short_run("dataset__2026-03-28") == "dataset 03-28"
+    assert short_run("dataset__2026-03-28.2") == "dataset 03-28.2"  # a producer's re-run
+    assert short_run("scheduled__2026-03-28T06:00:00+00:00") == "scheduled 03-28 06:00"
