@@ -16,6 +16,7 @@ from flowtui.app.lists import FILTER, TableScreen, sync_table
 from flowtui.app.render import ago, state_text
 from flowtui.runner.freshness import judge
 from flowtui.runner.freshness import policies as freshness_policies
+from flowtui.runner.text import visible
 
 
 @dataclass(slots=True)
@@ -112,11 +113,12 @@ class DatasetsScreen(TableScreen):
             self.rows_by_key[item.name] = item
             verdict = Text(item.verdict.split(":")[0],
                            style="bold red" if item.verdict.startswith("stale") else "")
-            rows.append((item.name, (
-                Text(item.name, overflow="ellipsis"), item.partition or "-",
+            rows.append((item.name, (  # names are free text: plain Text, escapes made visible
+                Text(shown(item.name), overflow="ellipsis"),
+                Text(shown(item.partition or "-")),
                 ago(item.newest_at, now) if item.newest_at else "never", verdict,
-                ", ".join(p.name for p in item.producers) or "-",
-                ", ".join(c.name for c in item.consumers) or "-")))
+                Text(", ".join(p.name for p in item.producers) or "-"),
+                Text(shown(", ".join(c.name for c in item.consumers) or "-")))))
         sync_table(self.table, rows, caps={4: 30, 5: 30})
         self.query_one(".title", Static).update(
             "Datasets" if items else "Datasets: none yet (name them with outlets: on a task)")
@@ -132,8 +134,8 @@ class DatasetsScreen(TableScreen):
             detail.update("")
             return
         text = Text()
-        text.append(item.name, style="bold")
-        text.append(f"  {item.events} events, newest {item.partition or '-'}  "
+        text.append(shown(item.name), style="bold")
+        text.append(f"  {item.events} events, newest {shown(item.partition or '-')}  "
                     f"freshness: {item.verdict}\n")
         text.append("written by\n", style="bold")
         for side in item.producers or [Side("(no task names it in outlets)", None, [])]:
@@ -148,9 +150,15 @@ class DatasetsScreen(TableScreen):
         if side.state is not None:
             text.append_text(state_text(self.app, side.state))
             text.append("  ")
-        text.append(side.name)
+        text.append(shown(side.name))
         if side.other:
-            text.append(f"  {verb} {', '.join(side.other)}")
+            text.append(f"  {verb} {shown(', '.join(side.other))}")
         for line in side.waiting:
-            text.append(f"\n    {line}", style="italic")
+            text.append(f"\n    {shown(line)}", style="italic")
         text.append("\n")
+
+
+def shown(text: str) -> str:
+    """A dataset name or partition (free text, from YAML or `datasets emit`) as one visible
+    line: control characters shown, never sent to the terminal."""
+    return visible(text, inline=True)

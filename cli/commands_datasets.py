@@ -82,6 +82,9 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
                  f"{', '.join(row['consumers']) or '-'}")
         return EXIT_OK
     name = args.name
+    if not name.strip():
+        raise UsageError("name a dataset, for example warehouse.orders ('flowtui datasets "
+                         "list' shows them)")
     events = store.datasets.events(name, limit=10)
     if not events and name not in producers and name not in consumers:
         raise UsageError(f"no dataset named {name!r}; 'flowtui datasets list' shows them")

@@ -202,7 +202,7 @@ class Daemon:
         if any(d.sla for d in self.dags.values()):
             self.slas.check(self.dags, now)
             due.append(now + SLA_CHECK)
-        if self._watched:
+        if self._watched or self.freshness.stale:
             fresh_due = self.freshness.check(self._watched, now)
             if fresh_due is not None:
                 due.append(fresh_due)
@@ -350,7 +350,7 @@ class Daemon:
             if dag.datasets is not None and not self._paused(dag.dag_id):
                 self._per_dag(dag.dag_id, "consuming dataset events", self._consume_dag, dag,
                               now)
-        if self._watched:  # a new event resolves its dataset's staleness at once
+        if self._watched or self.freshness.stale:  # a new event resolves its dataset's staleness at once
             self.freshness.check(self._watched, now)
 
     def _consume_dag(self, dag: DagSpec, now: float) -> None:

@@ -48,12 +48,13 @@ class FreshnessWatch:
         self.store = store
         self.alerts = alerts
         self.started = started  # a dataset with no event yet is judged from here
-        self.stale: set[str] | None = None  # unknown until the first check
+        # dataset -> the DAG its open alert was raised under; unknown until the first check
+        self.stale: dict[str, str] | None = None
 
     def check(self, watched: dict[str, tuple[str, dict[str, Any], str]], now: float) -> float | None:
         """Raise or resolve each watched dataset's alert; return when a verdict next changes."""
         due: list[float] = []
-        stale_now: set[str] = set()
+        stale_now: dict[str, str] = {}
         for name, (dag_id, policy, timezone) in watched.items():
             newest = self.store.datasets.newest_at(name)
             verdict, when = judge(policy, timezone, newest, self.started, now)
@@ -61,11 +62,12 @@ class FreshnessWatch:
                 due.append(when)
             if verdict is None:
                 continue
-            stale_now.add(name)
+            stale_now[name] = dag_id
             self.alerts.raise_alert(KIND, dag_id, "", name, verdict, now)
-        for name in (self.stale if self.stale is not None else set(watched)) - stale_now:
-            dag_id = watched[name][0] if name in watched else ""
-            self.alerts.resolve_matching(dag_id, "", name, now, (KIND,))
+        before = self.stale if self.stale is not None else {n: w[0] for n, w in watched.items()}
+        for name, dag_id in before.items():
+            if name not in stale_now:  # fresh again, or no longer watched: the alert goes
+                self.alerts.resolve_matching(dag_id, "", name, now, (KIND,))
         self.stale = stale_now
         return min(due) if due else None
 

@@ -134,7 +134,45 @@ def _load_folder(folder: str | os.PathLike[str], timeout: float) -> LoadResult:
                     continue
                 origin[spec.dag_id] = fileloc
                 result.dags[spec.dag_id] = spec
+    _set_aside_dataset_loops(result)
     return result
+
+
+def _set_aside_dataset_loops(result: LoadResult) -> None:
+    """A DAG scheduled by a dataset that it writes, itself or through other DAGs, would trigger
+    itself for ever (each run's event makes the next run): every DAG on such a loop is an
+    error of its file, kept out like a DAG that does not parse."""
+    writes = {d.dag_id: {o for t in d.tasks.values() for o in t.outlets}
+              for d in result.dags.values()}
+    after: dict[str, list[str]] = {dag_id: [] for dag_id in result.dags}
+    for consumer in result.dags.values():
+        if consumer.datasets is None:
+            continue
+        for producer, outlets in writes.items():
+            if outlets & set(consumer.datasets.datasets):
+                after[producer].append(consumer.dag_id)
+    on_loop: dict[str, list[str]] = {}
+    for start in after:
+        path, seen, stack = [start], {start}, [iter(after[start])]
+        while stack:  # depth-first from ``start``: a way back to it is a loop
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                path.pop()
+                continue
+            if nxt == start:
+                on_loop.setdefault(start, [*path, start])
+                break
+            if nxt not in seen:
+                seen.add(nxt)
+                path.append(nxt)
+                stack.append(iter(after[nxt]))
+    for dag_id, loop in on_loop.items():
+        spec = result.dags.pop(dag_id)
+        result.errors.append(LoadError(
+            spec.fileloc, spec.line,
+            f"DAG {dag_id!r} would trigger itself through datasets ({' -> '.join(loop)}): "
+            "a DAG must not be scheduled by a dataset it writes, itself or downstream"))
 
 
 def _read(path: Path) -> str | LoadError:

@@ -37,7 +37,11 @@ class Cleaned:
 
 
 def parse_age(value: object, where: str) -> float:
-    """``90d`` and the like, at least a minute (a slip of ``90s`` would empty the home)."""
+    """``90d`` and the like, at least a minute (a slip of ``90s`` would empty the home); a
+    bare number is refused, as ``90`` meant as days would be read as seconds."""
+    if isinstance(value, (int, float)) or (isinstance(value, str)
+                                           and value.strip().replace(".", "", 1).isdigit()):
+        raise ValueError(f"{where}: {value!r} has no unit; write it with one, for example 90d")
     try:
         seconds = parse_duration(value)
     except ValueError as exc:

@@ -121,6 +121,14 @@ def names(value: Any, params: dict[str, Any]) -> list[str]:
     return list(value)
 
 
+def dataset_names(value: Any, params: dict[str, Any]) -> list[str]:
+    """Dataset names: free text (``/`` and ``.`` allowed), never empty."""
+    found = names(value, params)
+    if any(not n.strip() for n in found):
+        raise ValueError("a dataset name cannot be empty; write it, for example warehouse.orders")
+    return found
+
+
 def fraction(value: Any, params: dict[str, Any]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(f"must be a number from 0.0 to 1.0, not {value!r}")
@@ -329,7 +337,7 @@ def dataset_schedule(value: dict, params: dict[str, Any]) -> DatasetSchedule:
     if unknown:
         raise ValueError(f"unknown key {sorted(unknown)[0]!r}; a schedule mapping takes "
                          "datasets, match and cron")
-    datasets = names(value.get("datasets"), params)
+    datasets = names(value.get("datasets"), params)  # (empty names are refused below)
     if not datasets or not all(d.strip() for d in datasets):
         raise ValueError("datasets: name at least one dataset, for example "
                          "{datasets: [warehouse.orders]}")
@@ -400,7 +408,7 @@ TASK_SCHEMA: dict[str, Check] = {
     "cwd": template, "env": env_map, "window": window,
     "heartbeat_timeout": duration(optional=True), "sensor": sensor,
     "poke_interval": duration(), "timeout": duration(optional=True), "soft_fail": flag,
-    "mode": choice("mode", "poke", "reschedule"), "outlets": names, "inlets": names,
+    "mode": choice("mode", "poke", "reschedule"), "outlets": dataset_names, "inlets": dataset_names,
     "description": text,
 }
 

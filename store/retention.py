@@ -13,13 +13,17 @@ if TYPE_CHECKING:
 
 # A run is old when it ended, and nothing about it changed, before the cutoff; it is never one
 # with a try still open or an operator's request still waiting (the request would vanish with
-# it).
+# it), nor a DAG's newest scheduled run: the schedule carries on from it, and without it a
+# runner would schedule the DAG's history again (catch-up from start_date, a yearly DAG's year).
 _OLD = """
     FROM dag_runs r
     WHERE r.updated_at < :cutoff AND r.state IN ('success', 'failed')
       AND r.end_date IS NOT NULL AND r.end_date < :cutoff
       AND NOT EXISTS (SELECT 1 FROM tries t WHERE t.run_pk = r.id AND t.end_date IS NULL)
       AND NOT EXISTS (SELECT 1 FROM requests q WHERE q.run_pk = r.id AND q.done_at IS NULL)
+      AND NOT (r.run_type = 'scheduled' AND r.logical_date >= (
+          SELECT max(s.logical_date) FROM dag_runs s
+          WHERE s.dag_id = r.dag_id AND s.run_type = 'scheduled'))
 """
 
 

@@ -483,3 +483,74 @@ def test_a_dataset_run_id_is_shortened_like_the_others_at_80_columns() -> None:
     assert short_run("dataset__2026-03-28") == "dataset 03-28"
     assert short_run("dataset__2026-03-28.2") == "dataset 03-28.2"  # a producer's re-run
     assert short_run("scheduled__2026-03-28T06:00:00+00:00") == "scheduled 03-28 06:00"
+
+
+def test_a_dag_that_would_trigger_itself_through_datasets_is_refused(home: Path,
+                                                                      pipelines: Path) -> None:
+    write(pipelines, "loop.yaml", """
+        dag_id: loop
+        schedule: {datasets: [self.ds]}
+        tasks:
+          a: {command: 'true', outlets: [self.ds]}
+    """)
+    write(pipelines, "a.yaml", "dag_id: a\nschedule: {datasets: [x]}\ntasks:\n"
+                               "  t: {command: 'true', outlets: [y]}\n")
+    write(pipelines, "b.yaml", "dag_id: b\nschedule: {datasets: [y]}\ntasks:\n"
+                               "  t: {command: 'true', outlets: [x]}\n")
+    write(pipelines, "fine.yaml", "dag_id: fine\nschedule: {datasets: [y]}\ntasks:\n"
+                                  "  t: {command: 'true', outlets: [z]}\n")
+    done = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert done.returncode == 1
+    assert "DAG 'loop' would trigger itself through datasets (loop -> loop)" in done.stdout
+    assert "(a -> b -> a)" in done.stdout and "(b -> a -> b)" in done.stdout
+    assert "'fine'" not in done.stdout and "1 DAG(s), 3 error(s)" in done.stdout
+
+
+def test_names_and_partitions_never_drive_the_screen(home: Path, pipelines: Path,
+                                                     lineage: Path) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app.app import make_app
+
+    assert flowtui("datasets", "emit", "warehouse.orders", "--partition", "[/oops]",
+                   home=home, pipelines=pipelines).returncode == 0
+    assert flowtui("datasets", "emit", "evil\x1b]0;PWNED\x07", "--partition", "p\x1b[2J",
+                   home=home, pipelines=pipelines).returncode == 0
+
+    async def go() -> None:
+        app = make_app(load_config(home, pipelines), refresh_seconds=0.2)
+        async with app.run_test(size=(120, 32)) as pilot:
+            await pilot.press("7")
+            await until(pilot, lambda: "[/oops]" in screen_text(app), what="the partition")
+            assert "evil^[]0;PWNED^G" in screen_text(app)
+
+    run_async(go())
+
+
+def test_a_stale_alert_resolves_when_its_policy_is_removed(home: Path, pipelines: Path) -> None:
+    orders = """
+        dag_id: orders
+        datasets:
+          warehouse.orders: {freshness: {max_age: 2h}}
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders]}
+    """
+    write(pipelines, "orders.yaml", orders)
+    assert flowtui("run", "orders", home=home, pipelines=pipelines).returncode == 0
+    clock = ManualClock(start=time.time() + 2 * 3600 + 5)
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        daemon.tick(clock.now())
+        assert query_alerts(home) == [("dataset_stale", "orders", "warehouse.orders", "open")]
+        write(pipelines, "orders.yaml", """
+            dag_id: orders
+            tasks:
+              load: {command: 'true', outlets: [warehouse.orders]}
+        """)  # the freshness policy is gone
+        clock.advance(daemon.scan_interval + 1)  # the next rescan sees the edit
+        daemon.tick(clock.now())
+        assert query_alerts(home) == [("dataset_stale", "orders", "warehouse.orders",
+                                       "resolved")]
+    finally:
+        daemon.close()

@@ -138,7 +138,7 @@ def test_the_audit_log_goes_only_when_asked(aged) -> None:
     assert table(home, "SELECT count(*) FROM audit_log WHERE action = 'trigger'") == [(0,)]
 
 
-@pytest.mark.parametrize("age", ["30s", "0", "ninety days", "-5d"])
+@pytest.mark.parametrize("age", ["30s", "0", "ninety days", "-5d", "90"])
 def test_a_bad_age_is_one_line(home: Path, pipelines: Path, age: str) -> None:
     write(pipelines, "etl.yaml", ETL)
     assert flowtui("run", "etl", home=home, pipelines=pipelines).returncode == 0
@@ -210,3 +210,29 @@ def test_a_bad_retention_in_flowtui_toml_is_one_line(home: Path, pipelines: Path
     done = flowtui("dags", "list", home=home, pipelines=pipelines)
     assert done.returncode == 2
     assert "retention" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_dags_newest_scheduled_run_stays_so_its_schedule_carries_on(home: Path,
+                                                                    pipelines: Path) -> None:
+    """Without it a runner would schedule the DAG's history again (catch-up from start_date)."""
+    write(pipelines, "etl.yaml", ETL)
+    config = load_config(home, pipelines)
+    clock = ManualClock(start=time.time() - 400 * DAY)
+    store = Store.open(config.db_path, now=clock.now)
+    record_load(store, load_folder(pipelines))
+    for days_ago in (400, 399):
+        day = time.time() - days_ago * DAY
+        store.create_run(dag_id="etl", run_id=f"scheduled__{days_ago}", run_type="scheduled",
+                         logical_date=day, data_interval_start=day,
+                         data_interval_end=day + DAY, conf={}, state="success", runner_id=None,
+                         tasks=[("extract", 1, "default", 1, 1)])
+    conn = store.conn
+    conn.execute("UPDATE dag_runs SET end_date = ?", (clock.now() + 60,))
+    before = store.last_scheduled("etl")
+    store.close()
+    done = flowtui("db", "clean", "--older-than", "90d", home=home, pipelines=pipelines)
+    assert "removed 1 finished runs" in done.stdout
+    assert [r[0] for r in table(home, "SELECT run_id FROM dag_runs")] == ["scheduled__399"]
+    store = Store.open(config.db_path)
+    assert store.last_scheduled("etl") == before
+    store.close()
