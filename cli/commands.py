@@ -90,6 +90,7 @@ def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         emit_json({
             "dags": [{"dag_id": d.dag_id, "file": d.fileloc, "schedule": d.schedule,
+                      "datasets": list(d.datasets.datasets) if d.datasets else [],
                       "timezone": d.timezone, "tasks": len(d.tasks), "tags": d.tags,
                       "owner": d.owner,
                       "paused": paused.get(d.dag_id, (d.paused, None))[0],
@@ -102,7 +103,8 @@ def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     rows = []
     for d in sorted(result.dags.values(), key=lambda d: d.dag_id):
         is_paused, why = paused.get(d.dag_id, (d.paused, None))
-        rows.append([d.dag_id, d.schedule or "manual", d.timezone, str(len(d.tasks)),
+        schedule = d.datasets.describe() if d.datasets else d.schedule or "manual"
+        rows.append([d.dag_id, visible(schedule, inline=True), d.timezone, str(len(d.tasks)),
                      ("paused" + (f" ({why})" if why else "")) if is_paused else "",
                      os.path.relpath(d.fileloc)])
     print(table(rows, ["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "PAUSED", "FILE"]))

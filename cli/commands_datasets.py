@@ -38,11 +38,13 @@ def waiting_lines(store: Any, result: LoadResult) -> dict[str, list[str]]:
         if dag.datasets is None:
             continue
         found = store.datasets.readiness(dag.dag_id, dag.datasets.datasets, dag.datasets.match)
+        paused = store.is_paused(dag.dag_id)
         for partition in found.ready:
+            what = f"a run for {partition}" if dag.datasets.match != "any" else (
+                "a run for new events")
             why.setdefault(dag.dag_id, []).append(
-                f"a run for {partition} is due (the runner creates it)"
-                if dag.datasets.match != "any" else "a run for new events is due (the runner "
-                                                     "creates it)")
+                f"{what} waits: the DAG is paused ('flowtui dags unpause {dag.dag_id}')"
+                if paused else f"{what} is due (the runner creates it)")
         for partition, missing in found.waiting.items():
             why.setdefault(dag.dag_id, []).append(
                 "waiting for " + ", ".join(f"{name} {partition}" for name in missing))

@@ -90,13 +90,12 @@ class DatasetRecords:
         nothing when another runner took them first."""
         key = ANY if match == "any" else partition
         with self.store.transaction() as conn:
-            taken = {dataset: conn.execute(
-                "SELECT max(event_id) FROM dataset_triggers WHERE consumer = ? AND dataset = ? "
-                "AND partition = ?", (consumer, dataset, key)).fetchone()[0]
-                for dataset in events}
-            if not any(got is None or events[d] > got for d, got in taken.items()):
+            last = conn.execute(
+                "SELECT max(event_id) FROM dataset_triggers WHERE consumer = ? AND partition = ?",
+                (consumer, key)).fetchone()[0]
+            if last is not None and max(events.values()) <= last:
                 return None  # another runner took these events first
-            events = {d: e for d, e in events.items() if taken[d] is None or e > taken[d]}
+            events = {d: e for d, e in events.items() if last is None or e > last}
             created = self.store.insert_run(conn, dag_id=consumer, unique=True,
                                             at=self.store.now(), **run)
             conn.executemany(
@@ -117,12 +116,12 @@ class DatasetRecords:
         found = Readiness()
         if match == "any":
             newest: dict[str, int] = {}
-            for dataset in datasets:
+            last = conn.execute("SELECT coalesce(max(event_id), 0) FROM dataset_triggers WHERE "
+                                "consumer = ? AND partition = ?", (consumer, ANY)).fetchone()[0]
+            for dataset in datasets:  # any event newer than the newest the last run took
                 got = conn.execute(
-                    "SELECT max(e.id) FROM dataset_events e WHERE e.dataset = ? AND e.id > ? AND "
-                    "e.id > coalesce((SELECT max(event_id) FROM dataset_triggers WHERE "
-                    "consumer = ? AND dataset = ? AND partition = ?), 0)",
-                    (dataset, since, consumer, dataset, ANY)).fetchone()[0]
+                    "SELECT max(id) FROM dataset_events WHERE dataset = ? AND id > ? AND id > ?",
+                    (dataset, since, last)).fetchone()[0]
                 if got is not None:
                     newest[dataset] = got
             if newest:
@@ -131,18 +130,19 @@ class DatasetRecords:
                                          (top,)).fetchone()[0]
                 found.ready[partition] = newest
             return found
-        # A partition runs once every dataset has an event for it, and again whenever one of
-        # them gets a newer event than the last run took (a producer re-run).
+        # A partition runs once every dataset has an event for it, and again whenever an event
+        # for it arrives after the newest one its last run took (a producer re-run; a dataset
+        # added to the schedule later brings no old event back).
+        taken = dict(conn.execute("SELECT partition, max(event_id) FROM dataset_triggers WHERE "
+                                  "consumer = ? GROUP BY partition", (consumer,)).fetchall())
         newest: dict[str, dict[str, int]] = {}
         fresh: set[str] = set()
         for dataset in datasets:
-            for partition, event_id, taken in conn.execute(
-                    "SELECT e.partition, max(e.id), (SELECT max(t.event_id) FROM "
-                    "dataset_triggers t WHERE t.consumer = ? AND t.dataset = e.dataset AND "
-                    "t.partition = e.partition) FROM dataset_events e WHERE e.dataset = ? AND "
-                    "e.id > ? GROUP BY e.partition", (consumer, dataset, since)):
+            for partition, event_id in conn.execute(
+                    "SELECT partition, max(id) FROM dataset_events WHERE dataset = ? AND id > ? "
+                    "GROUP BY partition", (dataset, since)):
                 newest.setdefault(partition, {})[dataset] = event_id
-                if taken is None or event_id > taken:
+                if partition not in taken or event_id > taken[partition]:
                     fresh.add(partition)
         for partition in sorted(fresh):
             got = newest[partition]

@@ -195,6 +195,8 @@ def test_dags_show_names_what_a_dag_reads_and_writes(home: Path, pipelines: Path
                                                       lineage: Path) -> None:
     shown = flowtui("dags", "show", "report", home=home, pipelines=pipelines).stdout
     assert "schedule: datasets: warehouse.orders, warehouse.customers" in shown
+    listed = flowtui("dags", "list", home=home, pipelines=pipelines).stdout
+    assert "datasets: warehouse.orders, warehouse.customers" in listed
     shown = flowtui("dags", "show", "orders", home=home, pipelines=pipelines).stdout
     assert "load: reads -; writes warehouse.orders" in shown
     listed = json.loads(flowtui("datasets", "list", "--json", home=home,
@@ -418,6 +420,9 @@ def test_a_paused_consumer_lists_then_takes_what_arrived_meanwhile(
         daemon.start()
         daemon.run_until_idle()
         assert runs(home, "report") == []  # paused: nothing is consumed
+        shown = flowtui("datasets", "show", "warehouse.orders", home=home,
+                        pipelines=pipelines).stdout
+        assert "waits: the DAG is paused ('flowtui dags unpause report')" in shown
         listed = flowtui("dags", "unpause", "report", "--dry-run", home=home,
                          pipelines=pipelines).stdout
         assert "would create 2 run(s)" in listed
@@ -552,5 +557,37 @@ def test_a_stale_alert_resolves_when_its_policy_is_removed(home: Path, pipelines
         daemon.tick(clock.now())
         assert query_alerts(home) == [("dataset_stale", "orders", "warehouse.orders",
                                        "resolved")]
+    finally:
+        daemon.close()
+
+
+def test_a_dataset_added_to_a_consumer_brings_no_old_partition_back(
+        home: Path, pipelines: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.out"
+    consumer = "dag_id: r\nschedule: {{datasets: [{names}]}}\ntasks:\n  t: {{command: 'echo $FLOWTUI_DS >> {out}'}}\n"
+    write(pipelines, "r.yaml", consumer.format(names="a", out=out))
+    flowtui("dags", "list", home=home, pipelines=pipelines)
+    for name in ("b", "a"):
+        flowtui("datasets", "emit", name, "--partition", "2026-01-01", home=home,
+                pipelines=pipelines)
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        serve_until_settled(daemon, clock, lambda: runs(home, "r") and runs(home, "r")[0][1] ==
+                            "success")
+    finally:
+        daemon.close()
+    write(pipelines, "r.yaml", consumer.format(names="a, b", out=out))  # b joins the schedule
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        daemon.run_until_idle()
+        assert [r[0] for r in runs(home, "r")] == ["dataset__2026-01-01"]  # b's old event
+        flowtui("datasets", "emit", "b", "--partition", "2026-01-01", home=home,
+                pipelines=pipelines)  # a new one does run the partition again
+        daemon.tick(clock.now())
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "r")) == 2 and
+                            runs(home, "r")[1][1] == "success")
     finally:
         daemon.close()
