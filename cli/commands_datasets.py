@@ -109,7 +109,8 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
         source = (f"{e.dag_id} {e.run_id} {e.task_id} try {e.try_number}" if e.source == "task"
                   else f"emitted by {e.actor}")
         meta = " ".join(f"{k}={v}" for k, v in e.metadata.items())
-        echo(f"  {e.partition}  {local_time(e.at)}  {source}" + (f"  {meta}" if meta else ""))
+        echo(visible(f"  {e.partition}  {local_time(e.at)}  {source}" + (f"  {meta}" if meta
+                                                                         else ""), inline=True))
     return EXIT_OK
 
 
@@ -124,6 +125,9 @@ def _emit(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"--meta {item!r}: write key=value, for example rows=1500")
         metadata[key] = value
     store = open_store(config)
+    if args.partition is not None and not args.partition.strip():
+        raise UsageError("--partition is empty; give the partition written, for example "
+                         "2026-03-28, or leave the option out for today")
     partition = args.partition or dt.date.fromtimestamp(store.now()).isoformat()
     if config.pipelines.is_dir():  # consumers first seen now take this event
         record_load(store, load_pipelines(config))
@@ -131,6 +135,6 @@ def _emit(args: argparse.Namespace, config: Config) -> int:
     daemon = actions.live_daemon(store)
     if daemon is not None:
         actions.wake(daemon[1])
-    echo(f"dataset event {event_id}: {name} {partition}" + (
+    echo(visible(f"dataset event {event_id}: {name} {partition}", inline=True) + (
         "" if daemon else "; no runner is alive: its consumers run when one starts"))
     return EXIT_OK

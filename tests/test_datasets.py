@@ -591,3 +591,14 @@ def test_a_dataset_added_to_a_consumer_brings_no_old_partition_back(
                             runs(home, "r")[1][1] == "success")
     finally:
         daemon.close()
+
+
+def test_emit_refuses_an_empty_partition_and_show_keeps_one_line_per_event(
+        home: Path, pipelines: Path, lineage: Path) -> None:
+    done = flowtui("datasets", "emit", "warehouse.orders", "--partition", " ", home=home,
+                   pipelines=pipelines)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--partition" in done.stderr
+    assert flowtui("datasets", "emit", "warehouse.orders", "--partition", "2026-03-28", "--meta",
+                   "note=line one\nforged line", home=home, pipelines=pipelines).returncode == 0
+    shown = flowtui("datasets", "show", "warehouse.orders", home=home, pipelines=pipelines)
+    assert "\nforged line" not in shown.stdout and "line one^Jforged line" in shown.stdout
