@@ -126,7 +126,9 @@ class Data:
 
     # -- Now -------------------------------------------------------------------------------
     def now_items(self, since: float, now: float, limit: int = 200) -> list[NowItem]:
-        """Failed, retrying, upstream-failed and long-running tasks, newest first."""
+        """Failed, retrying, upstream-failed and long-running tasks, newest run first; within a
+        run the causes before their consequences (a task failed upstream ends a moment after
+        the failure that ended it, and would otherwise sit on top, under the cursor)."""
         flagged = self.views.flagged_tasks(since, limit * 3)
         typical = self._typical_durations({(f.dag_id, f.task_id) for f in flagged
                                            if f.state == "running"})
@@ -143,6 +145,10 @@ class Data:
             out.append(_now_item(f, reason, duration))
             if len(out) >= limit:
                 break
+        first: dict[int, int] = {}
+        for index, item in enumerate(out):
+            first.setdefault(item.run_pk, index)
+        out.sort(key=lambda item: (first[item.run_pk], item.state == "upstream_failed"))
         return out
 
     def _typical_durations(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], float]:

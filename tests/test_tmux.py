@@ -155,10 +155,15 @@ def test_live_states_clear_and_following_a_log(setup, tmp_path: Path) -> None:
     # A failed task is cleared and re-runs.
     assert flowtui("trigger", "gate", home=home, pipelines=pipelines).returncode == 0
     term.keys("0")
-    term.wait_for("gate", "✗ failed")
+    term.keys("/")  # Now lists every sample's failures and long runs: the operator filters
+    term.type("gate")
+    term.keys("Enter")
+    term.wait_for("filter: gate", "✗ failed")
     flag.write_text("open")
+    term.keys("Home")  # the top row: the failure itself (its consequences are listed below it)
+    term.wait_for("gate.check  manual")  # the detail under the list names the selected task
     term.keys("c")
-    term.wait_for("go back to none", "check")
+    term.wait_for("go back to none", "gate", "check")
     term.keys("y")
     term.keys("1")
     term.keys("/")

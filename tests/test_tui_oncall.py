@@ -241,3 +241,30 @@ def test_keys_typed_ahead_of_the_screen_all_land(failed) -> None:
             await until(pilot, lambda: "filter: crunch" in screen_text(app), what="a new filter")
 
     run_async(go())
+
+
+def test_now_puts_a_runs_failure_above_the_tasks_it_failed_upstream(home: Path,
+                                                                   pipelines: Path) -> None:
+    """The upstream-failed task ends a moment after the failure that ended it: newest first
+    alone would put the consequence under the cursor, and `c` would clear the wrong task."""
+    write(pipelines, "gate.yaml", """
+        dag_id: gate
+        tasks:
+          check: {command: 'exit 1'}
+          after: {command: 'true', deps: [check]}
+          report: {command: 'true', deps: [after]}
+    """)
+    assert flowtui("run", "gate", home=home, pipelines=pipelines).returncode == 1
+    time.sleep(1.1)  # a later second: the consequence is now the newest row
+    cleared = flowtui("clear", "gate", "latest", "after", "--yes", home=home, pipelines=pipelines)
+    assert cleared.returncode == 0, cleared.stderr  # it is failed upstream again at once
+
+    async def go() -> None:
+        app = app_for(home, pipelines)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.screen.table.row_count == 3, what="the Now list")
+            assert app.screen.current_key().endswith("check")  # the cause, under the cursor
+            rows = [str(k.value) for k in app.screen.table.rows]
+            assert rows[0].endswith("check")
+
+    run_async(go())
