@@ -12,6 +12,8 @@ from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
+from flowtui.runner.freshness import judge
+from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.loader import LoadResult, record_load
 from flowtui.store import current_user
 from flowtui.usage import EXIT_OK, UsageError
@@ -60,12 +62,22 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
     now = store.now()
     if args.datasets_command == "list":
         summaries = {s.name: s for s in store.datasets.summaries()}
-        names = sorted(set(summaries) | set(producers) | set(consumers))
+        watched, _ = freshness_policies(result.dags, config.raw)
+        names = sorted(set(summaries) | set(producers) | set(consumers) | set(watched))
         rows = []
         for name in names:
             s = summaries.get(name)
             newest = s.newest if s else None
+            verdict = "no policy"
+            if name in watched and newest is None:
+                verdict = "no event yet"  # the runner pages once its max age has passed
+            elif name in watched:
+                _, policy, zone = watched[name]
+                why, _ = judge(policy, zone, newest.at if newest else None,
+                               newest.at if newest else now, now)
+                verdict = f"stale: {why}" if why else "fresh"
             rows.append({"name": name, "events": s.events if s else 0,
+                         "partitions": s.partitions if s else 0, "freshness": verdict,
                          "newest_partition": newest.partition if newest else None,
                          "newest_at": local_time(newest.at) if newest else None,
                          "age_seconds": round(now - newest.at, 1) if newest else None,
@@ -79,7 +91,8 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
         for row in rows:
             age = (f"{row['newest_partition']}, {format_duration(row['age_seconds'])} ago"
                    if row["newest_partition"] else "no event yet")
-            echo(f"{visible(row['name'], inline=True)}  {age}  producers: "
+            echo(f"{visible(row['name'], inline=True)}  {age}  {row['partitions']} partition(s)  "
+                 f"{row['freshness']}  producers: "
                  f"{', '.join(row['producers']) or '-'}  consumers: "
                  f"{', '.join(row['consumers']) or '-'}")
         return EXIT_OK

@@ -602,3 +602,26 @@ def test_emit_refuses_an_empty_partition_and_show_keeps_one_line_per_event(
                    "note=line one\nforged line", home=home, pipelines=pipelines).returncode == 0
     shown = flowtui("datasets", "show", "warehouse.orders", home=home, pipelines=pipelines)
     assert "\nforged line" not in shown.stdout and "line one^Jforged line" in shown.stdout
+
+
+def test_datasets_list_gives_each_dataset_its_freshness_and_partitions(
+        home: Path, pipelines: Path) -> None:
+    write(pipelines, "orders.yaml", """
+        dag_id: orders
+        datasets:
+          warehouse.orders: {freshness: {max_age: 2h}}
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders]}
+    """)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "flowtui.toml").write_text('[datasets."ext.feed"]\nfreshness = {max_age = "1h"}\n')
+    for day in ("2026-03-27", "2026-03-28"):
+        assert flowtui("run", "orders", "--date", day, home=home,
+                       pipelines=pipelines).returncode == 0
+    listed = {row["name"]: row for row in json.loads(flowtui(
+        "datasets", "list", "--json", home=home, pipelines=pipelines).stdout)}
+    assert listed["warehouse.orders"]["freshness"] == "fresh"
+    assert listed["warehouse.orders"]["partitions"] == 2
+    assert listed["ext.feed"]["freshness"] == "no event yet"  # watched from flowtui.toml
+    text = flowtui("datasets", "list", home=home, pipelines=pipelines).stdout
+    assert "warehouse.orders  2026-03-28" in text and "2 partition(s)  fresh" in text
