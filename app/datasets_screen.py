@@ -14,8 +14,8 @@ from textual.widgets import DataTable, Static
 from flowtui.app.base import NAV
 from flowtui.app.lists import FILTER, TableScreen, sync_table
 from flowtui.app.render import ago, state_text
-from flowtui.runner.freshness import judge
 from flowtui.runner.freshness import policies as freshness_policies
+from flowtui.runner.freshness import verdict
 from flowtui.runner.text import visible
 
 
@@ -88,18 +88,13 @@ class DatasetsScreen(TableScreen):
                         Side(dag.dag_id, state_of(dag.dag_id), writes, waiting))
         summaries = {s.name: s for s in store.datasets.summaries()}
         rows = []
-        for name in sorted(set(summaries) | set(producers) | set(consumers)):
+        for name in sorted(set(summaries) | set(producers) | set(consumers) | set(watched)):
             s = summaries.get(name)
             newest = s.newest if s else None
-            verdict = "no policy"
-            if name in watched:
-                _, policy, zone = watched[name]
-                why, _ = judge(policy, zone, newest.at if newest else None,
-                               newest.at if newest else now, now)
-                verdict = f"stale: {why}" if why else "fresh"
             rows.append(DatasetRow(name, newest.partition if newest else None,
                                    newest.at if newest else None, s.events if s else 0,
-                                   verdict, producers.get(name, []), consumers.get(name, [])))
+                                   verdict(watched, name, newest.at if newest else None, now),
+                                   producers.get(name, []), consumers.get(name, [])))
         return rows
 
     def show(self, items: list[DatasetRow]) -> None:

@@ -16,6 +16,7 @@ from flowtui.runner.clock import SYSTEM
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
 from flowtui.runner.excerpt import find_excerpt
+from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.graph import shorten
 from flowtui.runner.loader import LoadError, LoadResult, record_load
 from flowtui.runner.text import GLYPHS, visible
@@ -129,6 +130,8 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
                          for e in alerting.errors)
     result.errors.extend(LoadError(e.split(": ", 1)[0], None, e.split(": ", 1)[1])
                          for e in dag_policy_errors(alerting, result.dags))
+    _, stale_errors = freshness_policies(result.dags, config.raw)  # [datasets.NAME] (SPEC 9)
+    result.errors.extend(LoadError(toml, None, e.split(": ", 1)[1]) for e in stale_errors)
     aside = _runner_errors(read_store(config) if config.db_path.exists() else None, result)
     if args.json:
         emit_json({"dags": sorted(result.dags), "files": len(result.files),

@@ -12,8 +12,8 @@ from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.config import Config
 from flowtui.runner.durations import format_duration
-from flowtui.runner.freshness import judge
 from flowtui.runner.freshness import policies as freshness_policies
+from flowtui.runner.freshness import verdict
 from flowtui.runner.loader import LoadResult, record_load
 from flowtui.store import current_user
 from flowtui.usage import EXIT_OK, UsageError
@@ -68,16 +68,9 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
         for name in names:
             s = summaries.get(name)
             newest = s.newest if s else None
-            verdict = "no policy"
-            if name in watched and newest is None:
-                verdict = "no event yet"  # the runner pages once its max age has passed
-            elif name in watched:
-                _, policy, zone = watched[name]
-                why, _ = judge(policy, zone, newest.at if newest else None,
-                               newest.at if newest else now, now)
-                verdict = f"stale: {why}" if why else "fresh"
             rows.append({"name": name, "events": s.events if s else 0,
-                         "partitions": s.partitions if s else 0, "freshness": verdict,
+                         "partitions": s.partitions if s else 0,
+                         "freshness": verdict(watched, name, newest.at if newest else None, now),
                          "newest_partition": newest.partition if newest else None,
                          "newest_at": local_time(newest.at) if newest else None,
                          "age_seconds": round(now - newest.at, 1) if newest else None,
@@ -101,11 +94,18 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("name a dataset, for example warehouse.orders ('flowtui datasets "
                          "list' shows them)")
     events = store.datasets.events(name, limit=10)
-    if not events and name not in producers and name not in consumers:
+    watched, _ = freshness_policies(result.dags, config.raw)
+    if not events and name not in producers and name not in consumers and name not in watched:
         raise UsageError(f"no dataset named {name!r}; 'flowtui datasets list' shows them")
     why = waiting_lines(store, result)
+    summary = store.datasets.summary(name)
     document = {
-        "name": name, "producers": producers.get(name, []),
+        "name": name, "events": summary.events, "partitions": summary.partitions,
+        "freshness": verdict(watched, name, events[0].at if events else None, now),
+        "newest_partition": events[0].partition if events else None,
+        "newest_at": local_time(events[0].at) if events else None,
+        "age_seconds": round(now - events[0].at, 1) if events else None,
+        "producers": producers.get(name, []),
         "consumers": [{"dag_id": c, "waiting": why.get(c, [])} for c in consumers.get(name, [])],
         "events": [{"id": e.id, "partition": e.partition, "at": local_time(e.at),
                     "source": e.source, "dag_id": e.dag_id, "run_id": e.run_id,
@@ -114,7 +114,10 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    echo(f"dataset {visible(name, inline=True)}")
+    newest = (f"newest {document['newest_partition']}, "
+              f"{format_duration(document['age_seconds'])} ago" if events else "no event yet")
+    echo(visible(f"dataset {name}  {newest}  {summary.partitions} partition(s), "
+                 f"{summary.events} event(s)  freshness: {document['freshness']}", inline=True))
     echo(f"  producers: {', '.join(document['producers']) or '-'}")
     for consumer in document["consumers"]:
         echo(f"  consumer {consumer['dag_id']}: " + ("; ".join(consumer["waiting"]) or "up to date"))

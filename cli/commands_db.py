@@ -30,16 +30,20 @@ def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
     with store.transaction() as conn:
         store.audit(conn, "db clean", detail={
             "older_than": args.older_than, "cutoff": cutoff, "runs": done.runs,
-            "tries": done.tries, "events": done.events, "audit": done.audit,
-            "files": done.files})
+            "tries": done.tries, "events": done.events, "alerts": done.alerts,
+            "dataset_events": done.dataset_events, "audit": done.audit, "files": done.files})
     if args.json:
         print(json.dumps({"cutoff": local_time(cutoff), "runs": done.runs, "tries": done.tries,
-                          "events": done.events, "audit_entries": done.audit,
+                          "events": done.events, "alerts": done.alerts,
+                          "dataset_events": done.dataset_events,
+                          "dataset_triggers": done.dataset_triggers,
+                          "audit_entries": done.audit,
                           "log_files": done.files, "log_bytes": done.bytes}, indent=2))
         return EXIT_OK
     echo(f"removed {done.runs} finished runs that ended before {local_time(cutoff)}: "
-         f"{done.tries} tries, {done.events} events, {done.files} log files "
-         f"({_size(done.bytes)})" + (f", {done.audit} audit entries" if args.audit else
+         f"{done.tries} tries, {done.events} events, {done.alerts} resolved alerts, "
+         f"{done.files} log files ({_size(done.bytes)}), {done.dataset_events} dataset "
+         "events" + (f", {done.audit} audit entries" if args.audit else
                                     "; the audit log is kept (--audit removes it too)"))
     return EXIT_OK
 
@@ -48,11 +52,13 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
     runs = store.retention.old_runs(cutoff)
     tries, events = store.retention.counts(runs)
     audit = store.retention.old_audit(cutoff) if args.audit else 0
+    dataset_events, _ = store.retention.old_dataset_rows(cutoff)
     if args.json:
         print(json.dumps({"cutoff": local_time(cutoff), "runs": [
             {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state,
              "end_date": local_time(r.end_date)} for r in runs],
-            "tries": tries, "events": events, "audit_entries": audit}, indent=2))
+            "tries": tries, "events": events, "dataset_events": dataset_events,
+            "audit_entries": audit}, indent=2))
         return EXIT_OK
     echo(f"dry run: nothing removed. Finished runs that ended more than "
          f"{format_duration(age)} ago (before {local_time(cutoff)}), and nothing changed since:")
@@ -62,8 +68,8 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
         per_dag = Counter(r.dag_id for r in runs[SHOWN:])
         echo(f"  and {len(runs) - SHOWN} more: " +
              ", ".join(f"{dag} {n}" for dag, n in sorted(per_dag.items())))
-    echo(f"would remove {len(runs)} runs, {tries} tries and their logs, {events} events"
-         + (f", {audit} audit entries" if args.audit else "; the audit log is kept"))
+    echo(f"would remove {len(runs)} runs, {tries} tries and their logs, {events} events, "
+         f"{dataset_events} dataset events (each dataset's newest stays)" + (f", {audit} audit entries" if args.audit else "; the audit log is kept"))
     return EXIT_OK
 
 

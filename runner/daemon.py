@@ -28,7 +28,7 @@ from flowtui.runner.notify import Sender
 from flowtui.runner.freshness import FreshnessWatch
 from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.retention import DailyRetention
-from flowtui.runner.runs import partition_day
+from flowtui.runner.runs import consumer_run_id, partition_day
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
 from flowtui.store import RunState, Store, StoreError
@@ -362,7 +362,7 @@ class Daemon:
         for partition, events in found.ready.items():
             day = partition_day(partition, dag.timezone)
             logical = day if day is not None else now
-            run_id = f"dataset__{partition if day is not None else iso(now)}"
+            run_id = consumer_run_id(partition, now, dag.timezone)
             starts = self._free_runs(dag) > 0 and not self.store.has_queued(dag.dag_id)
             run = self.store.datasets.create_consumer_run(
                 dag.dag_id, trigger.match, partition, events, run_id=run_id, run_type="dataset",

@@ -43,6 +43,20 @@ def policies(dags: dict[str, DagSpec], raw: dict[str, Any]) -> tuple[
     return found, errors
 
 
+def verdict(watched: dict[str, tuple[str, dict[str, Any], str]], name: str,
+            newest: float | None, now: float) -> str:
+    """One dataset's freshness as a reader sees it: ``fresh``, ``stale: why``, ``no event
+    yet`` (the runner pages once the policy's age has passed since it started) or ``no
+    policy``."""
+    if name not in watched:
+        return "no policy"
+    if newest is None:
+        return "no event yet"
+    _, policy, zone = watched[name]
+    why, _ = judge(policy, zone, newest, newest, now)
+    return f"stale: {why}" if why else "fresh"
+
+
 class FreshnessWatch:
     def __init__(self, store: Store, alerts: Alerts, started: float) -> None:
         self.store = store

@@ -44,7 +44,7 @@ class Lifecycle:
                        data_interval_start=run.data_interval_start,
                        data_interval_end=run.data_interval_end, conf=run.conf,
                        seq=next(self._run_seq), started_at=run.start_date or now,
-                       backfill_id=run.backfill_id)
+                       backfill_id=run.backfill_id, partition=run.partition)
         live.base_context = run_context(dag, live)
         live.params_json = json.dumps(live.base_context["params"])
         live.log_base = os.path.join(str(engine.config.logs_dir), dag.dag_id, run.run_id)
@@ -288,7 +288,7 @@ class Lifecycle:
             metadata = watch.metadata if watch else {}
             for dataset in spec.outlets:
                 self.changes.dataset_event(
-                    dataset, live.base_context["ds"], now, source="task", dag_id=live.dag.dag_id,
+                    dataset, live.base_context["partition"], now, source="task", dag_id=live.dag.dag_id,
                     run_id=live.run_id, task_id=task.task_id, try_number=task.try_number,
                     actor=actor, metadata=metadata)
             engine.datasets_written = True

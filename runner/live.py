@@ -78,6 +78,7 @@ class LiveRun:
     log_base: str = ""
     backfill_id: int | None = None
     cancelled: bool = False
+    partition: str | None = None
 
 
 class Slots:
@@ -128,6 +129,7 @@ def run_context(dag: DagSpec, live: Any) -> dict[str, Any]:
     ds = logical[:10]
     return {
         "ds": ds,
+        "partition": getattr(live, "partition", None) or ds,
         "ds_nodash": ds.replace("-", ""),
         "ts": logical,
         "logical_date": logical,

@@ -2,8 +2,9 @@
 
 ``flowtui db clean --older-than 90d`` and ``retention = "90d"`` in flowtui.toml (the runner
 applies it once a day) remove finished runs that nothing has touched since the cutoff, with their
-task instances, tries, events and log files; running and recent runs stay, and so does the audit
-log unless asked. The work goes in batches that each hold the write lock for at most about
+task instances, tries, events, resolved alerts and log files, and dataset events older than the
+cutoff (each dataset's newest stays); running and recent runs stay, and so does the audit log
+unless asked. The work goes in batches that each hold the write lock for at most about
 ``BUDGET`` seconds, the batch size adapting to how fast this machine and store are."""
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class Cleaned:
     runs: int = 0
     tries: int = 0
     events: int = 0
+    alerts: int = 0
+    dataset_events: int = 0
+    dataset_triggers: int = 0
     audit: int = 0
     files: int = 0
     bytes: int = 0
@@ -67,6 +71,7 @@ class Cleaner:
         self.batch = FIRST_BATCH
         self.done = Cleaned()
         self._runs_left = True
+        self._datasets_left = True
 
     def step(self) -> bool:
         """One batch; False once nothing is left to remove."""
@@ -78,7 +83,15 @@ class Cleaner:
             self.done.runs += removed.runs
             self.done.tries += removed.tries
             self.done.events += removed.events
+            self.done.alerts += removed.alerts
             self._delete_files(removed.files)  # committed first: a kept run's log never goes
+        elif self._datasets_left:
+            events, triggers = self.store.retention.remove_dataset_batch(self.cutoff,
+                                                                         self.batch * 20)
+            took = time.perf_counter() - started
+            self.done.dataset_events += events
+            self.done.dataset_triggers += triggers
+            self._datasets_left = events + triggers > 0
         elif self.audit:
             count = self.store.retention.remove_audit_batch(self.cutoff, self.batch * 20)
             took = time.perf_counter() - started
@@ -94,7 +107,7 @@ class Cleaner:
             self.batch = max(1, self.batch // 2)
         elif took < self.budget / 8:
             self.batch = min(self.batch * 2, 5000)
-        return self._runs_left or self.audit
+        return self._runs_left or self._datasets_left or self.audit
 
     def run(self, between: Callable[[], None] | None = None) -> Cleaned:
         while self.step():

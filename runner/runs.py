@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,18 @@ def partition_day(partition: str, timezone: str) -> float | None:
         return parse_date(partition, timezone)
     except RunError:
         return None
+
+
+_NAMEABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=-]{0,63}")
+
+
+def consumer_run_id(partition: str, now: float, timezone: str) -> str:
+    """A dataset-triggered run's id: ``dataset__`` and the partition it is for when that is a
+    plain name (a day, an hour, a region), else the moment it was made (a partition is free
+    text from ``datasets emit``, and a run id becomes a folder of log files)."""
+    if _NAMEABLE.fullmatch(partition) and ".." not in partition:
+        return f"dataset__{partition}"
+    return f"dataset__{iso(now, timezone)}"
 
 
 def check_runnable(dag: DagSpec, config: Config) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*\}\}")
 _BRACES = re.compile(r"\{\{.*?\}\}")
 NAMES = frozenset(
-    {"ds", "ds_nodash", "ts", "logical_date", "data_interval_start", "data_interval_end",
+    {"ds", "ds_nodash", "partition", "ts", "logical_date", "data_interval_start", "data_interval_end",
      "dag_id", "task_id", "run_id", "try_number"}
 )
 

@@ -252,7 +252,7 @@ def insert_run(conn: Any, *, dag_id: str, run_id: str, run_type: str, logical_da
                data_interval_start: float, data_interval_end: float, conf: dict[str, Any],
                state: RunState, runner_id: int | None, backfill_id: int | None,
                tasks: Sequence[tuple[str, int, str, int, int]], at: float, cause: str,
-               actor: str, detail: str = "") -> int:
+               actor: str, detail: str = "", partition: str | None = None) -> int:
     """A run's birth, in the caller's transaction: the run (``queued`` or ``running``), its
     task instances ``(task_id, max_tries, pool, slots, priority)`` as ``none``, and its event.
     Raises ``sqlite3.IntegrityError`` when the DAG already has that run id."""
@@ -260,10 +260,10 @@ def insert_run(conn: Any, *, dag_id: str, run_id: str, run_type: str, logical_da
     cur = conn.execute(
         "INSERT INTO dag_runs (dag_id, run_id, run_type, logical_date, data_interval_start, "
         "data_interval_end, conf, state, start_date, runner_id, backfill_id, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "updated_at, partition) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end,
          json.dumps(conf), state.value, at if state == R.RUNNING else None, runner_id,
-         backfill_id, at, at))
+         backfill_id, at, at, partition))
     run_pk = int(cur.lastrowid or 0)
     conn.executemany(
         "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, pool, "

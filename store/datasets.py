@@ -97,7 +97,7 @@ class DatasetRecords:
                 return None  # another runner took these events first
             events = {d: e for d, e in events.items() if last is None or e > last}
             created = self.store.insert_run(conn, dag_id=consumer, unique=True,
-                                            at=self.store.now(), **run)
+                                            at=self.store.now(), partition=partition, **run)
             conn.executemany(
                 "INSERT INTO dataset_triggers (consumer, dataset, partition, event_id, run_pk, "
                 "at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -173,6 +173,16 @@ class DatasetRecords:
                                (newest_id,)).fetchone()
             out.append(DatasetSummary(name, count, _event(row), partitions))
         return out
+
+    def summary(self, name: str) -> DatasetSummary:
+        """One dataset's counts and newest event (``summaries`` for one, by its index)."""
+        conn = self.store.conn
+        count, partitions, newest_id = conn.execute(
+            "SELECT count(*), count(DISTINCT partition), max(id) FROM dataset_events "
+            "WHERE dataset = ?", (name,)).fetchone()
+        row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM dataset_events WHERE id = ?",
+                           (newest_id,)).fetchone() if newest_id is not None else None
+        return DatasetSummary(name, count, _event(row) if row else None, partitions)
 
     def consumer_runs(self, dataset: str, limit: int = 20) -> list[tuple[str, str, int]]:
         """(consumer, partition, run_pk) of the newest runs that consumed this dataset."""

@@ -339,7 +339,7 @@ class Store:
         """``create_run`` inside the caller's transaction (``taken``: run ids known taken)."""
         base, n = run_id, 2
         if unique:
-            taken = taken if taken is not None else self.run_ids(values["dag_id"])
+            taken = taken if taken is not None else self.run_ids(values["dag_id"], like=base)
             while run_id in taken:
                 run_id, n = f"{base}.{n}", n + 1
         while True:
@@ -356,16 +356,22 @@ class Store:
         return Run(pk, values["dag_id"], run_id, values["run_type"], values["logical_date"],
                    values["data_interval_start"], values["data_interval_end"],
                    dict(values["conf"]), state, at if state == RunState.RUNNING else None, None,
-                   values["runner_id"], at, values["backfill_id"])
+                   values["runner_id"], at, values["backfill_id"], values.get("partition"))
 
     def add_task_instances(self, run_pk: int, dag_id: str, run_id: str,
                            tasks: Sequence[tuple[str, int, str, int, int]]) -> None:
         with self.transaction() as conn:
             changes.add_task_instances(conn, run_pk, dag_id, run_id, tasks, self.now())
 
-    def run_ids(self, dag_id: str) -> set[str]:
+    def run_ids(self, dag_id: str, like: str | None = None) -> set[str]:
+        """A DAG's run ids; with ``like``, only that id and its uniquified forms (``id.2``...),
+        read by a range on the (dag_id, run_id) index, not the DAG's whole history."""
+        if like is None:
+            return {r[0] for r in self.conn.execute(
+                "SELECT run_id FROM dag_runs WHERE dag_id = ?", (dag_id,))}
         return {r[0] for r in self.conn.execute(
-            "SELECT run_id FROM dag_runs WHERE dag_id = ?", (dag_id,))}
+            "SELECT run_id FROM dag_runs WHERE dag_id = ? AND (run_id = ? OR "
+            "(run_id > ? AND run_id < ?))", (dag_id, like, like + ".", like + "/"))}
 
     def get_run(self, dag_id: str, run_id: str) -> Run | None:
         if run_id == "latest":

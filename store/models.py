@@ -24,16 +24,17 @@ class Run:
     runner_id: int | None
     updated_at: float
     backfill_id: int | None = None
+    partition: str | None = None  # a dataset-triggered run's partition (SPEC 9); else its ds
 
     @classmethod
     def from_row(cls, row: tuple) -> "Run":
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]),
-                   RunState(row[8]), row[9], row[10], row[11], row[12], row[13])
+                   RunState(row[8]), row[9], row[10], row[11], row[12], row[13], row[14])
 
 
 RUN_COLUMNS = ("id, dag_id, run_id, run_type, logical_date, data_interval_start, "
                "data_interval_end, conf, state, start_date, end_date, runner_id, updated_at, "
-               "backfill_id")
+               "backfill_id, partition")
 
 
 @dataclass(slots=True)

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 # A run is old when it ended, and nothing about it changed, before the cutoff; it is never one
 # with a try still open or an operator's request still waiting (the request would vanish with
-# it), nor a DAG's newest scheduled run: the schedule carries on from it, and without it a
+# it) or an alert nobody resolved yet (it stays on the screen until someone does), nor a DAG's
+# newest scheduled run: the schedule carries on from it, and without it a
 # runner would schedule the DAG's history again (catch-up from start_date, a yearly DAG's year).
 _OLD = """
     FROM dag_runs r
@@ -21,6 +22,8 @@ _OLD = """
       AND r.end_date IS NOT NULL AND r.end_date < :cutoff
       AND NOT EXISTS (SELECT 1 FROM tries t WHERE t.run_pk = r.id AND t.end_date IS NULL)
       AND NOT EXISTS (SELECT 1 FROM requests q WHERE q.run_pk = r.id AND q.done_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.dag_id = r.dag_id AND a.run_id = r.run_id
+                      AND a.state <> 'resolved')
       AND NOT (r.run_type = 'scheduled' AND r.logical_date >= (
           SELECT max(s.logical_date) FROM dag_runs s
           WHERE s.dag_id = r.dag_id AND s.run_type = 'scheduled'))
@@ -43,8 +46,30 @@ class Removed:
     runs: int = 0
     tries: int = 0
     events: int = 0
+    alerts: int = 0
     audit: int = 0
     files: list[str] = field(default_factory=list)
+
+
+# Dataset events older than the cutoff go, except each dataset's newest (its age and freshness
+# stay known, and event ids never go back: a consumer's watermark is an event id). A consumer's
+# trigger rows for a partition go once no event for that partition is left (so nothing old
+# looks new again); for ``match: any`` the newest row per consumer is its watermark and stays.
+_OLD_DATASET_EVENTS = """
+    FROM dataset_events e
+    WHERE e.at < :cutoff
+      AND e.id < (SELECT max(n.id) FROM dataset_events n WHERE n.dataset = e.dataset)
+"""
+_OLD_TRIGGERS = """
+    FROM dataset_triggers t
+    WHERE t.at < :cutoff AND (
+      (t.partition <> '*' AND NOT EXISTS (
+          SELECT 1 FROM dataset_events e WHERE e.dataset = t.dataset
+          AND e.partition = t.partition))
+      OR (t.partition = '*' AND t.event_id < (
+          SELECT max(w.event_id) FROM dataset_triggers w
+          WHERE w.consumer = t.consumer AND w.partition = '*')))
+"""
 
 
 class RetentionRecords:
@@ -96,6 +121,8 @@ class RetentionRecords:
                     removed.files += [log_path, exit_path]
                 removed.events += conn.execute(
                     "DELETE FROM events WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).rowcount
+                removed.alerts += conn.execute(  # resolved ones only (see _OLD)
+                    "DELETE FROM alerts WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).rowcount
             conn.executemany("DELETE FROM dag_runs WHERE id = ?", [(row[0],) for row in rows])
             removed.runs = len(rows)
             if rows:  # readers refetch when the newest event moves: a removal is news to them
@@ -103,6 +130,29 @@ class RetentionRecords:
                                      "removed", "retention", actor,
                                      f"{len(rows)} finished runs older than the cutoff"))
         return removed
+
+    def old_dataset_rows(self, cutoff: float) -> tuple[int, int]:
+        """How many dataset events and consumer trigger rows a clean at ``cutoff`` removes
+        (triggers counted as of now: more go once their partitions' events have gone)."""
+        conn = self.store.conn
+        return (conn.execute(f"SELECT count(*) {_OLD_DATASET_EVENTS}",
+                             {"cutoff": cutoff}).fetchone()[0],
+                conn.execute(f"SELECT count(*) {_OLD_TRIGGERS}",
+                             {"cutoff": cutoff}).fetchone()[0])
+
+    def remove_dataset_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
+        """Up to ``limit`` old dataset events, then the trigger rows nothing needs any more."""
+        with self.store.transaction() as conn:
+            events = conn.execute(
+                f"DELETE FROM dataset_events WHERE id IN (SELECT e.id {_OLD_DATASET_EVENTS} "
+                "ORDER BY e.id LIMIT :limit)", {"cutoff": cutoff, "limit": limit}).rowcount
+            if events == limit:
+                return events, 0
+            triggers = conn.execute(
+                "DELETE FROM dataset_triggers WHERE (consumer, dataset, event_id) IN (SELECT "
+                f"t.consumer, t.dataset, t.event_id {_OLD_TRIGGERS} LIMIT :limit)",
+                {"cutoff": cutoff, "limit": limit}).rowcount
+            return events, triggers
 
     def old_audit(self, cutoff: float) -> int:
         return self.store.conn.execute("SELECT count(*) FROM audit_log WHERE at < ?",

@@ -327,6 +327,22 @@ def _datasets(db: Database) -> None:
         """)
 
 
+
+@migrations(name="0009_run_partition")
+def _run_partition(db: Database) -> None:
+    # A dataset-triggered run remembers the partition it was made for, so a partition that is
+    # not a day ({{ partition }}: a region, an hour, a batch id) reaches the task and the events
+    # the run writes in turn (NULL: the run's ds).
+    db.execute("ALTER TABLE dag_runs ADD COLUMN partition TEXT")
+    # Retention keeps a run an open alert names and takes a removed run's alerts with it; it
+    # finds old dataset events and trigger rows by age, and each dataset's newest by id.
+    _run_statements(db, """
+        CREATE INDEX alerts_run ON alerts(dag_id, run_id);
+        CREATE INDEX dataset_events_at ON dataset_events(at);
+        CREATE INDEX dataset_events_newest ON dataset_events(dataset, id);
+        CREATE INDEX dataset_triggers_at ON dataset_triggers(at)
+        """)
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

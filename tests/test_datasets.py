@@ -625,3 +625,70 @@ def test_datasets_list_gives_each_dataset_its_freshness_and_partitions(
     assert listed["ext.feed"]["freshness"] == "no event yet"  # watched from flowtui.toml
     text = flowtui("datasets", "list", home=home, pipelines=pipelines).stdout
     assert "warehouse.orders  2026-03-28" in text and "2 partition(s)  fresh" in text
+    # show says the same of one dataset
+    shown = json.loads(flowtui("datasets", "show", "warehouse.orders", "--json", home=home,
+                               pipelines=pipelines).stdout)
+    assert (shown["freshness"], shown["partitions"], shown["events"][0]["partition"]) == (
+        "fresh", 2, "2026-03-28")
+    first = flowtui("datasets", "show", "warehouse.orders", home=home,
+                    pipelines=pipelines).stdout.splitlines()[0]
+    assert first.startswith("dataset warehouse.orders  newest 2026-03-28, ")
+    assert first.endswith("2 partition(s), 2 event(s)  freshness: fresh")
+    assert "freshness: no event yet" in flowtui("datasets", "show", "ext.feed", home=home,
+                                                pipelines=pipelines).stdout
+
+
+def test_dags_check_names_a_bad_freshness_in_flowtui_toml(home: Path, pipelines: Path) -> None:
+    write(pipelines, "orders.yaml", """
+        dag_id: orders
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders]}
+    """)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "flowtui.toml").write_text(
+        '[datasets."warehouse.orders"]\nfreshness = {max_age = "soon"}\n')
+    done = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert done.returncode == 1
+    lines = [line for line in done.stdout.splitlines() if "datasets.warehouse.orders" in line]
+    assert len(lines) == 1 and "flowtui.toml" in lines[0] and "max_age" in lines[0], done.stdout
+    assert "1 error(s)" in done.stdout
+
+
+def test_a_partition_that_is_not_a_day_reaches_the_task_and_the_next_hop(
+        home: Path, pipelines: Path, tmp_path: Path) -> None:
+    # raw.orders arrives per region; clean_orders consumes it per region and writes
+    # warehouse.orders for that same region; the report consumes that in turn.
+    out = tmp_path / "out"
+    write(pipelines, "clean.yaml", f"""
+dag_id: clean
+schedule: {{datasets: [raw.orders]}}
+tasks:
+  clean: {{command: 'echo "clean {{{{ partition }}}} $FLOWTUI_RUN_ID" >> {out}',
+           outlets: [warehouse.orders]}}
+""")
+    write(pipelines, "report.yaml", f"""
+dag_id: report
+schedule: {{datasets: [warehouse.orders]}}
+tasks:
+  build: {{command: 'echo "report {{{{ partition }}}} $FLOWTUI_RUN_ID" >> {out}'}}
+""")
+    assert flowtui("dags", "list", home=home, pipelines=pipelines).returncode == 0  # known
+    for region in ("eu-west", "us/east; rm -rf ~"):  # the second is no name for a folder
+        assert flowtui("datasets", "emit", "raw.orders", "--partition", region, home=home,
+                       pipelines=pipelines).returncode == 0
+    clock = ManualClock(start=time.time())
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+    try:
+        daemon.start()
+        serve_until_settled(daemon, clock, lambda: len(runs(home, "report")) == 2 and all(
+            r[1] == "success" for r in runs(home, "report")))
+    finally:
+        daemon.close()
+    lines = sorted(out.read_text().splitlines())
+    assert lines[0] == "clean eu-west dataset__eu-west"
+    assert lines[1].startswith("clean us/east; rm -rf ~ dataset__2")  # named by its moment
+    assert lines[2] == "report eu-west dataset__eu-west"
+    assert lines[3].startswith("report us/east; rm -rf ~ dataset__2")
+    shown = json.loads(flowtui("datasets", "show", "warehouse.orders", "--json", home=home,
+                               pipelines=pipelines).stdout)
+    assert {e["partition"] for e in shown["events"]} == {"eu-west", "us/east; rm -rf ~"}

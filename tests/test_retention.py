@@ -19,7 +19,7 @@ from flowtui.runner.config import load_config
 from flowtui.runner.daemon import Daemon
 from flowtui.runner.loader import load_folder, record_load
 from flowtui.runner.runs import run_in_foreground
-from flowtui.store import Store
+from flowtui.store import RunState, Store
 
 DAY = 86400.0
 ETL = """
@@ -236,3 +236,80 @@ def test_a_dags_newest_scheduled_run_stays_so_its_schedule_carries_on(home: Path
     store = Store.open(config.db_path)
     assert store.last_scheduled("etl") == before
     store.close()
+
+
+def test_a_run_an_open_alert_names_stays_and_resolved_alerts_go_with_their_runs(aged) -> None:
+    home, pipelines = aged
+    old = [r[0] for r in table(home, "SELECT run_id FROM dag_runs WHERE state = 'success' "
+                                     "ORDER BY logical_date LIMIT 2")]
+    store = Store.open(home / "flowtui.db")
+    try:
+        now = store.now()
+        store.alerts.insert("task_failed", "etl", old[0], "load", "error", "still open", now)
+        done_id = store.alerts.insert("task_failed", "etl", old[1], "load", "error", "over", now)
+        store.alerts.resolve(done_id, now)
+    finally:
+        store.close()
+    done = flowtui("db", "clean", "--older-than", "90d", "--json", home=home,
+                   pipelines=pipelines)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 2 and json.loads(done.stdout)["alerts"] == 1
+    kept = {r[0] for r in table(home, "SELECT run_id FROM dag_runs")}
+    assert old[0] in kept and old[1] not in kept  # the open alert's run is still there to open
+    assert table(home, "SELECT run_id, state FROM alerts") == [(old[0], "open")]
+
+
+def test_old_dataset_events_go_and_nothing_old_looks_new_to_a_consumer(
+        home: Path, pipelines: Path) -> None:
+    write(pipelines, "report.yaml", """
+        dag_id: report
+        schedule: {datasets: [warehouse.orders]}
+        tasks:
+          build: {command: 'true'}
+    """)
+    config = load_config(home, pipelines)
+    now = time.time()
+    for days_ago in (200, 120, 100, 10):
+        clock = ManualClock(start=now - days_ago * DAY)
+        store = Store.open(config.db_path, now=clock.now)
+        try:
+            record_load(store, load_folder(pipelines))
+            store.datasets.emit("warehouse.orders", f"p{days_ago}", {}, "loader")
+            found = store.datasets.readiness("report", ["warehouse.orders"], "same_partition")
+            for partition, events in found.ready.items():  # what the runner does, then
+                store.datasets.create_consumer_run(
+                    "report", "same_partition", partition, events,
+                    run_id=f"dataset__{partition}", run_type="dataset", logical_date=clock.now(),
+                    data_interval_start=clock.now(), data_interval_end=clock.now(), conf={},
+                    state=RunState.QUEUED, runner_id=None, backfill_id=None, tasks=[], cause="dataset",
+                    actor="runner")
+        finally:
+            store.close()
+    store = Store.open(config.db_path, now=lambda: now - 150 * DAY)  # the newest, 200 days on
+    try:
+        store.datasets.emit("warehouse.customers", "p200", {}, "loader")
+    finally:
+        store.close()
+    dry = json.loads(flowtui("db", "clean", "--older-than", "90d", "--dry-run", "--json",
+                             home=home, pipelines=pipelines).stdout)
+    assert dry["dataset_events"] == 3  # p200, p120, p100 of orders; customers' only event stays
+    done = flowtui("db", "clean", "--older-than", "90d", "--json", home=home, pipelines=pipelines)
+    assert json.loads(done.stdout)["dataset_events"] == 3
+    assert table(home, "SELECT dataset, partition FROM dataset_events ORDER BY id") == [
+        ("warehouse.orders", "p10"), ("warehouse.customers", "p200")]
+    assert table(home, "SELECT partition FROM dataset_triggers") == [("p10",)]
+    store = Store.open(config.db_path)
+    try:  # the consumer is up to date: no old partition comes back
+        found = store.datasets.readiness("report", ["warehouse.orders"], "same_partition")
+        assert (found.ready, found.waiting) == ({}, {})
+        # an old partition re-written now is news, and is consumed again
+        store.datasets.emit("warehouse.orders", "p120", {}, "loader")
+        found = store.datasets.readiness("report", ["warehouse.orders"], "same_partition")
+        assert list(found.ready) == ["p120"]
+        # and ids go on from the newest: a consumer's watermark never sees an id twice
+        assert max(table(home, "SELECT id FROM dataset_events")[-1]) > 5
+    finally:
+        store.close()
+    listed = {r["name"]: r for r in json.loads(flowtui(
+        "datasets", "list", "--json", home=home, pipelines=pipelines).stdout)}
+    assert listed["warehouse.customers"]["newest_partition"] == "p200"
