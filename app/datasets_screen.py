@@ -9,10 +9,11 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from flowtui.app.base import NAV
-from flowtui.app.lists import FILTER, TableScreen, sync_table
+from flowtui.app.base import NAV, focus_now
+from flowtui.app.lists import FILTER, ListTable, TableScreen, sync_table
 from flowtui.app.render import ago, state_text
 from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.freshness import verdict
@@ -27,6 +28,8 @@ class Side:
     state: str | None
     other: list[str]
     waiting: list[str] = field(default_factory=list)
+    dag_id: str = ""
+    reads: bool = False  # a task naming it in inlets, not a DAG scheduled by it
 
 
 @dataclass(slots=True)
@@ -42,17 +45,23 @@ class DatasetRow:
 
 class DatasetsScreen(TableScreen):
     TITLE = "Datasets"
-    HINT = "the selected dataset's lineage is below the list"
+    HINT = "tab: the selected dataset's lineage; enter on a dataset there follows it"
     COLUMNS = ("dataset", "newest", "age", "freshness", "producers", "consumers")
-    BINDINGS = [*NAV, FILTER, *TableScreen.MOVES]
+    BINDINGS = [*NAV, FILTER, *TableScreen.MOVES,
+                Binding("tab", "switch", "Lineage", id="lineage")]
 
     def __init__(self) -> None:
         super().__init__()
         self.rows_by_key: dict[str, DatasetRow] = {}
+        self._pending: str | None = None  # a dataset to select once the list shows it
 
     def body(self) -> ComposeResult:
         yield from super().body()
-        yield Static("", id="now-detail")
+        yield Static("", id="lineage-head")
+        lineage = ListTable(cursor_type="row", id="lineage", show_header=False)
+        for name in ("state", "node", "note"):
+            lineage.add_column(name, key=name)
+        yield lineage
 
     def fetch(self, data: Any) -> list[DatasetRow]:
         store = data.store
@@ -71,10 +80,14 @@ class DatasetsScreen(TableScreen):
         consumers: dict[str, list[Side]] = {}
         for dag in dags.values():
             for task in dag.tasks.values():
+                name_ = f"{dag.dag_id}.{task.task_id}"
                 for name in task.outlets:
                     producers.setdefault(name, []).append(
-                        Side(f"{dag.dag_id}.{task.task_id}", state_of(dag.dag_id),
-                             list(task.inlets)))
+                        Side(name_, state_of(dag.dag_id), list(task.inlets), dag_id=dag.dag_id))
+                for name in task.inlets:  # a task that reads it is downstream too
+                    consumers.setdefault(name, []).append(
+                        Side(name_, state_of(dag.dag_id), list(task.outlets),
+                             dag_id=dag.dag_id, reads=True))
             if dag.datasets is not None:
                 writes = sorted({o for t in dag.tasks.values() for o in t.outlets})
                 found = store.datasets.readiness(dag.dag_id, dag.datasets.datasets,
@@ -85,7 +98,8 @@ class DatasetsScreen(TableScreen):
                             for partition, missing in found.waiting.items()]
                 for name in dag.datasets.datasets:
                     consumers.setdefault(name, []).append(
-                        Side(dag.dag_id, state_of(dag.dag_id), writes, waiting))
+                        Side(dag.dag_id, state_of(dag.dag_id), writes, waiting,
+                             dag_id=dag.dag_id))
         summaries = {s.name: s for s in store.datasets.summaries()}
         rows = []
         for name in sorted(set(summaries) | set(producers) | set(consumers) | set(watched)):
@@ -113,44 +127,116 @@ class DatasetsScreen(TableScreen):
                 Text(shown(item.partition or "-")),
                 ago(item.newest_at, now) if item.newest_at else "never", verdict,
                 Text(", ".join(p.name for p in item.producers) or "-"),
-                Text(shown(", ".join(c.name for c in item.consumers) or "-")))))
+                Text(shown(", ".join(c.name for c in item.consumers if not c.reads) or "-")))))
         sync_table(self.table, rows, caps={4: 30, 5: 30})
+        if self._pending in self.rows_by_key:  # followed from a lineage while filtered out
+            name, self._pending = self._pending, None
+            self._select(name)
         self.query_one(".title", Static).update(
             "Datasets" if items else "Datasets: none yet (name them with outlets: on a task)")
         self._paint_lineage()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "table":
+            self._paint_lineage()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.data_table.id == "lineage":
+            self._follow(str(event.row_key.value))
+        else:  # Enter on a dataset walks into its lineage
+            focus_now(self.lineage)
+
+    @property
+    def lineage(self) -> DataTable:
+        return self.query_one("#lineage", DataTable)
+
+    def action_move(self, where: str) -> None:
+        if self.focused is self.lineage:
+            table = self.lineage
+            if table.row_count:
+                if where in ("top", "bottom"):
+                    table.move_cursor(row=0 if where == "top" else table.row_count - 1,
+                                      animate=False)
+                else:
+                    getattr(table, f"action_cursor_{where}" if where in ("up", "down") else
+                            f"action_{where}")()
+            return
+        super().action_move(where)
+
+    def action_switch(self) -> None:
+        """Tab: between the list and the selected dataset's lineage."""
+        focus_now(self.table if self.focused is self.lineage else self.lineage)
+
+    def _follow(self, key: str) -> None:
+        """Enter on a lineage row: a dataset becomes the one shown (its own lineage around
+        it, as the graph view moves from task to task); a DAG opens its screen."""
+        kind, _, name = key.split("|", 1)[1].partition(":")
+        if kind == "none":
+            return
+        if kind == "dag":
+            from flowtui.app.dag_screen import DagScreen
+
+            self.app.push_screen(DagScreen(name))
+            return
+        if name not in self.rows_by_key and self.filter_text:
+            self._set_filter("")  # the dataset is hidden by the filter: show everything
+            self._pending = name
+            return
+        self._select(name)
+
+    def _select(self, name: str) -> None:
+        table = self.table
+        for index, row_key in enumerate(table.rows):
+            if str(row_key.value) == name:
+                table.move_cursor(row=index, animate=False)
+                break
         self._paint_lineage()
+        focus_now(self.lineage)
+        for index, row_key in enumerate(self.lineage.rows):  # the cursor on it, in the middle
+            if str(row_key.value).endswith("|here:" + name):
+                self.lineage.move_cursor(row=index, animate=False)
 
     def _paint_lineage(self) -> None:
         item = self.rows_by_key.get(self.current_key() or "")
-        detail = self.query_one("#now-detail", Static)
+        head = self.query_one("#lineage-head", Static)
         if item is None:
-            detail.update("")
+            head.update("")
+            sync_table(self.lineage, [])
             return
         text = Text()
         text.append(shown(item.name), style="bold")
-        text.append(f"  {item.events} events, newest {shown(item.partition or '-')}  "
-                    f"freshness: {item.verdict}\n")
-        text.append("written by\n", style="bold")
-        for side in item.producers or [Side("(no task names it in outlets)", None, [])]:
-            self._side(text, side, "reads")
-        text.append("read by\n", style="bold")
-        for side in item.consumers or [Side("(no DAG is scheduled by it)", None, [])]:
-            self._side(text, side, "writes")
-        detail.update(text)
+        text.append(f"  {item.events} event{'' if item.events == 1 else 's'}, newest "
+                    f"{shown(item.partition or '-')}  freshness: {item.verdict}")
+        head.update(text)
+        rows: list[tuple[str, tuple]] = []
 
-    def _side(self, text: Text, side: Side, verb: str) -> None:
-        text.append("  ")
-        if side.state is not None:
-            text.append_text(state_text(self.app, side.state))
-            text.append("  ")
-        text.append(shown(side.name))
-        if side.other:
-            text.append(f"  {verb} {shown(', '.join(side.other))}")
-        for line in side.waiting:
-            text.append(f"\n    {shown(line)}", style="italic")
-        text.append("\n")
+        def add(kind: str, name: str, level: int, state: str | None, label: str,
+                note: str) -> None:
+            """One node, indented by its place in the flow: what the writers read, the
+            writers, this dataset, what consumes or reads it, what those write."""
+            style = "bold reverse" if kind == "here" else "bold" if kind == "ds" else ""
+            cells = (state_text(self.app, state) if state else Text(""),
+                     Text.assemble("  " * level, (shown(label), style)),
+                     Text(shown(note), style="italic"))
+            rows.append((f"{len(rows)}|{kind}:{name}", cells))
+
+        if not item.producers:
+            add("none", "", 1, None, "(no task names it in outlets)", "")
+        for side in item.producers:
+            for other in side.other:
+                add("ds", other, 0, None, other, "read by " + side.name)
+            add("dag", side.dag_id, 1, side.state, side.name, "writes it")
+        add("here", item.name, 2, None, item.name,
+            f"newest {item.partition or '-'}, {item.verdict}")
+        for side in item.consumers:
+            add("dag", side.dag_id, 3, side.state, side.name,
+                "; ".join(side.waiting) or ("reads it" if side.reads else "scheduled by it"))
+            for other in side.other:
+                add("ds", other, 4, None, other, "written by " + side.name)
+        if not item.consumers:
+            add("none", "", 3, None, "(no DAG is scheduled by it, no task reads it)", "")
+        sync_table(self.lineage, rows, caps={1: 50})
 
 
 def shown(text: str) -> str:

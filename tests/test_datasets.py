@@ -364,11 +364,26 @@ def test_the_datasets_screen_shows_freshness_and_the_lineage_of_the_selected_dat
             await until(pilot, lambda: "warehouse.orders" in screen_text(app), what="the list")
             await pilot.press("slash", *"warehouse.orders", "enter")  # as an operator would
             await until(pilot, lambda: "warehouse.orders  " in screen_text(app) and
-                        "written by" in screen_text(app), what="its lineage")
+                        "writes it" in screen_text(app), what="its lineage")
             shown = screen_text(app)
             assert "stale" in shown and "2026-03-28" in shown
-            assert "orders.load  reads raw.orders" in shown
+            assert "raw.orders" in shown and "read by orders.load" in shown
             assert "report" in shown and "waiting for warehouse.customers 2026-03-28" in shown
+            # Walk the lineage: tab into it, up to what the writer reads, enter follows it
+            # (the filter that hid it is lifted), and raw.orders' own lineage is shown.
+            await pilot.press("tab", "home", "enter")
+            await until(pilot, lambda: "read by orders.load" not in screen_text(app) and
+                        "raw.orders  0 events" in screen_text(app), what="raw.orders' lineage")
+            assert "orders.load" in screen_text(app) and "reads it" in screen_text(app)
+            # and on from there down to the task that reads it, whose DAG opens
+            lineage = app.screen.query_one("#lineage")
+            keys = [str(k.value) for k in lineage.rows]
+            lineage.move_cursor(row=next(i for i, k in enumerate(keys) if k.endswith(
+                "|dag:orders")))
+            await pilot.press("enter")
+            await until(pilot, lambda: type(app.screen).__name__ == "DagScreen",
+                        what="the DAG screen")
+            assert app.screen.dag_id == "orders"
 
     run_async(go())
 

@@ -189,7 +189,7 @@ SCREENS = {
     "help": (["question_mark"], "Keys:"),
     "clear_dialog": (["c"], "go back to none"),
     "backfills": (["6"], "Backfills"),
-    "datasets": (["7"], "written by"),
+    "datasets": (["7"], "freshness: "),
 }
 # Every screen at both sizes in the dark and high-contrast themes, and at 80x24 in monochrome
 # (NO_COLOR): state must read from glyphs and text alone.
