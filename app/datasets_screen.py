@@ -43,6 +43,17 @@ class DatasetRow:
     consumers: list[Side]
 
 
+SHOWN = 300  # rows in the list; the rest are reached by the filter
+
+
+@dataclass(slots=True)
+class DatasetPage:
+    rows: list[DatasetRow]  # stale first, then by name; at most SHOWN
+    total: int  # datasets known (events, pipelines, flowtui.toml)
+    matching: int  # of them, those the filter keeps
+    stale: int
+
+
 class DatasetsScreen(TableScreen):
     TITLE = "Datasets"
     HINT = "tab: the selected dataset's lineage; enter on a dataset there follows it"
@@ -63,7 +74,7 @@ class DatasetsScreen(TableScreen):
             lineage.add_column(name, key=name)
         yield lineage
 
-    def fetch(self, data: Any) -> list[DatasetRow]:
+    def fetch(self, data: Any) -> DatasetPage:
         store = data.store
         dags = self.app.ops.dags()
         now = self.app.clock.now()
@@ -100,24 +111,41 @@ class DatasetsScreen(TableScreen):
                     consumers.setdefault(name, []).append(
                         Side(dag.dag_id, state_of(dag.dag_id), writes, waiting,
                              dag_id=dag.dag_id))
-        summaries = {s.name: s for s in store.datasets.summaries()}
+        # Only what the screen shows is read in full: stale datasets (only a watched one can
+        # be), then the first SHOWN names the filter keeps. 10,000 datasets are 10,000 names.
+        known = set(store.datasets.names()) | set(producers) | set(consumers) | set(watched)
+        text = self.filter_text
+
+        def matches(name: str) -> bool:
+            return not text or text in name.lower() or any(
+                text in side.name.lower() for side in (*producers.get(name, ()),
+                                                       *consumers.get(name, ())))
+
+        kept = sorted(name for name in known if matches(name))
+        summaries = {s.name: s for s in store.datasets.summaries(list(watched))}
+        stale = {name for name in watched if verdict(
+            watched, name, summaries[name].newest.at if name in summaries else None,
+            now).startswith("stale")}
+        chosen = [n for n in kept if n in stale] + [n for n in kept if n not in stale]
+        chosen = chosen[:SHOWN]
+        summaries.update((s.name, s) for s in store.datasets.summaries(chosen))
         rows = []
-        for name in sorted(set(summaries) | set(producers) | set(consumers) | set(watched)):
+        for name in chosen:
             s = summaries.get(name)
             newest = s.newest if s else None
             rows.append(DatasetRow(name, newest.partition if newest else None,
                                    newest.at if newest else None, s.events if s else 0,
                                    verdict(watched, name, newest.at if newest else None, now),
                                    producers.get(name, []), consumers.get(name, [])))
-        return rows
+        return DatasetPage(rows, len(known), len(kept), len(stale))
 
-    def show(self, items: list[DatasetRow]) -> None:
+    def show(self, page: DatasetPage) -> None:
         now = self.app.clock.now()
         rows = []
         self.rows_by_key = {}
-        for item in items:
-            names = [p.name for p in item.producers] + [c.name for c in item.consumers]
-            if not self.keep(item.name, *names):
+        for item in page.rows:  # the filter again: a repaint before the next read
+            if not self.keep(item.name, *(p.name for p in item.producers),
+                             *(c.name for c in item.consumers)):
                 continue
             self.rows_by_key[item.name] = item
             verdict = Text(item.verdict.split(":")[0],
@@ -132,8 +160,11 @@ class DatasetsScreen(TableScreen):
         if self._pending in self.rows_by_key:  # followed from a lineage while filtered out
             name, self._pending = self._pending, None
             self._select(name)
-        self.query_one(".title", Static).update(
-            "Datasets" if items else "Datasets: none yet (name them with outlets: on a task)")
+        title = (f"Datasets: {page.total:,}" + (f", {page.stale} stale" if page.stale else "") +
+                 (f"; the first {SHOWN} of {page.matching:,} shown, / narrows"
+                  if page.matching > SHOWN else "")
+                 ) if page.total else "Datasets: none yet (name them with outlets: on a task)"
+        self.query_one(".title", Static).update(title)
         self._paint_lineage()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -179,9 +210,9 @@ class DatasetsScreen(TableScreen):
 
             self.app.push_screen(DagScreen(name))
             return
-        if name not in self.rows_by_key and self.filter_text:
-            self._set_filter("")  # the dataset is hidden by the filter: show everything
+        if name not in self.rows_by_key:  # filtered out, or past the rows shown
             self._pending = name
+            self._set_filter(name.lower())
             return
         self._select(name)
 

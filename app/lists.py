@@ -9,6 +9,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
@@ -75,7 +76,19 @@ def _size_columns(table: DataTable, rows: list[tuple[str, tuple]],
 
 
 class ListTable(DataTable):
-    """A row table where Home and End go to the first and last row (DataTable scrolls sideways)."""
+    """A row table where Home and End go to the first and last row (DataTable scrolls sideways).
+    Its columns are sized by ``sync_table`` from the text it puts in, so new rows are not
+    measured again cell by cell (28 us a cell: 10,000 datasets took 1.7 s to show)."""
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        columns = list(self.columns.values())
+        if not columns or any(c.auto_width for c in columns) or any(
+                self.rows[k].auto_height for k in new_rows if k in self.rows):
+            super()._update_dimensions(new_rows)
+            return
+        width = sum(c.get_render_width(self) for c in columns) + self._row_label_column_width
+        self.virtual_size = Size(width, self._total_row_height +
+                                 (self.header_height if self.show_header else 0))
 
     def action_scroll_home(self) -> None:
         self.action_scroll_top()

@@ -72,22 +72,27 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
                          "partitions": s.partitions if s else 0,
                          "freshness": verdict(watched, name, newest.at if newest else None, now),
                          "newest_partition": newest.partition if newest else None,
-                         "newest_at": local_time(newest.at) if newest else None,
+                         "newest_at": newest.at if newest else None,
                          "age_seconds": round(now - newest.at, 1) if newest else None,
                          "producers": producers.get(name, []),
                          "consumers": consumers.get(name, [])})
         if args.json:
+            for row in rows:
+                row["newest_at"] = local_time(row["newest_at"]) if row["newest_at"] else None
             print(json.dumps(rows, indent=2))
             return EXIT_OK
         if not rows:
             echo("no datasets: name them with outlets: on a task, or flowtui datasets emit")
+        lines = []
         for row in rows:
             age = (f"{row['newest_partition']}, {format_duration(row['age_seconds'])} ago"
                    if row["newest_partition"] else "no event yet")
-            echo(f"{visible(row['name'], inline=True)}  {age}  {row['partitions']} partition(s)  "
-                 f"{row['freshness']}  producers: "
-                 f"{', '.join(row['producers']) or '-'}  consumers: "
-                 f"{', '.join(row['consumers']) or '-'}")
+            lines.append(f"{visible(row['name'], inline=True)}  {age}  {row['partitions']} "
+                         f"partition(s)  {row['freshness']}  producers: "
+                         f"{', '.join(row['producers']) or '-'}  consumers: "
+                         f"{', '.join(row['consumers']) or '-'}")
+        if lines:
+            echo("\n".join(lines))
         return EXIT_OK
     name = args.name
     if not name.strip():

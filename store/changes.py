@@ -64,6 +64,12 @@ _RUNNER_HEALTH = ("UPDATE runners SET health = 'ok', last_error = ?, last_error_
                   "WHERE id = ?")
 _DATASET_EVENT = ("INSERT INTO dataset_events (dataset, partition, at, source, dag_id, run_id, "
                   "task_id, try_number, actor, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_DATASET_STATS = (  # right after _DATASET_EVENT: last_insert_rowid() is that event
+    "INSERT INTO dataset_stats (dataset, events, partitions, newest_id) "
+    "VALUES (?, 1, 1, last_insert_rowid()) ON CONFLICT (dataset) DO UPDATE SET "
+    "events = events + 1, newest_id = excluded.newest_id, partitions = partitions + "
+    "NOT EXISTS (SELECT 1 FROM dataset_events e WHERE e.dataset = excluded.dataset AND "
+    "e.partition = ? AND e.id < excluded.newest_id)")
 _REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
 
 _task_sql: dict[tuple[str, ...], str] = {}
@@ -185,6 +191,7 @@ class Changes:
         self.ops.append((_DATASET_EVENT, (dataset, partition, at, source, dag_id, run_id,
                                           task_id, try_number, actor,
                                           json.dumps(metadata) if metadata else "{}")))
+        self.ops.append((_DATASET_STATS, (dataset, partition)))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""

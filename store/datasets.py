@@ -36,9 +36,13 @@ class DatasetEvent:
 EVENT_COLUMNS = ("id, dataset, partition, at, source, dag_id, run_id, task_id, try_number, "
                  "actor, metadata")
 
+_NEWEST = (", ".join("e." + c for c in EVENT_COLUMNS.split(", ")) +
+           " FROM dataset_stats s JOIN dataset_events e ON e.id = s.newest_id")
+
 
 def _event(row: Sequence[Any]) -> DatasetEvent:
-    return DatasetEvent(*row[:10], json.loads(row[10] or "{}"))
+    meta = row[10]
+    return DatasetEvent(*row[:10], json.loads(meta) if meta and meta != "{}" else {})
 
 
 @dataclass(slots=True)
@@ -163,26 +167,31 @@ class DatasetRecords:
             (*params, limit))
         return [_event(r) for r in rows]
 
-    def summaries(self) -> list[DatasetSummary]:
-        conn = self.store.conn
-        out = []
-        for name, count, partitions, newest_id in conn.execute(
-                "SELECT dataset, count(*), count(DISTINCT partition), max(id) FROM "
-                "dataset_events GROUP BY dataset ORDER BY dataset"):
-            row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM dataset_events WHERE id = ?",
-                               (newest_id,)).fetchone()
-            out.append(DatasetSummary(name, count, _event(row), partitions))
-        return out
+    def names(self) -> list[str]:
+        """Every dataset that has an event."""
+        return [r[0] for r in self.store.conn.execute("SELECT dataset FROM dataset_stats")]
+
+    def summaries(self, names: Sequence[str] | None = None) -> list[DatasetSummary]:
+        """Counts and newest event of every dataset, or of those ``names`` that have events,
+        from ``dataset_stats`` (one row each, not every event)."""
+        if names is None:
+            rows = self.store.conn.execute(
+                f"SELECT s.events, s.partitions, {_NEWEST} ORDER BY s.dataset").fetchall()
+        else:
+            rows = []
+            for start in range(0, len(names), 500):
+                chunk = list(names[start:start + 500])
+                rows += self.store.conn.execute(
+                    f"SELECT s.events, s.partitions, {_NEWEST} WHERE s.dataset IN "
+                    f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+        return [DatasetSummary(row[3], row[0], _event(row[2:]), row[1]) for row in rows]
 
     def summary(self, name: str) -> DatasetSummary:
-        """One dataset's counts and newest event (``summaries`` for one, by its index)."""
-        conn = self.store.conn
-        count, partitions, newest_id = conn.execute(
-            "SELECT count(*), count(DISTINCT partition), max(id) FROM dataset_events "
-            "WHERE dataset = ?", (name,)).fetchone()
-        row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM dataset_events WHERE id = ?",
-                           (newest_id,)).fetchone() if newest_id is not None else None
-        return DatasetSummary(name, count, _event(row) if row else None, partitions)
+        row = self.store.conn.execute(
+            f"SELECT s.events, s.partitions, {_NEWEST} WHERE s.dataset = ?", (name,)).fetchone()
+        if row is None:
+            return DatasetSummary(name, 0, None, 0)
+        return DatasetSummary(name, row[0], _event(row[2:]), row[1])
 
     def consumer_runs(self, dataset: str, limit: int = 20) -> list[tuple[str, str, int]]:
         """(consumer, partition, run_pk) of the newest runs that consumed this dataset."""

@@ -143,9 +143,16 @@ class RetentionRecords:
     def remove_dataset_batch(self, cutoff: float, limit: int) -> tuple[int, int]:
         """Up to ``limit`` old dataset events, then the trigger rows nothing needs any more."""
         with self.store.transaction() as conn:
-            events = conn.execute(
+            touched = conn.execute(
                 f"DELETE FROM dataset_events WHERE id IN (SELECT e.id {_OLD_DATASET_EVENTS} "
-                "ORDER BY e.id LIMIT :limit)", {"cutoff": cutoff, "limit": limit}).rowcount
+                "ORDER BY e.id LIMIT :limit) RETURNING dataset",
+                {"cutoff": cutoff, "limit": limit}).fetchall()
+            events = len(touched)
+            conn.executemany(  # each dataset's newest stays, so only the counts change
+                "UPDATE dataset_stats SET events = (SELECT count(*) FROM dataset_events "
+                "WHERE dataset = :d), partitions = (SELECT count(DISTINCT partition) FROM "
+                "dataset_events WHERE dataset = :d) WHERE dataset = :d",
+                [{"d": name} for name in {row[0] for row in touched}])
             if events == limit:
                 return events, 0
             triggers = conn.execute(

@@ -336,11 +336,22 @@ def _run_partition(db: Database) -> None:
     db.execute("ALTER TABLE dag_runs ADD COLUMN partition TEXT")
     # Retention keeps a run an open alert names and takes a removed run's alerts with it; it
     # finds old dataset events and trigger rows by age, and each dataset's newest by id.
+    # dataset_stats holds each dataset's counts and newest event, kept with every event
+    # written or removed, so listing 10,000 datasets reads 10,000 rows, not every event.
     _run_statements(db, """
         CREATE INDEX alerts_run ON alerts(dag_id, run_id);
         CREATE INDEX dataset_events_at ON dataset_events(at);
         CREATE INDEX dataset_events_newest ON dataset_events(dataset, id);
-        CREATE INDEX dataset_triggers_at ON dataset_triggers(at)
+        CREATE INDEX dataset_triggers_at ON dataset_triggers(at);
+        CREATE TABLE dataset_stats (
+            dataset TEXT PRIMARY KEY,
+            events INTEGER NOT NULL,
+            partitions INTEGER NOT NULL,
+            newest_id INTEGER NOT NULL
+        ) STRICT;
+        INSERT INTO dataset_stats (dataset, events, partitions, newest_id)
+            SELECT dataset, count(*), count(DISTINCT partition), max(id) FROM dataset_events
+            GROUP BY dataset
         """)
 
 # Most written first (see 0007).

@@ -707,3 +707,45 @@ tasks:
     shown = json.loads(flowtui("datasets", "show", "warehouse.orders", "--json", home=home,
                                pipelines=pipelines).stdout)
     assert {e["partition"] for e in shown["events"]} == {"eu-west", "us/east; rm -rf ~"}
+
+
+def test_a_long_datasets_list_shows_stale_first_and_reaches_the_rest_by_filter(
+        home: Path, pipelines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app import datasets_screen
+    from flowtui.app.app import make_app
+
+    monkeypatch.setattr(datasets_screen, "SHOWN", 3)
+    write(pipelines, "lake.yaml", """
+        dag_id: lake
+        datasets:
+          zz.late: {freshness: {max_age: 1h}}
+        tasks:
+          a: {command: 'true', outlets: [aa.one, aa.two, aa.three, zz.late]}
+          b: {command: 'true', inlets: [aa.one], outlets: [mm.hidden]}
+    """)
+    assert flowtui("run", "lake", home=home, pipelines=pipelines).returncode == 0
+    clock = ManualClock(start=time.time() + 2 * 3600)  # zz.late is stale
+
+    async def go() -> None:
+        app = make_app(load_config(home, pipelines), refresh_seconds=0.2, clock=clock)
+        async with app.run_test(size=(120, 32)) as pilot:
+            await pilot.press("7")
+            await until(pilot, lambda: "the first 3 of 5 shown" in screen_text(app),
+                        what="the capped list")
+            assert "Datasets: 5, 1 stale" in screen_text(app)
+            keys = [str(k.value) for k in app.screen.table.rows]
+            assert keys == ["zz.late", "aa.one", "aa.three"]  # stale first, then by name
+            # mm.hidden is past the rows shown; following it from aa.one's lineage finds it
+            await pilot.press("j", "tab")
+            lineage = app.screen.query_one("#lineage")
+            rows = [str(k.value) for k in lineage.rows]
+            lineage.move_cursor(row=next(i for i, k in enumerate(rows)
+                                         if k.endswith("|ds:mm.hidden")))
+            await pilot.press("enter")
+            await until(pilot, lambda: "mm.hidden  1 event" in screen_text(app),
+                        what="mm.hidden's lineage")
+            assert "filter: mm.hidden" in screen_text(app)
+
+    run_async(go())

@@ -313,3 +313,6 @@ def test_old_dataset_events_go_and_nothing_old_looks_new_to_a_consumer(
     listed = {r["name"]: r for r in json.loads(flowtui(
         "datasets", "list", "--json", home=home, pipelines=pipelines).stdout)}
     assert listed["warehouse.customers"]["newest_partition"] == "p200"
+    # the counts follow what is left: p10, and p120 written again
+    orders = listed["warehouse.orders"]
+    assert (orders["events"], orders["partitions"], orders["newest_partition"]) == (2, 2, "p120")
