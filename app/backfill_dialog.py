@@ -54,7 +54,7 @@ def preview_backfill(config: Config, dag: DagSpec, values: dict) -> Preview:
     error = _check(config, values)
     if error:
         return Preview([], [], error)
-    store = Store.open(config.db_path)
+    store = Store.open(config.database)
     try:
         plan, _ = bf.prepare(store, dag, values["start"], values["end"],
                              reprocess=values["reprocess"], order=values["order"])
@@ -72,7 +72,7 @@ def preview_backfill(config: Config, dag: DagSpec, values: dict) -> Preview:
 
 def start_backfill(config: Config, dag: DagSpec, values: dict) -> str:
     """Create the backfill as the CLI does and wake the runner; say what happened."""
-    store = Store.open(config.db_path)
+    store = Store.open(config.database)
     try:
         # The CLI's call: checked, planned and queued in one write transaction, so a backfill
         # queued since the preview is planned around, never doubled.
@@ -95,7 +95,7 @@ def start_backfill(config: Config, dag: DagSpec, values: dict) -> str:
 
 def change_backfill(config: Config, backfill_id: int, action: str) -> str:
     """Pause, resume or cancel, as ``flowtui backfill pause|resume|cancel ID`` does."""
-    store = Store.open(config.db_path)
+    store = Store.open(config.database)
     try:
         change = bf.change_state(store, backfill_id, action)
     finally:

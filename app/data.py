@@ -88,7 +88,7 @@ class Data:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.config.db_path, readonly=self.read_only,
+            self._store = Store.open(self.config.database, readonly=self.read_only,
                                      busy_timeout=READ_BUSY_TIMEOUT)
         return self._store
 

@@ -34,7 +34,7 @@ class Operations:
         return dag
 
     def _store(self) -> Store:
-        return Store.open(self.config.db_path)
+        return Store.open(self.config.database)
 
     def planner(self, dag_id: str, task_ids: list[str],
                 tis: list[TaskInstance]) -> Callable[[dict[str, bool]], list[str]]:
@@ -58,7 +58,7 @@ class Operations:
             if run is None:
                 raise actions.ActionError("that run no longer exists")
             return actions.submit(store, self.dag(dag_id), run, action, task_ids,
-                                  options=options or {})
+                                  options=options or {}, config=self.config)
         finally:
             store.close()
 

@@ -84,7 +84,7 @@ def _runner_errors(store: Store | None, result: LoadResult) -> list[ImportError_
 def cmd_dags_list(args: argparse.Namespace, config: Config) -> int:
     result = load_pipelines(config)
     paused: dict[str, tuple[bool, str | None]] = {}
-    store = read_store(config) if config.db_path.exists() else None
+    store = read_store(config) if config.has_database() else None
     if store is not None:
         paused = {d.dag_id: (d.paused, d.paused_reason) for d in store.dags()}
     aside = _runner_errors(store, result)
@@ -132,7 +132,7 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
                          for e in dag_policy_errors(alerting, result.dags))
     _, stale_errors = freshness_policies(result.dags, config.raw)  # [datasets.NAME] (SPEC 9)
     result.errors.extend(LoadError(toml, None, e.split(": ", 1)[1]) for e in stale_errors)
-    aside = _runner_errors(read_store(config) if config.db_path.exists() else None, result)
+    aside = _runner_errors(read_store(config) if config.has_database() else None, result)
     if args.json:
         emit_json({"dags": sorted(result.dags), "files": len(result.files),
                     "errors": [_error_json(e) for e in result.errors],

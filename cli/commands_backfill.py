@@ -32,7 +32,7 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     if args.pool and config.pool_size(args.pool) is None:
         raise UsageError(f"pool {args.pool!r} is not defined; add it under [pools] in "
                          "flowtui.toml")
-    store = Store.open(config.db_path)
+    store = Store.open(config.database)
     record_load(store, result)
     if args.dry_run:
         plan, _ = bf.prepare(store, dag, args.start, args.end, reprocess=args.reprocess,
@@ -96,12 +96,12 @@ def _print_plan(dag_id: str, timezone: str, plan: bf.Plan, as_json: bool) -> int
 
 def _manage(args: argparse.Namespace, config: Config) -> int:
     action = args.target[0]
-    if not config.db_path.exists():
+    if not config.has_database():
         if action == "list":
             print("[]" if args.json else "no backfills yet")
             return EXIT_OK
         raise UsageError(f"no backfills recorded yet in {config.home}")
-    store = Store.open(config.db_path)
+    store = Store.open(config.database)
     if action == "list":
         items = bf.list_backfills(store)
         if args.json:

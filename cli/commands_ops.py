@@ -147,20 +147,22 @@ def cmd_clear(args: argparse.Namespace, config: Config) -> int:
         if input("proceed? [y/N] ").strip().lower() not in ("y", "yes"):
             echo("nothing changed")
             return EXIT_OK
-    return _report(actions.submit(store, dag, run, "clear", list(args.task_ids), options=options))
+    return _report(actions.submit(store, dag, run, "clear", list(args.task_ids), options=options,
+                                  config=config))
 
 
 def cmd_retry(args: argparse.Namespace, config: Config) -> int:
     store, dag, run = _target(args, config)
-    return _report(actions.submit(store, dag, run, "retry", [args.task_id]))
+    return _report(actions.submit(store, dag, run, "retry", [args.task_id], config=config))
 
 
 def cmd_mark(args: argparse.Namespace, config: Config) -> int:
     store, dag, run = _target(args, config)
     options = {"state": args.state, "downstream": args.downstream, "upstream": args.upstream}
-    return _report(actions.submit(store, dag, run, "mark", list(args.task_ids), options=options))
+    return _report(actions.submit(store, dag, run, "mark", list(args.task_ids), options=options,
+                                  config=config))
 
 
 def cmd_kill(args: argparse.Namespace, config: Config) -> int:
     store, dag, run = _target(args, config)
-    return _report(actions.submit(store, dag, run, "kill", [args.task_id]))
+    return _report(actions.submit(store, dag, run, "kill", [args.task_id], config=config))

@@ -27,11 +27,11 @@ def cmd_ui(args: argparse.Namespace, config: Config) -> int:
 
     read_only = getattr(args, "read_only", False)
     if read_only:
-        if not config.db_path.exists():
+        if not config.has_database():
             raise UsageError(f"no database in {config.home} yet; --read-only needs one")
-        Store.open(config.db_path, readonly=True).close()  # a clear error now, not in the app
+        Store.open(config.database, readonly=True).close()  # a clear error now, not in the app
     else:
-        store = Store.open(config.db_path)
+        store = Store.open(config.database)
         if not getattr(args, "no_runner", False) and actions.live_daemon(store) is None:
             if config.pipelines.is_dir():
                 start_detached_runner(config)

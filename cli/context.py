@@ -72,13 +72,13 @@ def parse_conf(text: str | None) -> dict[str, Any]:
 # -- the store -------------------------------------------------------------------------------
 def open_store(config: Config, readonly: bool = False) -> Store:
     """The home's database, created (and migrated) when it is missing."""
-    return Store.open(config.db_path, readonly=readonly)
+    return Store.open(config.database, readonly=readonly)
 
 
 def read_store(config: Config) -> Store:
     """The home's database, for a command that reads or acts on what was recorded. A home
     without one is most often a typo in --home: say so rather than show an empty answer."""
-    if not config.db_path.exists():
+    if not config.has_database():
         raise UsageError(NO_DATABASE.format(home=config.home))
     # Opened for writing so that a database another process is still creating gets its schema
     # (or waits for it) instead of looking empty; nothing is written when it is up to date.

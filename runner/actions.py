@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from flowtui.runner import executor
 from flowtui.runner.clock import SYSTEM, Clock
@@ -123,8 +124,9 @@ def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str
         request_id = store.add_request(conn, user, action, run.pk, affected, options)
     request = Request(request_id, user, action, run.pk, affected, options)
     if owner is None:
-        result = apply_here(store, config or load_config(store.path.parent), dag, run, request,
-                            clock)
+        if config is None:  # the home of a SQLite store is the folder it is in
+            config = load_config(Path(store.path).parent)
+        result = apply_here(store, config, dag, run, request, clock)
         return Outcome(action, run, affected, "store", result)
     wake(owner[1])
     deadline = clock.now() + wait

@@ -24,10 +24,20 @@ class Config:
     dag_file_timeout: float = DEFAULT_DAG_FILE_TIMEOUT
     retention: float | None = None  # seconds a finished run is kept (the runner cleans daily)
     raw: dict[str, Any] = field(default_factory=dict)
+    database_url: str | None = None  # PostgreSQL (SPEC 10); None: the home's SQLite file
 
     @property
     def db_path(self) -> Path:
         return self.home / "flowtui.db"
+
+    @property
+    def database(self) -> str | Path:
+        """What ``Store.open`` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    def has_database(self) -> bool:
+        """Whether there can be anything recorded yet (a server is asked when opened)."""
+        return self.database_url is not None or self.db_path.exists()
 
     @property
     def logs_dir(self) -> Path:
@@ -101,4 +111,31 @@ def load_config(home: str | os.PathLike[str] | None = None,
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return Config(home=home_path, pipelines=pipes, parallelism=parallelism, pools=pools,
-                  dag_file_timeout=float(timeout), retention=retention, raw=raw)
+                  dag_file_timeout=float(timeout), retention=retention, raw=raw,
+                  database_url=_database_url(raw, toml_path))
+
+
+def _database_url(raw: dict[str, Any], toml_path: Path) -> str | None:
+    """$FLOWTUI_DATABASE_URL, else ``database_url`` in flowtui.toml (an ``env:NAME``
+    reference keeps the password out of the file)."""
+    value = os.environ.get("FLOWTUI_DATABASE_URL") or raw.get("database_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{toml_path}: database_url must be a postgresql://... URL")
+    if value.startswith("env:"):
+        name = value[4:]
+        if not os.environ.get(name):
+            raise ConfigError(f"{toml_path}: database_url names ${name}, which is not set")
+        value = os.environ[name]
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"database_url {redact(value)!r}: flowtui speaks PostgreSQL "
+                          "(postgresql://user:password@host:5432/db); leave it out for SQLite")
+    return value
+
+
+def redact(url: str) -> str:
+    """A database URL as it may be shown: without its password."""
+    import re
+
+    return re.sub(r"(//[^:/@]*):[^/]*@", r"\1:***@", url)

@@ -103,7 +103,7 @@ class Daemon:
         self.scan_interval = scan_interval
         self.alert_after = alert_after
         self.lock = acquire_lock(config.home)
-        self.store = Store.open(config.db_path, busy_timeout=busy_timeout, now=clock.now)
+        self.store = Store.open(config.database, busy_timeout=busy_timeout, now=clock.now)
         self.store.health.backoff = backoff
         self.store.health.on_recovered = self._store_recovered
         self.runner_id = self.store.register_runner("daemon", process_start_time(os.getpid()),
@@ -115,7 +115,7 @@ class Daemon:
         self._snapshot: dict[str, tuple[int, int]] = {}
         self._fire_at: dict[str, float] = {}
         self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
-        self.sender = Sender(config.db_path, self.alert_config, clock=clock)
+        self.sender = Sender(config.database, self.alert_config, clock=clock)
         self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake,
                              arm=self._arm)
         self.engine.on_task_end = self._on_task_end

@@ -33,7 +33,7 @@ class Sender(threading.Thread):
     earliest retry comes due on ``clock`` or ``wake`` is called, never polling; a clock moved
     by hand (a test's) is followed by a ``wake``."""
 
-    def __init__(self, db_path: Path, config: AlertConfig, *, timeout: float = TIMEOUT,
+    def __init__(self, db_path: "str | Path", config: AlertConfig, *, timeout: float = TIMEOUT,
                  backoff: float = BACKOFF, clock: Clock = SYSTEM) -> None:
         super().__init__(name="flowtui-sender", daemon=True)
         self.db_path = db_path

@@ -37,7 +37,9 @@ def poke(kind: str, arg: str, env: dict[str, str], interval: float) -> tuple[boo
         return 200 <= response.status_code < 300, f"GET {arg}: {response.status_code}"
     if kind == "task":
         dag_id, task_id = arg.split(".", 1)
-        db = os.path.join(env["FLOWTUI_HOME"], "flowtui.db")
+        from flowtui.runner.config import load_config
+
+        db = load_config(env["FLOWTUI_HOME"]).database  # the runner's store, SQLite or not
         logical = float(env["FLOWTUI_LOGICAL_TS"])
         try:
             store = Store.open(db, readonly=True, busy_timeout=10)

@@ -67,9 +67,10 @@ _DATASET_EVENT = ("INSERT INTO dataset_events (dataset, partition, at, source, d
 _DATASET_STATS = (  # right after _DATASET_EVENT: last_insert_rowid() is that event
     "INSERT INTO dataset_stats (dataset, events, partitions, newest_id) "
     "VALUES (?, 1, 1, last_insert_rowid()) ON CONFLICT (dataset) DO UPDATE SET "
-    "events = events + 1, newest_id = excluded.newest_id, partitions = partitions + "
-    "NOT EXISTS (SELECT 1 FROM dataset_events e WHERE e.dataset = excluded.dataset AND "
-    "e.partition = ? AND e.id < excluded.newest_id)")
+    "events = dataset_stats.events + 1, newest_id = excluded.newest_id, "
+    "partitions = dataset_stats.partitions + CASE WHEN EXISTS (SELECT 1 FROM dataset_events e "
+    "WHERE e.dataset = excluded.dataset AND e.partition = ? AND e.id < excluded.newest_id) "
+    "THEN 0 ELSE 1 END")
 _REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
 
 _task_sql: dict[tuple[str, ...], str] = {}

@@ -80,6 +80,7 @@ class Store:
         self.busy_ms = busy_ms
         self.health = WriteHealth()
         self.now = now  # the injected clock's ``now``: every time the store records
+        self.kind = "sqlite"  # or "postgresql" (SPEC 10); ``path`` is then the URL, redacted
 
     # -- query groups (each a repository a second backend implements with its own SQL) ------
     @cached_property
@@ -126,6 +127,8 @@ class Store:
              now: Callable[[], float] = time.time) -> "Store":
         """Open (and migrate) the database; a write waits up to ``busy_timeout`` seconds
         (default $FLOWTUI_BUSY_TIMEOUT, else 30) for another process's lock before it fails."""
+        if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+            return cls._open_postgresql(path, readonly=readonly, now=now)
         db_path = Path(path)
         if busy_timeout is None:
             try:
@@ -161,9 +164,54 @@ class Store:
             raise StoreError(f"{db_path}: {exc.strerror or exc}") from None
         return store
 
+    @classmethod
+    def _open_postgresql(cls, url: str, *, readonly: bool,
+                         now: Callable[[], float]) -> "Store":
+        """The store on a PostgreSQL server (SPEC 10); the schema is created on first use."""
+        from flowtui.runner.config import redact
+        from flowtui.store.pg import Connection
+
+        shown = redact(url)
+        try:
+            conn = Connection(url)
+        except ImportError:
+            raise StoreError(f"{shown}: PostgreSQL needs psycopg: pip install "
+                             "'flowtui[postgresql]'") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{shown}: cannot connect ({exc}); check the URL, that the "
+                             "server runs and takes connections from this host") from None
+        store = cls(shown, conn, readonly, BUSY_TIMEOUT_MS, now)  # type: ignore[arg-type]
+        store.kind = "postgresql"
+        try:
+            if not readonly:
+                store._migrate()
+            elif not store._applied() >= MIGRATION_NAMES:
+                raise StoreError(f"{shown} has no flowtui schema yet (or an older one); "
+                                 "open it once without --read-only, or run a DAG first")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{shown}: {exc}") from None
+        return store
+
     def _migrate(self) -> None:
         if self._applied() >= MIGRATION_NAMES:
             return  # the common case, checked without importing sqlite-utils
+        if self.kind == "postgresql":
+            from flowtui.store.pg_schema import MIGRATIONS
+
+            with self.transaction() as conn:  # under the write lock: one process migrates
+                conn.execute("CREATE TABLE IF NOT EXISTS flowtui_migrations (name TEXT "
+                             "PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+                done = {r[0] for r in conn.execute("SELECT name FROM flowtui_migrations")}
+                for names, ddl in MIGRATIONS:
+                    if set(names) <= done:
+                        continue
+                    for statement in ddl.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.executemany("INSERT INTO flowtui_migrations (name, applied_at) "
+                                     "VALUES (?, ?)", [(n, self.now()) for n in names])
+            return
         from flowtui.store.schema import migrations
 
         # One process migrates at a time; the others wait on the write lock, then see none left.
@@ -181,6 +229,12 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
 
     def _applied(self) -> frozenset[str]:
+        if self.kind == "postgresql":
+            if not self.conn.execute(
+                    "SELECT to_regclass('flowtui_migrations') IS NOT NULL").fetchone()[0]:
+                return frozenset()  # a new database
+            return frozenset(r[0] for r in self.conn.execute(
+                "SELECT name FROM flowtui_migrations"))
         try:
             rows = self.conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
                                      (MIGRATION_SET,)).fetchall()
@@ -196,6 +250,8 @@ class Store:
         alone is a complete copy. False when a reader or writer kept it from finishing within
         ``wait`` seconds (what it copied stays copied)."""
         conn = self.conn
+        if self.kind == "postgresql":
+            return True  # the server keeps its own log
         conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         try:
             row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -541,7 +597,8 @@ class Store:
         with self.transaction() as conn:
             if ids:
                 marks = ",".join("?" * len(ids))
-                conn.execute(f"UPDATE dags SET is_active = (dag_id IN ({marks}))", ids)
+                conn.execute(f"UPDATE dags SET is_active = CASE WHEN dag_id IN ({marks}) THEN 1 "
+                             "ELSE 0 END", ids)
             else:
                 conn.execute("UPDATE dags SET is_active = 0")
 

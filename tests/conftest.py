@@ -36,7 +36,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Record this run's durations (the controller sees every worker's reports)."""
+    """Record this run's durations (the controller sees every worker's reports), and stop the
+    PostgreSQL server the workers shared."""
+    if not hasattr(session.config, "workerinput"):
+        import pg_support
+
+        base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        pg_support.stop(base)
     cache = getattr(session.config, "cache", None)
     if cache is None or hasattr(session.config, "workerinput") or not _took:
         return
@@ -115,3 +121,22 @@ def end_task_processes(home: Path) -> None:
         return
     for mark in marks:
         executor.kill_tree(None, mark)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's PostgreSQL server (tests/pg_support.py)."""
+    import pg_support
+
+    return pg_support.server_url(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def pg_url(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh PostgreSQL database, named to every flowtui this test starts."""
+    import pg_support
+
+    url = pg_support.new_database(pg_server)
+    monkeypatch.setenv("FLOWTUI_DATABASE_URL", url)
+    return url
+
