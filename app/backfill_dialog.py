@@ -81,12 +81,12 @@ def start_backfill(config: Config, dag: DagSpec, values: dict) -> str:
             order=values["order"], parallelism=int(values["parallelism"]),
             pool=values["pool"] or None)
         daemon = actions.live_daemon(store)
+        if backfill_id is not None and daemon is not None:
+            actions.wake(store, daemon)
     finally:
         store.close()
     if backfill_id is None:
         return f"nothing to backfill for {dag.dag_id}: every date was skipped since the preview"
-    if daemon is not None:
-        actions.wake(daemon[1])
     runner = ("the runner starts them" if daemon else
               "no runner is alive: start 'flowtui runner' to execute them")
     return (f"Backfill {backfill_id} of {dag.dag_id}: {len(plan.create)} run(s) queued, "

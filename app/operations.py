@@ -88,6 +88,6 @@ class Operations:
             set_alert_state(store, alert_id, state)
             daemon = actions.live_daemon(store)
             if daemon is not None:
-                actions.wake(daemon[1])
+                actions.wake(store, daemon)
         finally:
             store.close()

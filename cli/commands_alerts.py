@@ -38,7 +38,7 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
     set_alert_state(store, args.alert_id, state)
     daemon = actions.live_daemon(store)
     if daemon is not None:
-        actions.wake(daemon[1])
+        actions.wake(store, daemon)
     echo(f"alert {args.alert_id} {state}" + ("" if daemon else
                                             "; no runner is alive to notify the channels yet"))
     return EXIT_OK

@@ -53,7 +53,7 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
             print("flowtui: no runner is alive for this home; 'flowtui runner' will execute it",
                   file=sys.stderr)
         else:
-            actions.wake(daemon[1])
+            actions.wake(store, daemon)
         return EXIT_OK
     total = len(plan.create)
 

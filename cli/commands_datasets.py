@@ -155,7 +155,7 @@ def _emit(args: argparse.Namespace, config: Config) -> int:
     event_id = store.datasets.emit(name, partition, metadata, current_user())
     daemon = actions.live_daemon(store)
     if daemon is not None:
-        actions.wake(daemon[1])
+        actions.wake(store, daemon)
     echo(visible(f"dataset event {event_id}: {name} {partition}", inline=True) + (
         "" if daemon else "; no runner is alive: its consumers run when one starts"))
     return EXIT_OK

@@ -54,7 +54,7 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     echo(run.run_id)
     daemon = actions.live_daemon(store)
     if daemon is not None:
-        actions.wake(daemon[1])
+        actions.wake(store, daemon)
     return EXIT_OK
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from flowtui.runner import executor
 from flowtui.runner.clock import SYSTEM, Clock
 from flowtui.runner.config import Config, load_config
 from flowtui.runner.model import DagSpec
-from flowtui.store import Store, TaskState, current_user
+from flowtui.store import Store, TaskState, current_user, host_name
 from flowtui.store.changes import Changes
 from flowtui.store.models import Request, Run, TaskInstance
 
@@ -89,11 +88,19 @@ def live_owner(store: Store, runner_id: int | None,
     record = store.runner(runner_id)
     if record is None or record.stopped_at is not None:
         return None
-    if record.hostname == socket.gethostname():
+    if record.hostname == host_name():
         return (runner_id, record.pid) if executor.same_process(record.pid, record.pid_start) \
             else None
     return (runner_id, record.pid) if clock.now() - record.heartbeat_at < HEARTBEAT_STALE \
         else None
+
+
+def claim(store: Store, run: Run, runner_id: int) -> bool:
+    """Take a run for this runner: not when another live runner owns it, nor when another took
+    it since it was read (several runners on one database race for the same queued run)."""
+    if run.runner_id not in (None, runner_id) and live_owner(store, run.runner_id) is not None:
+        return False
+    return store.claim_run(run.pk, run.runner_id, runner_id)
 
 
 def live_daemon(store: Store) -> tuple[int, int] | None:
@@ -101,11 +108,18 @@ def live_daemon(store: Store) -> tuple[int, int] | None:
     return live_owner(store, daemons[0].id) if daemons else None
 
 
-def wake(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except (ProcessLookupError, PermissionError):
-        pass
+def wake(store: Store, owner: tuple[int, int] | None) -> None:
+    """Have a runner look at the store now: a signal when it runs on this host; and on
+    PostgreSQL a NOTIFY that every runner listens for (one on another host cannot be
+    signalled, and a pid there names some other process here)."""
+    if owner is not None:
+        record = store.runner(owner[0])
+        if record is not None and record.hostname == host_name():
+            try:
+                os.kill(owner[1], signal.SIGUSR1)
+            except (ProcessLookupError, PermissionError):
+                pass
+    store.notify_runners()
 
 
 def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str], *,
@@ -128,7 +142,7 @@ def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str
             config = load_config(Path(store.path).parent)
         result = apply_here(store, config, dag, run, request, clock)
         return Outcome(action, run, affected, "store", result)
-    wake(owner[1])
+    wake(store, owner)
     deadline = clock.now() + wait
     pause = 0.002
     while clock.now() < deadline:
@@ -152,6 +166,8 @@ def apply_here(store: Store, config: Config, dag: DagSpec, run: Run, request: Re
     runner_id = store.register_runner("run", executor.process_start_time(os.getpid()))
     engine = Engine(store, config, runner_id, clock=clock, launcher=Holder)
     try:
+        if not store.claim_run(run.pk, run.runner_id, runner_id):
+            raise ActionError("a runner took this run just now; run the command again")
         live = engine.adopt_run(dag, run, settle=False)
         result = engine.apply(request, live)
         grace = max((dag.tasks[t].kill_grace for t in request.task_ids if t in dag.tasks),
@@ -215,7 +231,7 @@ def trigger(store: Store, dag: DagSpec, *, logical_date: float | None, conf: dic
                     user=user)
         store.write(conn, changes)
     if daemon is not None:
-        wake(daemon[1])
+        wake(store, daemon)
     return run
 
 
@@ -225,4 +241,4 @@ def set_paused(store: Store, dag_id: str, paused: bool, user: str | None = None)
         raise ActionError(f"DAG {dag_id!r} is not known to the store yet")
     daemon = live_daemon(store)
     if daemon is not None:
-        wake(daemon[1])
+        wake(store, daemon)

@@ -202,13 +202,9 @@ def change_state(store: Store, backfill_id: int, action: str, user: str | None =
             records.request_cancels([run.pk for run in running], user)
     if state == "running":
         finish_if_done(store, backfill.id, actor=user)  # resumed with nothing left to run
-    owners = {live_owner(store, run.runner_id) for run in running}
-    pids = {owner[1] for owner in owners if owner is not None}
-    daemon = live_daemon(store)
-    if daemon is not None:
-        pids.add(daemon[1])
-    for pid in sorted(pids):
-        wake(pid)
+    owners = {live_owner(store, run.runner_id) for run in running} | {live_daemon(store)}
+    for owner in sorted(o for o in owners if o is not None):
+        wake(store, owner)
     return Change(backfill, state, len(running))
 
 
@@ -261,7 +257,7 @@ def _active(engine: Engine, backfill_id: int) -> int:
 
 def start_backfill_runs(engine: Engine, store: Store, dag: DagSpec, now: float) -> None:
     """Start queued runs of the DAG's active backfills, at most ``parallelism`` each."""
-    from flowtui.runner.actions import live_owner
+    from flowtui.runner.actions import claim, live_owner
 
     for backfill in store.backfills.running(dag.dag_id):
         if backfill.runner_id not in (None, engine.runner_id) and \
@@ -272,7 +268,8 @@ def start_backfill_runs(engine: Engine, store: Store, dag: DagSpec, now: float) 
         if free > 0:
             # Adopted runs may still read as queued until the flush: ask for enough to skip them.
             for run in next_runs(store, backfill, free + active):
-                if run.pk not in engine.runs and free > 0:
+                if run.pk not in engine.runs and free > 0 and \
+                        claim(store, run, engine.runner_id):
                     engine.adopt_run(dag, run, now)
                     free -= 1
             engine.flush()  # running in the store before a cancel can delete it as queued

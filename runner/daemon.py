@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from flowtui.runner.actions import live_owner
+from flowtui.runner.actions import claim, live_owner
 from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import SYSTEM, Clock, iso
@@ -31,7 +30,7 @@ from flowtui.runner.retention import DailyRetention
 from flowtui.runner.runs import consumer_run_id, partition_day
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
-from flowtui.store import RunState, Store, StoreError
+from flowtui.store import RunState, Store, StoreError, host_name
 from flowtui.store.health import outage
 from flowtui.store.models import ImportError_
 
@@ -86,7 +85,7 @@ def refuse_second_daemon(home: Path, store: Store) -> Callable[[sqlite3.Connecti
     shows a live daemon on this host (same pid and start time), even when runner.lock was
     deleted under it."""
     def refuse(conn: sqlite3.Connection) -> None:
-        for daemon in store.newest_daemon(socket.gethostname()):
+        for daemon in store.newest_daemon(host_name()):
             if daemon.pid != os.getpid() and daemon.pid_start is not None \
                     and same_process(daemon.pid, daemon.pid_start):
                 raise RunnerError(f"a runner is already alive for {home} (pid {daemon.pid}); "
@@ -127,6 +126,7 @@ class Daemon:
         self._rescan_at = 0.0
         self._armed: set[float] = set()  # times a tick timer is set for
         self.retention: DailyRetention | None = None
+        self.listener: Any = None
         if config.retention is not None:
             self.retention = DailyRetention(self.engine, self.store, config.logs_dir,
                                             config.retention)
@@ -147,6 +147,9 @@ class Daemon:
         for error in self.alert_config.errors:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
         self.sender.start()
+        self.listener = self.store.listen(self.engine.wake)  # PostgreSQL: other hosts' calls
+        if self.listener is not None:
+            self.listener.start()
         self.engine.hook(self._start, self.clock.now())
 
     def run_until_idle(self) -> None:
@@ -163,6 +166,9 @@ class Daemon:
     def close(self) -> None:
         """Stop: running tasks are left to the next runner; the stop is recorded."""
         self.sender.stop()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener.join(5)  # before the loop's wake pipe it writes to is closed
         self.engine.close()
         try:
             self.store.stop_runner(self.runner_id)  # and folds the log into flowtui.db
@@ -392,8 +398,8 @@ class Daemon:
         free = self._free_runs(dag)
         if free > 0:
             for run in self.store.queued_runs(dag_id, limit=free):
-                if run.pk in self.engine.runs:
-                    continue
+                if run.pk in self.engine.runs or not claim(self.store, run, self.runner_id):
+                    continue  # ours already, or another runner's (several hosts)
                 if run.start_date is None:  # never started: every task is as created
                     self.engine.start_run(dag, run)
                 else:  # started before (an operator's action left it queued): carry on
@@ -414,7 +420,7 @@ class Daemon:
             if live_owner(self.store, run.runner_id) is not None:
                 continue
             dag = self.dags.get(run.dag_id)
-            if dag is not None:
+            if dag is not None and claim(self.store, run, self.runner_id):
                 self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
 
@@ -432,6 +438,8 @@ class Daemon:
                     continue
                 if live_owner(self.store, run.runner_id) not in (None, (self.runner_id, os.getpid())):
                     continue  # another live runner owns it and applies it
+                if not claim(self.store, run, self.runner_id):
+                    continue  # another runner took it since: it applies the request
                 self._per_dag(dag.dag_id, "applying an operator request", self._apply,
                               dag, run, request, now)
                 continue

@@ -13,7 +13,7 @@ SENSOR_RESCHEDULE = 125
 MAX_RETRY_DELAY = 24 * 3600.0  # no retry waits longer than a day, whatever the backoff says
 # The cause an event records for a try ended by a kill of this reason (else "operator").
 CAUSES = {"timeout": "timeout", "hung": "hung", "zombie": "zombie", "signal": "signal",
-          "dagrun_timeout": "timeout"}
+          "dagrun_timeout": "timeout", "host lost": "host_lost"}
 
 
 def outcome(spec: TaskSpec, code: int | None,
@@ -27,6 +27,8 @@ def outcome(spec: TaskSpec, code: int | None,
     if kill_reason == "zombie":
         return (S.FAILED, "zombie: the process ended while no runner watched it and left "
                           "no exit status", True)
+    if kill_reason == "host lost":
+        return (S.FAILED, "host lost: the runner that ran it stopped renewing its lease", True)
     if kill_reason == "dagrun_timeout":
         return S.FAILED, "dagrun_timeout exceeded", False
     if kill_reason == "signal":

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from flowtui.runner import executor
 from flowtui.runner.clock import SYSTEM, Clock
 from flowtui.runner.config import Config
 from flowtui.runner.launching import Launcher
@@ -81,6 +82,11 @@ class Engine:
     def start_run(self, dag: DagSpec, run: Run) -> LiveRun:
         """Take a run just created (every task ``none``) and start what is ready."""
         return self.lifecycle.start(dag, run, self.now())
+
+    def host_of(self, runner_id: int) -> str | None:
+        """The host a runner ran on (None: not recorded)."""
+        record = self.store.runner(runner_id)
+        return record.hostname if record is not None else None
 
     def adopt_run(self, dag: DagSpec, run: Run, now: float | None = None, *,
                   settle: bool = True) -> LiveRun:
@@ -354,9 +360,29 @@ class Engine:
         if now >= self._next_heartbeat:
             self.changes.heartbeat(self.runner_id, now, tries=bool(self.running)) \
                 if self.runner_id is not None else None
+            if self.store.kind == "postgresql" and self.runner_id is not None and self.runs:
+                # Back from a partition, a lost runner finds its runs taken: it lets go of them.
+                self.hook(self._let_go_of_taken_runs, now)
             if self.running:
                 self.launcher.sample(now)
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
+
+    def _let_go_of_taken_runs(self, now: float) -> None:
+        for run_pk in self.store.taken_from(self.runner_id, list(self.runs)):  # type: ignore[arg-type]
+            self.supersede(run_pk)
+
+    def supersede(self, run_pk: int) -> None:
+        """Another runner owns this run now (this one was declared lost): kill its process
+        trees here and forget it; nothing more is written for it (the store refuses)."""
+        live = self.runs.pop(run_pk, None)
+        if live is None:
+            return
+        live.superseded = True
+        health_line = f"run {live.dag.dag_id} {live.run_id} was taken over by another runner"
+        for task in live.tasks.values():
+            if task.pid is not None:
+                executor.kill_tree(task.pid, task.exit_path, task.kill_members)
+        self.store.health.report(f"{health_line}; its tasks here were killed")
 
     def _flush(self) -> None:
         """Commit the queued writes in one transaction. While the database cannot take them
@@ -370,7 +396,7 @@ class Engine:
             raise StoreUnavailable(health.error)
         taken = self.changes.take()
         try:
-            self.store.apply(taken)
+            lost = self.store.apply(taken, fence=self.runner_id)
         except BaseException as exc:
             self.changes.put_back(taken)  # nothing recorded is dropped: the next flush retries
             message = outage(exc)
@@ -380,6 +406,8 @@ class Engine:
             if line:
                 health.report(f"{line}; {len(self.changes)} changes kept")
             raise StoreUnavailable(message) from None
+        for run_pk in lost:
+            self.supersede(run_pk)
         ended = health.succeeded()
         if ended is None:
             return

@@ -98,7 +98,7 @@ class Launcher:
         while ready:
             entry = heapq.heappop(ready)
             task = entry[4]
-            if task.state != S.SCHEDULED or task.run.timed_out:
+            if task.state != S.SCHEDULED or task.run.timed_out or task.run.superseded:
                 continue
             if task.spec.window and self.outside_window(task, now):
                 continue
@@ -130,6 +130,9 @@ class Launcher:
             engine.call_at(engine.store.health.retry_at, spawn)
             return
         for task in launching:
+            if task.run.superseded:  # its try was refused: the run is another runner's now
+                engine.slots.give_back(task)
+                continue
             self.spawn(task, now)
 
     def prepare(self, task: LiveTask, now: float) -> None:

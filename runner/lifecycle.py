@@ -227,6 +227,9 @@ class Lifecycle:
             return  # not ended yet
         engine.unwatch(task)
         engine.slots.give_back(task)
+        if task.run.superseded:  # killed here; its try is the new owner's to decide
+            task.pid = None
+            return
         code = os.waitstatus_to_exitcode(status) if status is not None else None
         kill_reason = task.kill_reason
         if code is None:  # not our child (adopted): its shell wrote the status, or nothing did
@@ -290,7 +293,7 @@ class Lifecycle:
                 self.changes.dataset_event(
                     dataset, live.base_context["partition"], now, source="task", dag_id=live.dag.dag_id,
                     run_id=live.run_id, task_id=task.task_id, try_number=task.try_number,
-                    actor=actor, metadata=metadata)
+                    actor=actor, metadata=metadata, run_pk=live.pk)
             engine.datasets_written = True
         if engine.on_task_end is not None:
             engine.hook(engine.on_task_end, task, new, kill_reason)

@@ -79,6 +79,7 @@ class LiveRun:
     backfill_id: int | None = None
     cancelled: bool = False
     partition: str | None = None
+    superseded: bool = False  # another runner owns it now (SPEC 10): nothing more is done here
 
 
 class Slots:

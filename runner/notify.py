@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from flowtui.runner.alerting import PAGERDUTY_URL, AlertConfig, Channel
 from flowtui.runner.clock import SYSTEM, Clock
-from flowtui.store import Store
+from flowtui.store import Store, host_name
 from flowtui.store.alerts import Alert
 
 TIMEOUT = 10.0  # the whole attempt, not one read: a server dripping bytes cannot stretch it
@@ -231,7 +230,7 @@ def payload(channel: Channel, action: str, alert: dict[str, Any]) -> dict[str, A
         if action == "trigger":
             body["payload"] = {
                 "summary": f"{alert['kind']}: {where}: {alert['summary']}"[:1024],
-                "source": socket.gethostname(), "severity": alert["severity"],
+                "source": host_name(), "severity": alert["severity"],
                 "component": component, "group": component, "class": alert["kind"],
                 "custom_details": {k: alert[k] for k in ("id", "dag_id", "run_id", "task_id",
                                                          "level", "summary")},

@@ -116,10 +116,23 @@ def check_run_move(old: RunState | None, new: RunState) -> None:
 class Changes:
     """Writes queued, in order, for one transaction."""
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "runs")
 
     def __init__(self) -> None:
         self.ops: list[tuple[str, Sequence[Any]]] = []
+        self.runs: list[int | None] = []  # the run each write is for (None: no run's)
+
+    def _op(self, run_pk: int | None, op: tuple[str, Sequence[Any]]) -> None:
+        self.ops.append(op)
+        self.runs.append(run_pk)
+
+    def without(self, lost: set[int]) -> "Changes":
+        """These writes but those for ``lost`` runs (another runner owns them now)."""
+        kept = Changes()
+        for op, run_pk in zip(self.ops, self.runs):
+            if run_pk not in lost:
+                kept._op(run_pk, op)
+        return kept
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -134,11 +147,13 @@ class Changes:
         """Hand over what is queued and start empty (what a commit takes)."""
         taken = Changes()
         taken.ops, self.ops = self.ops, []
+        taken.runs, self.runs = self.runs, []
         return taken
 
     def put_back(self, taken: "Changes") -> None:
         """A commit that failed: its writes go back in front, in order, to be retried."""
         self.ops = taken.ops + self.ops
+        self.runs = taken.runs + self.runs
 
     # -- the transition functions ----------------------------------------------------------
     def move_task(self, run_pk: int, dag_id: str, run_id: str, task_id: str,
@@ -150,9 +165,9 @@ class Changes:
         why and who."""
         check_transition(old, new, operator=operator)
         names = tuple(fields)
-        self.ops.append((_task_update(names), (new.value, reason, at, *fields.values(),
+        self._op(run_pk, (_task_update(names), (new.value, reason, at, *fields.values(),
                                                run_pk, task_id)))
-        self.ops.append((EVENT, (at, "task", dag_id, run_id, task_id, attempt or None,
+        self._op(run_pk, (EVENT, (at, "task", dag_id, run_id, task_id, attempt or None,
                                   old.value, new.value, cause, actor,
                                   reason if detail is None else detail)))
 
@@ -163,15 +178,15 @@ class Changes:
         (``first_start=t`` sets the start only when it has none)."""
         check_run_move(old, new)
         names = tuple(fields)
-        self.ops.append((_run_update(names), (new.value, at, *fields.values(), run_pk)))
+        self._op(run_pk, (_run_update(names), (new.value, at, *fields.values(), run_pk)))
         if old != new:
-            self.ops.append((EVENT, (at, "run", dag_id, run_id, None, None,
+            self._op(run_pk, (EVENT, (at, "run", dag_id, run_id, None, None,
                                       old.value if old else None, new.value, cause, actor,
                                       detail)))
 
     def try_started(self, run_pk: int, task_id: str, try_number: int, at: float,
                     log_path: str, exit_path: str, runner_id: int | None) -> None:
-        self.ops.append((_TRY_START, (run_pk, task_id, try_number, at, log_path, exit_path,
+        self._op(run_pk, (_TRY_START, (run_pk, task_id, try_number, at, log_path, exit_path,
                                       runner_id)))
 
     def try_ended(self, run_pk: int, task_id: str, try_number: int, state: str, at: float,
@@ -179,81 +194,82 @@ class Changes:
                   metadata: dict[str, Any]) -> None:
         if state not in ("success", "failed", "skipped", "rescheduled"):
             raise TransitionError(f"a try cannot end as {state}")
-        self.ops.append((_TRY_END, (state, at, exit_code, reason, progress,
+        self._op(run_pk, (_TRY_END, (state, at, exit_code, reason, progress,
                                     json.dumps(metadata) if metadata else "{}", run_pk, task_id,
                                     try_number)))
 
     def dataset_event(self, dataset: str, partition: str, at: float, *, source: str,
                       dag_id: str | None = None, run_id: str | None = None,
                       task_id: str | None = None, try_number: int | None = None,
-                      actor: str = "", metadata: dict[str, Any] | None = None) -> None:
+                      actor: str = "", metadata: dict[str, Any] | None = None,
+                      run_pk: int | None = None) -> None:
         """A dataset's partition was written (SPEC 9): in the same transaction as the success
         of the task that wrote it, so one exists exactly when the other does."""
-        self.ops.append((_DATASET_EVENT, (dataset, partition, at, source, dag_id, run_id,
+        self._op(run_pk, (_DATASET_EVENT, (dataset, partition, at, source, dag_id, run_id,
                                           task_id, try_number, actor,
                                           json.dumps(metadata) if metadata else "{}")))
-        self.ops.append((_DATASET_STATS, (dataset, partition)))
+        self._op(run_pk, (_DATASET_STATS, (dataset, partition)))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""
-        self.ops.append((_TRY_FORGET, (run_pk, task_id, try_number)))
+        self._op(run_pk, (_TRY_FORGET, (run_pk, task_id, try_number)))
 
     # -- what is not a state ---------------------------------------------------------------
     def try_pid(self, run_pk: int, task_id: str, try_number: int, pid: int, at: float) -> None:
-        self.ops.append((_TRY_PID, (pid, at, run_pk, task_id, try_number)))
-        self.ops.append((_TI_PID, (pid, run_pk, task_id)))
+        self._op(run_pk, (_TRY_PID, (pid, at, run_pk, task_id, try_number)))
+        self._op(run_pk, (_TI_PID, (pid, run_pk, task_id)))
 
     def try_pid_start(self, run_pk: int, task_id: str, try_number: int,
                       pid_start: float | None) -> None:
-        self.ops.append((_TRY_PID_START, (pid_start, run_pk, task_id, try_number)))
+        self._op(run_pk, (_TRY_PID_START, (pid_start, run_pk, task_id, try_number)))
 
     def try_adopted(self, run_pk: int, task_id: str, try_number: int, runner_id: int | None,
                     pid: int, pid_start: float | None) -> None:
-        self.ops.append((_TRY_ADOPTED, (runner_id, pid, pid_start, run_pk, task_id,
+        self._op(run_pk, (_TRY_ADOPTED, (runner_id, pid, pid_start, run_pk, task_id,
                                         try_number)))
-        self.ops.append((_TI_PID, (pid, run_pk, task_id)))
+        self._op(run_pk, (_TI_PID, (pid, run_pk, task_id)))
 
     def try_progress(self, run_pk: int, task_id: str, try_number: int,
                      progress: float | None, metadata: dict[str, Any]) -> None:
-        self.ops.append((_TRY_PROGRESS, (progress, json.dumps(metadata), run_pk, task_id,
+        self._op(run_pk, (_TRY_PROGRESS, (progress, json.dumps(metadata), run_pk, task_id,
                                          try_number)))
 
     def try_sample(self, run_pk: int, task_id: str, try_number: int, cpu: float,
                    rss: int) -> None:
-        self.ops.append((_TRY_SAMPLE, (cpu, rss, run_pk, task_id, try_number)))
+        self._op(run_pk, (_TRY_SAMPLE, (cpu, rss, run_pk, task_id, try_number)))
 
     def task_reason(self, run_pk: int, task_id: str, reason: str, at: float) -> None:
-        self.ops.append((_TI_REASON, (reason, at, run_pk, task_id)))
+        self._op(run_pk, (_TI_REASON, (reason, at, run_pk, task_id)))
 
     def task_retry_at(self, run_pk: int, task_id: str, at: float) -> None:
         """A task waiting for its retry is due at ``at`` (an operator's retry now)."""
-        self.ops.append((_TI_RETRY_AT, (at, run_pk, task_id)))
+        self._op(run_pk, (_TI_RETRY_AT, (at, run_pk, task_id)))
 
     def task_max_tries(self, run_pk: int, task_id: str, max_tries: int) -> None:
-        self.ops.append((_TI_MAX_TRIES, (max_tries, run_pk, task_id)))
+        self._op(run_pk, (_TI_MAX_TRIES, (max_tries, run_pk, task_id)))
 
     def task_first_poke(self, run_pk: int, task_id: str, at: float) -> None:
-        self.ops.append((_TI_FIRST_POKE, (at, run_pk, task_id)))
+        self._op(run_pk, (_TI_FIRST_POKE, (at, run_pk, task_id)))
 
     def queued_reason(self, dag_id: str, reason: str, at: float) -> None:
         """Say why the tasks of a DAG's queued (scheduled and manual) runs do not start."""
-        self.ops.append((_QUEUED_REASON, (reason, at, reason, dag_id)))
+        self._op(None, (_QUEUED_REASON, (reason, at, reason, dag_id)))
 
     def run_reason(self, run_pk: int, reason: str) -> None:
         """Say why the tasks of one run that have not started wait."""
-        self.ops.append((_RUN_REASON, (reason, run_pk)))
+        self._op(run_pk, (_RUN_REASON, (reason, run_pk)))
 
     def heartbeat(self, runner_id: int, at: float, tries: bool) -> None:
-        self.ops.append((_RUNNER_HEARTBEAT, (at, runner_id)))
+        self._op(None, (_RUNNER_HEARTBEAT, (at, runner_id)))
         if tries:
-            self.ops.append((_TRY_HEARTBEAT, (at, runner_id)))
+            self._op(None, (_TRY_HEARTBEAT, (at, runner_id)))
 
     def runner_recovered(self, runner_id: int, error: str, since: float, until: float) -> None:
-        self.ops.append((_RUNNER_HEALTH, (f"{error}; writes waited {until - since:.1f} s", since,
+        self._op(None, (_RUNNER_HEALTH, (f"{error}; writes waited {until - since:.1f} s", since,
                                           runner_id)))
 
     def request_done(self, request_id: int, result: str, at: float) -> None:
-        self.ops.append((_REQUEST_DONE, (at, result, request_id)))
+        self._op(None, (_REQUEST_DONE, (at, result, request_id)))
 
 
 def insert_run(conn: Any, *, dag_id: str, run_id: str, run_type: str, logical_date: float,

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_MS = 30_000
 
 
+def host_name() -> str:
+    """This host's identity among several runners on one database (SPEC 10):
+    $FLOWTUI_HOSTNAME, else the hostname."""
+    return os.environ.get("FLOWTUI_HOSTNAME", "").strip() or socket.gethostname()
+
+
 def current_user() -> str:
     try:
         return getpass.getuser()
@@ -261,6 +267,43 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
         return bool(row) and row[0] == 0
 
+    # -- several hosts (SPEC 10) -----------------------------------------------------------
+    def notify_runners(self) -> None:
+        """Wake every runner listening on this database (PostgreSQL); SQLite's runners all run
+        on this host and are signalled."""
+        if self.kind == "postgresql":
+            self.conn.execute("NOTIFY flowtui_wake")
+
+    def listen(self, woken: Callable[[], None]) -> Any:
+        """Call ``woken`` (from a thread) whenever a runner is to look at the store now; None
+        where signals do it (SQLite)."""
+        if self.kind != "postgresql":
+            return None
+        from flowtui.store.pg import Listener
+
+        return Listener(self.conn.url, woken)
+
+    def claim_run(self, run_pk: int, seen: int | None, runner_id: int) -> bool:
+        """Make this runner the run's owner, unless its owner changed since it was read as
+        ``seen`` (another runner took it first): one winner however many hosts try at once."""
+        if seen == runner_id:
+            return True
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE dag_runs SET runner_id = ? WHERE id = ? AND runner_id IS NOT DISTINCT "
+                "FROM ?", (runner_id, run_pk, seen)).rowcount == 1
+
+    def taken_from(self, runner_id: int, run_pks: Iterable[int]) -> set[int]:
+        """Of these runs, those another runner owns now (after this one was declared lost)."""
+        pks = list(run_pks)
+        found: set[int] = set()
+        for start in range(0, len(pks), 500):
+            chunk = pks[start:start + 500]
+            found |= {r[0] for r in self.conn.execute(
+                f"SELECT id FROM dag_runs WHERE id IN ({', '.join('?' * len(chunk))}) AND "
+                "runner_id IS NOT NULL AND runner_id <> ?", (*chunk, runner_id))}
+        return found
+
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -273,17 +316,26 @@ class Store:
             _rollback(conn)
             raise
 
-    def apply(self, changes: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Commit a ``Changes`` in one transaction: the engine's hot path."""
+    def apply(self, changes: Any, fence: int | None = None) -> set[int]:
+        """Commit a ``Changes`` in one transaction: the engine's hot path. On PostgreSQL, with
+        ``fence`` (the writing runner's id), the writes for runs another runner owns now are
+        refused, under the same lock that took them over: those runs are returned (SPEC 10:
+        a runner back from a partition never writes over the newer owner's tries)."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
+        lost: set[int] = set()
         try:
+            if fence is not None and self.kind == "postgresql":
+                lost = self.taken_from(fence, {pk for pk in changes.runs if pk is not None})
+                if lost:
+                    changes = changes.without(lost)
             for sql, params in changes:
                 conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
+        return lost
 
     @staticmethod
     def write(conn: sqlite3.Connection, changes: Iterable[tuple[str, Sequence[Any]]]) -> None:
@@ -303,7 +355,7 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, socket.gethostname(), os.getpid(), pid_start, now, now),
+                (kind, host_name(), os.getpid(), pid_start, now, now),
             )
             return int(cur.lastrowid or 0)
 

@@ -244,3 +244,40 @@ try:  # a loader class needs psycopg at import time; the store imports this modu
             return b"1" if obj else b"0"
 except ImportError:  # pragma: no cover - without psycopg, PostgreSQL is never opened
     _NumberLoader = _BoolDumper = None  # type: ignore[assignment,misc]
+
+
+class Listener(threading.Thread):
+    """A runner's ear on the database: ``LISTEN flowtui_wake`` on a connection of its own;
+    each notification calls ``woken`` (which only pokes the runner's loop). A lost connection
+    is opened again, a second later and then less often, until ``stop``."""
+
+    CHANNEL = "flowtui_wake"
+
+    def __init__(self, url: str, woken: Any) -> None:
+        super().__init__(name="flowtui-listen", daemon=True)
+        self.url = url
+        self.woken = woken
+        self._quit = threading.Event()
+        self.listening = threading.Event()  # set while LISTEN is in force
+
+    def run(self) -> None:
+        import psycopg
+
+        delay = 1.0
+        while not self._quit.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    self.listening.set()
+                    delay = 1.0
+                    self.woken()  # whatever was notified while we were not listening
+                    while not self._quit.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self.woken()
+            except psycopg.Error:
+                self.listening.clear()
+                self._quit.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        self._quit.set()
