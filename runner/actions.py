@@ -25,7 +25,7 @@ from flowtui.store.models import Request, Run, TaskInstance
 
 ACTIONS = ("clear", "retry", "mark", "kill")
 MARKABLE = ("success", "failed", "skipped")
-HEARTBEAT_STALE = 15.0  # a runner silent this long is dead, wherever it runs
+HEARTBEAT_STALE = 60.0  # a runner on another host silent this long is lost (no lease said)
 SIGKILL_WAIT = 10.0  # after its kill_grace, how long a killed tree is waited for
 
 
@@ -91,7 +91,8 @@ def live_owner(store: Store, runner_id: int | None,
     if record.hostname == host_name():
         return (runner_id, record.pid) if executor.same_process(record.pid, record.pid_start) \
             else None
-    return (runner_id, record.pid) if clock.now() - record.heartbeat_at < HEARTBEAT_STALE \
+    lease = record.lease or HEARTBEAT_STALE  # judged by the lease it declared
+    return (runner_id, record.pid) if clock.now() - record.heartbeat_at < lease \
         else None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 
 DEFAULT_DAG_FILE_TIMEOUT = 30.0
+DEFAULT_HOST_LEASE = 60.0
 
 
 class ConfigError(Exception):
@@ -25,6 +26,7 @@ class Config:
     retention: float | None = None  # seconds a finished run is kept (the runner cleans daily)
     raw: dict[str, Any] = field(default_factory=dict)
     database_url: str | None = None  # PostgreSQL (SPEC 10); None: the home's SQLite file
+    host_lease: float = DEFAULT_HOST_LEASE  # silence after which a runner counts as lost
 
     @property
     def db_path(self) -> Path:
@@ -110,9 +112,20 @@ def load_config(home: str | os.PathLike[str] | None = None,
             retention = parse_age(raw["retention"], f"{toml_path}: retention")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    lease = DEFAULT_HOST_LEASE
+    if "host_lease" in raw:
+        from flowtui.runner.durations import parse_duration
+
+        try:
+            lease = parse_duration(raw["host_lease"])
+        except ValueError as exc:
+            raise ConfigError(f"{toml_path}: host_lease: {exc}") from None
+        if not 2 <= lease <= 3600:
+            raise ConfigError(f"{toml_path}: host_lease must be from 2s to 1h, not "
+                              f"{raw['host_lease']!r}")
     return Config(home=home_path, pipelines=pipes, parallelism=parallelism, pools=pools,
                   dag_file_timeout=float(timeout), retention=retention, raw=raw,
-                  database_url=_database_url(raw, toml_path))
+                  database_url=_database_url(raw, toml_path), host_lease=lease)
 
 
 def _database_url(raw: dict[str, Any], toml_path: Path) -> str | None:

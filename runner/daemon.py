@@ -105,8 +105,9 @@ class Daemon:
         self.store = Store.open(config.database, busy_timeout=busy_timeout, now=clock.now)
         self.store.health.backoff = backoff
         self.store.health.on_recovered = self._store_recovered
-        self.runner_id = self.store.register_runner("daemon", process_start_time(os.getpid()),
-                                                    refuse=refuse_second_daemon(config.home, self.store))
+        self.runner_id = self.store.register_runner(
+            "daemon", process_start_time(os.getpid()), lease=config.host_lease,
+            refuse=refuse_second_daemon(config.home, self.store))
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
@@ -197,6 +198,10 @@ class Daemon:
             self._rescan_at = now + self.scan_interval
             self._reload(now)
             self._adopt_orphans(now)
+            if self.store.kind == "postgresql":  # queued by a runner on another host
+                for dag_id in self.store.queued_dag_ids():
+                    self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id,
+                                  now)
         for dag_id, fire in list(self._fire_at.items()):
             if fire <= now + 1e-3:
                 self._fire_at.pop(dag_id, None)
@@ -318,8 +323,11 @@ class Daemon:
         if dag is None or not dag.schedule or self._paused(dag_id):
             self._fire_at.pop(dag_id, None)
             return
-        for interval in due_intervals(dag, self.store.last_scheduled(dag_id), now):
+        due = due_intervals(dag, self.store.last_scheduled(dag_id), now)
+        for interval in due:
             self._create_scheduled(dag, interval.start, interval.end, now)
+        if due:
+            self.store.notify_runners()  # runners on other hosts take what waits queued
         self._start_queued(dag_id, now)
         fire = next_interval_end(dag, self.store.last_scheduled(dag_id), now)
         if fire is None:

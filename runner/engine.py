@@ -365,7 +365,8 @@ class Engine:
                 self.hook(self._let_go_of_taken_runs, now)
             if self.running:
                 self.launcher.sample(now)
-            self._next_heartbeat = now + HEARTBEAT_INTERVAL
+            # a third of the lease at most: two heartbeats may be lost before it runs out
+            self._next_heartbeat = now + min(HEARTBEAT_INTERVAL, self.config.host_lease / 3)
 
     def _let_go_of_taken_runs(self, now: float) -> None:
         for run_pk in self.store.taken_from(self.runner_id, list(self.runs)):  # type: ignore[arg-type]

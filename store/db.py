@@ -345,7 +345,8 @@ class Store:
 
     # -- runners ---------------------------------------------------------------------------
     def register_runner(self, kind: str, pid_start: float | None = None, *,
-                        refuse: Callable[[sqlite3.Connection], None] | None = None) -> int:
+                        refuse: Callable[[sqlite3.Connection], None] | None = None,
+                        lease: float | None = None) -> int:
         """Insert this process's runner row. ``refuse(conn)`` runs first in the same write
         transaction and may raise to keep the row out (one daemon per home)."""
         now = self.now()
@@ -353,9 +354,9 @@ class Store:
             if refuse is not None:
                 refuse(conn)
             cur = conn.execute(
-                "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, host_name(), os.getpid(), pid_start, now, now),
+                "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at, "
+                "lease) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, host_name(), os.getpid(), pid_start, now, now, lease),
             )
             return int(cur.lastrowid or 0)
 
@@ -636,6 +637,11 @@ class Store:
             "ORDER BY (t.state = 'success') DESC LIMIT 1",
             (dag_id, task_id, logical_date)).fetchone()
         return TaskState(row[0]) if row else None
+
+    def queued_dag_ids(self) -> list[str]:
+        """DAGs with runs waiting for a run slot (backfills aside)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT dag_id FROM dag_runs WHERE state = 'queued' AND backfill_id IS NULL")]
 
     def has_queued(self, dag_id: str) -> bool:
         """Whether the DAG has runs waiting for a run slot (backfills aside)."""

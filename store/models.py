@@ -214,7 +214,8 @@ class RunnerRecord:
     stopped_at: float | None
     health: str  # how its writes go: 'ok', or the outage it is in
     last_error: str
+    lease: float | None = None  # seconds of silence before it counts as lost (SPEC 10)
 
 
 RUNNER_COLUMNS = ("id, kind, hostname, pid, pid_start, started_at, heartbeat_at, stopped_at, "
-                  "health, last_error")
+                  "health, last_error, lease")

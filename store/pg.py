@@ -2,8 +2,8 @@
 
 Every statement the store holds is written once, in the SQL both databases speak; the
 differences left are mechanical and made here, once per statement text: ``?`` and ``:name``
-parameters, ``INSERT OR IGNORE``, ``last_insert_rowid()``, the ``user`` column (a reserved
-word in PostgreSQL), and ``lastrowid`` (``RETURNING id``). Errors come back as the DB-API
+parameters, ``INSERT OR IGNORE``, ``last_insert_rowid()``, an empty ``IN ()``, the ``user``
+column (a reserved word in PostgreSQL), and ``lastrowid`` (``RETURNING id``). Errors come back as the DB-API
 classes of the standard library's ``sqlite3`` module, which the store and its callers already
 tell apart (a lost connection is an ``OperationalError`` that ``health.outage`` names).
 
@@ -28,6 +28,7 @@ ID_TABLES = frozenset({
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\?|(?<!:):([A-Za-z_]\w*)|%"
                      r"|\buser\b|\blast_insert_rowid\(\)|\bINSERT OR IGNORE INTO\b", re.I)
+_EMPTY_IN = re.compile(r"\s+IN\s*\(\s*\)", re.I)
 _INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+IGNORE\s+)?INTO\s+(\w+)", re.I)
 
 
@@ -57,6 +58,7 @@ def translate(sql: str) -> tuple[str, bool]:
         return "INSERT INTO"
 
     text = _TOKENS.sub(swap, sql).rstrip().rstrip(";")
+    text = _EMPTY_IN.sub(" IN (SELECT NULL WHERE FALSE)", text)  # SQLite takes `IN ()`
     if ignore:
         text += " ON CONFLICT DO NOTHING"
     insert = _INSERT.match(sql)

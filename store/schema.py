@@ -354,6 +354,13 @@ def _run_partition(db: Database) -> None:
             GROUP BY dataset
         """)
 
+
+@migrations(name="0010_host_lease")
+def _host_lease(db: Database) -> None:
+    # SPEC 10: each runner says how long its silence is allowed before it counts as lost
+    # (NULL: the default), so every host judges it by the same lease.
+    db.execute("ALTER TABLE runners ADD COLUMN lease REAL")
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -5,4 +5,5 @@ MIGRATION_SET = "flowtui"
 # Every migration in flowtui.store.schema, in order; a test keeps the two in step.
 MIGRATION_NAMES = frozenset({"0001_initial", "0002_runner", "0003_backfills", "0004_alerts",
                              "0005_runner_health", "0006_one_door",
-                             "0007_state_checks", "0008_datasets", "0009_run_partition"})
+                             "0007_state_checks", "0008_datasets", "0009_run_partition",
+                             "0010_host_lease"})

@@ -1,0 +1,180 @@
+"""Several hosts on one PostgreSQL database (SPEC 10): real `flowtui runner` processes, each
+with its own home (its flowtui.toml and logs, as on its own machine) and its own
+$FLOWTUI_HOSTNAME, sharing the pipelines and a real server (tests/pg_support.py). Every task
+appends a line to one file, so "exactly once" is read off what actually ran."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import flowtui, write
+from daemon_support import wait_for
+
+from flowtui.runner import executor
+
+DAYS = 100  # runs of 10 tasks: 1,000 tasks
+WORK = """
+dag_id: work
+schedule: '@daily'
+start_date: {start}
+catchup: true
+max_active_runs: 6
+tasks:
+  extract: {{command: 'echo "$FLOWTUI_RUN_ID extract $FLOWTUI_HOSTNAME" >> {out}'}}
+{middle}
+  load: {{command: 'echo "$FLOWTUI_RUN_ID load $FLOWTUI_HOSTNAME" >> {out}',
+          deps: [{deps}]}}
+"""
+
+
+class Host:
+    """A runner on its own "host": its home, its hostname, the shared database."""
+
+    def __init__(self, name: str, tmp: Path, pipelines: Path, url: str,
+                 toml: str = "") -> None:
+        self.name, self.url = name, url
+        self.home = tmp / f"host-{name}"
+        self.home.mkdir()
+        (self.home / "flowtui.toml").write_text(toml)
+        self.env = {**os.environ, "FLOWTUI_HOSTNAME": name, "FLOWTUI_DATABASE_URL": url}
+        self.log = open(self.home / "runner.out", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "flowtui", "--home", str(self.home), "--pipelines",
+             str(pipelines), "runner"], stdout=self.log, stderr=self.log, env=self.env,
+            start_new_session=True)
+        wait_for(self._registered, 20, f"the runner on {name} to start")
+
+    def _registered(self) -> bool:
+        assert self.proc.poll() is None, (self.home / "runner.out").read_text()
+        try:
+            with psycopg.connect(self.url) as conn:
+                return conn.execute("SELECT count(*) FROM runners WHERE hostname = %s AND "
+                                    "stopped_at IS NULL", (self.name,)).fetchone()[0] > 0
+        except psycopg.errors.UndefinedTable:
+            return False  # the first runner is creating the schema
+
+    def lose(self) -> None:
+        """The host goes away: its runner and every task process it started, at once."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        mine = f"FLOWTUI_HOSTNAME={self.name}".encode()
+        for pid in filter(str.isdigit, os.listdir("/proc")):  # SIGKILL, as a power cut
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    environ = fh.read().split(b"\0")
+                if mine in environ and any(e.startswith(b"FLOWTUI_TRY_MARK=") for e in environ):
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+
+    def end_tasks(self) -> None:
+        for (mark,) in query(self.url, "SELECT t.exit_path FROM tries t JOIN runners r ON "
+                                       "r.id = t.runner_id WHERE r.hostname = %s AND "
+                                       "t.end_date IS NULL", self.name):
+            executor.kill_tree(None, mark)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def hosts():
+    started: list[Host] = []
+    yield started
+    for host in started:
+        host.stop()
+        host.end_tasks()  # a stopped runner leaves its tasks to the next one: none comes
+
+
+def query(url: str, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    out = tmp_path / "ran.txt"
+    start = (dt.date.today() - dt.timedelta(days=DAYS)).isoformat()
+    middle = "\n".join(f"  t{i}: {{command: 'echo \"$FLOWTUI_RUN_ID t{i} $FLOWTUI_HOSTNAME\" "
+                       f">> {out}', deps: [extract]}}" for i in range(8))
+    write(pipelines, "work.yaml", WORK.format(start=start, out=out, middle=middle,
+                                               deps=", ".join(f"t{i}" for i in range(8))))
+    for name in ("h1", "h2", "h3"):
+        hosts.append(Host(name, tmp_path, pipelines, pg_url))
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
+             [0][0] == DAYS, 180, f"{DAYS} runs to succeed")
+    lines = out.read_text().splitlines()
+    ran = Counter((line.split()[0], line.split()[1]) for line in lines)
+    assert len(ran) == DAYS * 10 and set(ran.values()) == {1}, ran.most_common(3)
+    by_host = Counter(line.split()[2] for line in lines)
+    assert len(by_host) >= 2, by_host  # the work was shared
+    # each daily interval was created once (a run id made unique again would end in .2)
+    run_ids = [r[0] for r in query(pg_url, "SELECT run_id FROM dag_runs")]
+    assert len(run_ids) == DAYS and all(r.startswith("scheduled__") and "." not in r[-3:]
+                                        for r in run_ids)
+    # a clear typed on one host reaches the run's owner on another within a second
+    owner_host = query(pg_url, "SELECT r.hostname, d.run_id FROM dag_runs d JOIN runners r "
+                               "ON r.id = d.runner_id ORDER BY d.id DESC LIMIT 1")[0]
+    cli_host = next(h for h in hosts if h.name != owner_host[0])
+    started = time.monotonic()
+    cleared = flowtui("clear", "work", owner_host[1], "load", "--yes", home=cli_host.home,
+                      pipelines=pipelines, env={"FLOWTUI_HOSTNAME": cli_host.name})
+    assert cleared.returncode == 0, cleared.stderr
+    wait_for(lambda: Counter(line.split()[1] for line in out.read_text().splitlines()
+                             if line.startswith(owner_host[1]))["load"] == 2, 10,
+             "the cleared task to run again")
+    assert time.monotonic() - started < 5
+
+
+def test_a_lost_host_s_tasks_are_retried_elsewhere_and_nothing_done_runs_again(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    out = tmp_path / "ran.txt"
+    start = (dt.date.today() - dt.timedelta(days=12)).isoformat()
+    write(pipelines, "slow.yaml", f"""
+dag_id: slow
+schedule: '@daily'
+start_date: {start}
+catchup: true
+max_active_runs: 4
+tasks:
+  a: {{command: 'echo "$FLOWTUI_RUN_ID a done $FLOWTUI_HOSTNAME" >> {out}'}}
+  b: {{command: 'echo "$FLOWTUI_RUN_ID b start $FLOWTUI_HOSTNAME" >> {out}; sleep 1.5;
+                 echo "$FLOWTUI_RUN_ID b done $FLOWTUI_HOSTNAME" >> {out}',
+       deps: [a], retries: 1, retry_delay: 0}}
+  c: {{command: 'echo "$FLOWTUI_RUN_ID c done $FLOWTUI_HOSTNAME" >> {out}', deps: [b]}}
+""")
+    lease = 'host_lease = "3s"\n'
+    for name in ("h1", "h2", "h3"):
+        hosts.append(Host(name, tmp_path, pipelines, pg_url, toml=lease))
+    wait_for(lambda: out.exists() and " b start h1" in out.read_text(), 60,
+             "h1 to be running a task")
+    hosts[0].lose()
+    done_before = {tuple(line.split()[:2]) for line in out.read_text().splitlines()
+                   if line.split()[2] == "done"}
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
+             [0][0] == 12, 120, "every run to succeed on the hosts left")
+    lines = [line.split() for line in out.read_text().splitlines()]
+    done = Counter((w[0], w[1]) for w in lines if w[2] == "done")
+    assert len(done) == 12 * 3 and set(done.values()) == {1}, done.most_common(3)
+    again = [w for w in lines if (w[0], w[1]) in done_before and w[2] == "start"
+             and w[3] != "h1"]
+    assert not again, again  # no task that had succeeded ran again
+    lost = query(pg_url, "SELECT t.reason FROM tries t JOIN runners r ON r.id = t.runner_id "
+                         "WHERE r.hostname = 'h1' AND t.state = 'failed'")
+    assert lost and all("host lost" in reason for (reason,) in lost), lost
+    assert not query(pg_url, "SELECT 1 FROM dag_runs d JOIN runners r ON r.id = d.runner_id "
+                             "WHERE r.hostname = 'h1' AND d.state <> 'success'")
