@@ -179,6 +179,18 @@ class Data:
     def tries(self, run_pk: int, task_id: str) -> list[Try]:
         return self.store.tries(run_pk, task_id)
 
+    def runner_host(self, runner_id: int) -> str | None:
+        record = self.store.runner(runner_id)
+        return record.hostname if record else None
+
+    def several_hosts(self) -> bool:
+        """Whether runners share this store from several hosts (PostgreSQL)."""
+        return self.store.kind == "postgresql"
+
+    def open_tries(self) -> dict[int, int]:
+        """Running tries per runner id."""
+        return self.views.open_tries()
+
     def durations(self, dag_id: str, limit: int = 30) -> list[RunDuration]:
         return self.views.run_durations(dag_id, limit)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -500,11 +500,12 @@ class RunnerRead:
     runners: list[RunnerRecord]  # newest first
     pools: list[PoolUse]
     audit: list[AuditEntry]  # the newest operator actions
+    tries: dict[int, int] = field(default_factory=dict)  # runner id -> tries running now
 
 
 class RunnerScreen(TableScreen):
     TITLE = "Runners and pools"
-    COLUMNS = ("id", "kind", "host", "pid", "started", "heartbeat", "state")
+    COLUMNS = ("id", "kind", "host", "pid", "started", "heartbeat", "state", "lease", "tries")
     BINDINGS = [*NAV, *TableScreen.MOVES]
 
     def body(self) -> ComposeResult:
@@ -512,17 +513,24 @@ class RunnerScreen(TableScreen):
         yield Static("", id="detail")
 
     def fetch(self, data: Data) -> RunnerRead:
-        return RunnerRead(data.runners(), data.pools(), data.audit(8))
+        return RunnerRead(data.runners(), data.pools(), data.audit(8), data.open_tries())
 
     def show(self, result: RunnerRead) -> None:
         runners, pools, audit = result.runners, result.pools, result.audit
         now = self.app.clock.now()
         rows = []
         for r in runners:
-            state = ("stopped" if r.stopped_at else
-                     "alive" if now - r.heartbeat_at < 15 else "silent")
-            rows.append((str(r.id), (str(r.id), r.kind, r.hostname, str(r.pid),
-                                     clock(r.started_at), ago(r.heartbeat_at, now), state)))
+            lease = r.lease or 15.0
+            silent = now - r.heartbeat_at
+            # A runner is judged by the lease it declared: past it, another host takes its runs.
+            state = ("stopped" if r.stopped_at else "alive" if silent < lease else
+                     "lost" if r.lease else "silent")
+            left = "-" if r.stopped_at or not r.lease else (
+                f"{max(0.0, lease - silent):.0f}s left" if silent < lease else "expired")
+            rows.append((str(r.id), (str(r.id), r.kind, Text(r.hostname), str(r.pid),
+                                     clock(r.started_at), ago(r.heartbeat_at, now), state, left,
+                                     str(result.tries.get(r.id, 0)) if not r.stopped_at
+                                     else "-")))
         sync_table(self.table, rows)
         lines = ["pools: " + "   ".join(f"{p.name} {p.used}/{p.size}" for p in pools),
                  "recent operator actions:"]

@@ -43,6 +43,7 @@ class Detail:
     tries: list[Try]
     command: list[tuple[str, str]]  # (label, text as the task saw it)
     log: LogFacts | None
+    host: str | None = None  # where the newest try ran, when that is another host (SPEC 10)
 
 
 def rendered_command(dag: Any, run: Any, task_id: str, try_number: int) -> list[tuple[str, str]]:
@@ -175,7 +176,9 @@ class TaskScreen(TaskActions, FlowScreen):
             known = self._log_facts if self._log_path == last.log_path else None
             log = read_log(last.log_path, known)
             self._log_facts, self._log_path = log, last.log_path
-        return Detail(ti, tries, self._command(data, ti), log)
+        host = data.runner_host(last.runner_id) if last and last.runner_id else None
+        return Detail(ti, tries, self._command(data, ti), log,
+                      host if data.several_hosts() else None)
 
     def _command(self, data: Any, ti: TaskInstance | None) -> list[tuple[str, str]]:
         run = data.run(self.ref.run_pk)
@@ -291,6 +294,8 @@ def head_text(app: Any, detail: Detail, now: float, width: int) -> Text:
     text = Text()
     text.append_text(state_text(app, ti.state))
     text.append(f"   try {ti.try_number} of {ti.max_tries}   pool {one_line(ti.pool)}")
+    if detail.host:
+        text.append(f"   on {one_line(detail.host)}")
     if ti.duration is not None:
         text.append(f"   took {format_duration(ti.duration)}")
     if ti.state == "running":

@@ -92,6 +92,12 @@ class Views:
             (kind,)).fetchone()
         return RunnerRecord(*row) if row else None
 
+    def open_tries(self) -> dict[int, int]:
+        """How many tries each runner is running now."""
+        return dict(self.store.conn.execute(
+            "SELECT runner_id, count(*) FROM tries WHERE end_date IS NULL AND runner_id IS NOT "
+            "NULL GROUP BY runner_id").fetchall())
+
     def runners(self, limit: int) -> list[RunnerRecord]:
         """Newest first."""
         rows = self.store.conn.execute(

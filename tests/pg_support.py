@@ -62,6 +62,12 @@ def start(folder: Path, bin_dir: Path) -> str:
     return f"postgresql://{USER}@127.0.0.1:{port}/"
 
 
+def stop_folder(folder: Path, bin_dir: Path) -> None:
+    """Stop the server started in ``folder`` (``start``)."""
+    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m",
+                                    "immediate", "stop"]), capture_output=True, timeout=60)
+
+
 def stop(shared: Path) -> None:
     """Stop the session's server and remove its folder (``shared``: see ``shared_folder``)."""
     marker = shared / "postgresql.url"
@@ -69,8 +75,7 @@ def stop(shared: Path) -> None:
     if bin_dir is None or not marker.exists():
         return
     folder = Path(marker.read_text().split("\n")[1])
-    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m",
-                                    "immediate", "stop"]), capture_output=True, timeout=60)
+    stop_folder(folder, bin_dir)
     shutil.rmtree(folder, ignore_errors=True)
     marker.unlink()
 

@@ -178,3 +178,100 @@ tasks:
     assert lost and all("host lost" in reason for (reason,) in lost), lost
     assert not query(pg_url, "SELECT 1 FROM dag_runs d JOIN runners r ON r.id = d.runner_id "
                              "WHERE r.hostname = 'h1' AND d.state <> 'success'")
+
+
+def test_a_runner_back_from_a_partition_kills_its_stale_tree_and_writes_nothing(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    out = tmp_path / "ran.txt"
+    write(pipelines, "long.yaml", f"""
+dag_id: long
+tasks:
+  work: {{command: 'echo "start $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out}; sleep 6;
+                    echo "done $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out}',
+          retries: 1, retry_delay: 0}}
+""")
+    lease = 'host_lease = "3s"\n'
+    first = Host("h1", tmp_path, pipelines, pg_url, toml=lease)
+    hosts.append(first)
+    assert flowtui("trigger", "long", home=first.home, pipelines=pipelines,
+                   env=first.env).returncode == 0
+    wait_for(lambda: out.exists() and "start h1 1" in out.read_text(), 30, "h1 to start it")
+    stale = [int(p) for p in filter(str.isdigit, os.listdir("/proc"))
+             if _env_has(int(p), b"FLOWTUI_HOSTNAME=h1", b"FLOWTUI_TRY_MARK=")]
+    assert stale
+    os.kill(first.proc.pid, signal.SIGSTOP)  # a partition: h1 says nothing, its task runs on
+    try:
+        hosts.append(Host("h2", tmp_path, pipelines, pg_url, toml=lease))
+        wait_for(lambda: "start h2 2" in out.read_text(), 30, "h2 to retry it after the lease")
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
+    # h1 finds the run taken at its next heartbeat: its tree goes, nothing of it is written
+    wait_for(lambda: not any(_alive(pid) for pid in stale), 10, "h1's stale tree to end")
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs")[0][0] == "success", 30,
+             "the run to end")
+    text = out.read_text()
+    assert "done h1" not in text and "done h2 2" in text
+    tries = query(pg_url, "SELECT t.try_number, t.state, t.reason, r.hostname FROM tries t "
+                          "JOIN runners r ON r.id = t.runner_id ORDER BY t.try_number")
+    assert [(n, s, h) for n, s, _, h in tries] == [(1, "failed", "h1"), (2, "success", "h2")]
+    assert "host lost" in tries[0][2]
+    ti = query(pg_url, "SELECT state, try_number FROM task_instances")
+    assert ti == [("success", 2)]  # the newer try's state stands
+    assert "taken over by another runner" in (first.home / "runner.out").read_text()
+
+
+def _env_has(pid: int, *needles: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            environ = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return all(any(e == n or (n.endswith(b"=") and e.startswith(n)) for e in environ)
+               for n in needles)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+def test_the_tui_shows_hosts_their_leases_and_where_a_try_runs(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app.acting import TaskRef
+    from flowtui.app.app import make_app
+    from flowtui.app.task_screen import TaskScreen
+    from flowtui.runner.config import load_config
+
+    gate = tmp_path / "gate"
+    write(pipelines, "hold.yaml", f"""
+dag_id: hold
+tasks:
+  wait: {{command: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}
+""")
+    hosts.append(Host("etl-7", tmp_path, pipelines, pg_url, toml='host_lease = "30s"\n'))
+    assert flowtui("trigger", "hold", home=hosts[0].home, pipelines=pipelines,
+                   env=hosts[0].env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM tries WHERE end_date IS NULL")[0][0],
+             30, "the task to run on etl-7")
+
+    async def go() -> None:  # the TUI on another host
+        app = make_app(load_config(tmp_path / "laptop", pipelines), refresh_seconds=0.2)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.press("5")
+            await until(pilot, lambda: "etl-7" in screen_text(app), what="the runner's host")
+            row = next(line for line in screen_text(app).splitlines() if "etl-7" in line)
+            assert "alive" in row and "s left" in row and row.rstrip().endswith("1"), row
+            run_pk, run_id = query(pg_url, "SELECT id, run_id FROM dag_runs")[0]
+            app.push_screen(TaskScreen(TaskRef("hold", run_pk, run_id, "wait")))
+            await until(pilot, lambda: "on etl-7" in screen_text(app),
+                        what="the host in task detail")
+
+    try:
+        run_async(go())
+    finally:
+        gate.write_text("open")

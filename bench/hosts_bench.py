@@ -1,0 +1,202 @@
+"""Several hosts (SPEC 10): 1,000 `true` tasks (100 daily runs of extract -> 8 -> load) over
+three runners on PostgreSQL against one runner on SQLite and the bare spawn floor, in one run;
+and how soon a run queued from another host starts (LISTEN/NOTIFY) against the same on SQLite
+(a signal). Starts its own PostgreSQL server as the tests do.
+
+    python -m bench.hosts_bench [--write docs/benchmarks.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import machine, markdown_table, write_section
+from bench.run import FLOWTUI, ROOT, floor_pool
+
+sys.path.insert(0, str(ROOT / "tests"))
+import pg_support  # noqa: E402  (the tests' server: initdb and pg_ctl on 127.0.0.1)
+
+DAYS = 100
+WORK = """dag_id: work
+schedule: '@daily'
+start_date: {start}
+catchup: true
+max_active_runs: 8
+tasks:
+  extract: {{command: 'true'}}
+{middle}
+  load: {{command: 'true', deps: [{deps}]}}
+"""
+ONE = """dag_id: one
+tasks:
+  go: {command: 'true'}
+"""
+
+
+def pipelines(folder: Path) -> Path:
+    folder.mkdir()
+    start = (dt.date.today() - dt.timedelta(days=DAYS)).isoformat()
+    middle = "\n".join(f"  t{i}: {{command: 'true', deps: [extract]}}" for i in range(8))
+    (folder / "work.yaml").write_text(WORK.format(start=start, middle=middle,
+                                                   deps=", ".join(f"t{i}" for i in range(8))))
+    (folder / "one.yaml").write_text(ONE)
+    return folder
+
+
+def runner(home: Path, pipes: Path, env: dict[str, str]) -> subprocess.Popen:
+    home.mkdir(exist_ok=True)
+    (home / "flowtui.toml").write_text("parallelism = 8\n")
+    return subprocess.Popen([*FLOWTUI, "--home", str(home), "--pipelines", str(pipes), "runner"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=ROOT, start_new_session=True)
+
+
+def count(database: str | Path, sql: str) -> int:
+    if isinstance(database, Path):
+        if not database.exists():
+            return 0
+        conn = sqlite3.connect(database)
+        try:
+            return conn.execute(sql).fetchone()[0]
+        except sqlite3.Error:
+            return 0
+        finally:
+            conn.close()
+    import psycopg
+
+    try:
+        with psycopg.connect(database) as conn:
+            return conn.execute(sql).fetchone()[0]
+    except psycopg.Error:
+        return 0
+
+
+def wait(database: str | Path, sql: str, want: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while count(database, sql) < want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {sql} < {want}")
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
+def thousand_tasks(tmp: Path, pipes: Path, url: str | None, hosts: int) -> float:
+    """Runners started together; seconds until the 100 runs succeeded."""
+    env = dict(os.environ)
+    if url:
+        env["FLOWTUI_DATABASE_URL"] = url
+    database: str | Path = url or tmp / f"h{hosts}-0" / "flowtui.db"
+    started = time.perf_counter()
+    procs = [runner(tmp / f"h{hosts}-{i}", pipes, {**env, "FLOWTUI_HOSTNAME": f"bench-{i}"})
+             for i in range(hosts)]
+    try:
+        done = wait(database, "SELECT count(*) FROM dag_runs WHERE state = 'success' AND "
+                              "dag_id = 'work'", DAYS)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+    return done - started
+
+
+def queued_to_started(tmp: Path, pipes: Path, url: str | None, rounds: int) -> list[float]:
+    """A run triggered from another host (the CLI with another $FLOWTUI_HOSTNAME): seconds
+    from the run's creation to its task's start on the runner's host."""
+    env = dict(os.environ)
+    if url:
+        env["FLOWTUI_DATABASE_URL"] = url
+    home = tmp / ("lat-pg" if url else "lat-lite")
+    proc = runner(home, pipes, {**env, "FLOWTUI_HOSTNAME": "runner-host"})
+    database: str | Path = url or home / "flowtui.db"
+    try:
+        wait(database, "SELECT count(*) FROM runners WHERE stopped_at IS NULL", 1, 30)
+        for n in range(1, rounds + 1):
+            subprocess.run([*FLOWTUI, "--home", str(home), "--pipelines", str(pipes),
+                            "trigger", "one"], check=True, capture_output=True, cwd=ROOT,
+                           env={**env, "FLOWTUI_HOSTNAME": "laptop"})
+            wait(database, "SELECT count(*) FROM tries t JOIN dag_runs r ON r.id = t.run_pk "
+                           "WHERE r.dag_id = 'one'", n, 30)
+        sql = ("SELECT t.start_date - r.created_at FROM tries t JOIN dag_runs r ON "
+               "r.id = t.run_pk WHERE r.dag_id = 'one'")
+        if isinstance(database, Path):
+            conn = sqlite3.connect(database)
+            rows = conn.execute(sql).fetchall()
+            conn.close()
+        else:
+            import psycopg
+
+            with psycopg.connect(database) as conn:
+                rows = conn.execute(sql).fetchall()
+        return [float(r[0]) for r in rows]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", help="write the results as markdown to this file")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    bin_dir = pg_support.binaries()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL is not installed here (apt-get install postgresql)")
+    with tempfile.TemporaryDirectory(prefix="flowtui-hosts-") as name:
+        tmp = Path(name)
+        os.chmod(tmp, 0o755)
+        server = pg_support.start(tmp / "pg", bin_dir)
+        try:
+            pipes = pipelines(tmp / "pipes")
+            lite, pg, floor = [], [], []
+            for r in range(args.rounds):
+                floor.append(floor_pool(DAYS * 10, 8))
+                (tmp / f"r{r}").mkdir()
+                lite.append(thousand_tasks(tmp / f"r{r}", pipes, None, 1))
+                pg.append(thousand_tasks(tmp / f"r{r}", pipes, pg_support.new_database(server),
+                                         3))
+                print(f"round {r + 1}: floor {floor[-1]:.2f} s, sqlite x1 {lite[-1]:.2f} s, "
+                      f"postgresql x3 {pg[-1]:.2f} s", file=sys.stderr)
+            lat_lite = queued_to_started(tmp, pipes, None, 20)
+            lat_pg = queued_to_started(tmp, pipes, pg_support.new_database(server), 20)
+        finally:
+            pg_support.stop_folder(tmp / "pg", bin_dir)
+    med = statistics.median
+    table = markdown_table([
+        ("the floor: 1,000 `true` through an 8-thread `subprocess.run` pool",
+         f"{med(floor):.2f} s", "1.00x"),
+        ("one runner on SQLite (parallelism 8), 100 runs x 10 tasks",
+         f"{med(lite):.2f} s", f"{med(lite) / med(floor):.2f}x"),
+        ("three runners on PostgreSQL (parallelism 8 each), the same 100 runs",
+         f"{med(pg):.2f} s", f"{med(pg) / med(floor):.2f}x"),
+        ("a run triggered from another host → its task started, SQLite (a signal), median of "
+         "20", f"{med(lat_lite) * 1000:.1f} ms", ""),
+        ("the same across hosts on PostgreSQL (NOTIFY), median of 20",
+         f"{med(lat_pg) * 1000:.1f} ms (max {max(lat_pg) * 1000:.1f})", "goal <= 10 ms"),
+    ], ("measure", "median", "vs the floor"))
+    print(table)
+    if args.write:
+        text = (f"Measured {dt.date.today().isoformat()} on {machine()}.\n\n"
+                f"Command: `python -m bench.hosts_bench --write docs/benchmarks.md` "
+                f"({args.rounds} rounds, alternating; medians). The three \"hosts\" are three "
+                "`flowtui runner` processes with their own homes and `$FLOWTUI_HOSTNAME` on this "
+                "2-core machine and one PostgreSQL server started by the bench (fsync off, as "
+                "in the tests), so the figure measures coordination, not more cores: each "
+                "queued run is claimed by one runner and its tasks run there. Runs are timed "
+                "from the runners' start (their start-up and the catch-up of 100 runs "
+                "included) to the 100th run's success.\n\n" + table)
+        write_section(args.write, "Several hosts", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
