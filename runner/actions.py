@@ -88,7 +88,7 @@ def live_owner(store: Store, runner_id: int | None,
     record = store.runner(runner_id)
     if record is None or record.stopped_at is not None:
         return None
-    if record.hostname == host_name():
+    if store.kind == "sqlite" or record.hostname == host_name():  # a SQLite file is local
         return (runner_id, record.pid) if executor.same_process(record.pid, record.pid_start) \
             else None
     lease = record.lease or HEARTBEAT_STALE  # judged by the lease it declared
@@ -115,7 +115,7 @@ def wake(store: Store, owner: tuple[int, int] | None) -> None:
     signalled, and a pid there names some other process here)."""
     if owner is not None:
         record = store.runner(owner[0])
-        if record is not None and record.hostname == host_name():
+        if record is not None and (store.kind == "sqlite" or record.hostname == host_name()):
             try:
                 os.kill(owner[1], signal.SIGUSR1)
             except (ProcessLookupError, PermissionError):

@@ -101,8 +101,8 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
     task.log_path, task.exit_path = attempt.log_path, attempt.exit_path
     task.started_at = attempt.start_date
     task.state = S.RUNNING
-    if attempt.runner_id is not None and attempt.runner_id != engine.runner_id and \
-            engine.host_of(attempt.runner_id) not in (None, host_name()):
+    if engine.store.kind == "postgresql" and attempt.runner_id not in (None, engine.runner_id) \
+            and engine.host_of(attempt.runner_id) not in (None, host_name()):
         # Its process ran on a host declared lost (SPEC 10): nothing here can watch it, and
         # that host's runner kills it when it comes back. The try fails and retries here.
         task.watch = protocol.LogWatch(task.log_path, last_activity=now)

@@ -325,12 +325,15 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         lost: set[int] = set()
         try:
-            if fence is not None and self.kind == "postgresql":
-                lost = self.taken_from(fence, {pk for pk in changes.runs if pk is not None})
-                if lost:
-                    changes = changes.without(lost)
-            for sql, params in changes:
-                conn.execute(sql, params)
+            if self.kind == "postgresql":
+                if fence is not None:
+                    lost = self.taken_from(fence, {pk for pk in changes.runs if pk is not None})
+                    if lost:
+                        changes = changes.without(lost)
+                conn.execute_all(changes)
+            else:
+                for sql, params in changes:
+                    conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)

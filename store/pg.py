@@ -169,6 +169,18 @@ class Connection:
                 raise self._failed(exc) from None
         return Cursor(None, cur.rowcount, None)
 
+    def execute_all(self, ops: Any) -> None:
+        """Statements whose results nobody reads (the engine's writes), sent in one pipeline:
+        one round trip to the server for the lot instead of one each."""
+        with self._lock:
+            try:
+                with self.raw.pipeline():
+                    cur = self._cursor()
+                    for sql, params in ops:
+                        cur.execute(translate(sql)[0], params or ())
+            except Exception as exc:
+                raise self._failed(exc) from None
+
     def close(self) -> None:
         try:
             self.raw.close()
