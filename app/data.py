@@ -5,8 +5,12 @@ A read that fails (another process holds the database locked, the file went away
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from flowtui.runner.config import Config
 from flowtui.store import Store, StoreError
@@ -177,7 +181,13 @@ class Data:
         return self.store.task_instances(run_pk)
 
     def tries(self, run_pk: int, task_id: str) -> list[Try]:
-        return self.store.tries(run_pk, task_id)
+        """A task's tries; a log written on another host (PostgreSQL) is read from a local
+        copy of what its runner shipped, so every screen reads a file as it does here."""
+        tries = self.store.tries(run_pk, task_id)
+        if self.store.kind != "postgresql":
+            return tries
+        return [replace(t, log_path=fetched_log(self.store, t))
+                if self.store.ran_elsewhere(t) else t for t in tries]
 
     def runner_host(self, runner_id: int) -> str | None:
         record = self.store.runner(runner_id)
@@ -232,3 +242,27 @@ def _now_item(flagged: FlaggedTask, reason: str, duration: float | None) -> NowI
     f = flagged
     return NowItem(f.dag_id, f.run_id, f.run_pk, f.task_id, f.state, f.try_number, f.max_tries,
                    reason, f.updated_at, duration, f.next_try_at)
+
+
+_fetched: dict[str, int] = {}  # local copy -> the last chunk written to it
+_fetching = threading.Lock()
+
+
+def fetched_log(store: Store, attempt: Try) -> str:
+    """The local copy of a try's log shipped to the database by a runner on another host
+    (SPEC 10), brought up to date: new chunks are appended, a copy of unknown state rewritten."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowtui" / "logs"
+    name = hashlib.sha1(f"{store.path}|{attempt.run_pk}|{attempt.task_id}".encode()).hexdigest()
+    path = folder / f"{name[:16]}-{attempt.try_number}.log"
+    with _fetching:  # the TUI's readers are threads: one writer of a copy at a time
+        after = _fetched.get(str(path), -1) if path.exists() else -1
+        chunks = store.log_chunks(attempt.run_pk, attempt.task_id, attempt.try_number, after)
+        if chunks or not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab" if after >= 0 else "wb") as fh:
+                for seq, data in chunks:
+                    fh.write(data)
+                    after = seq
+            _fetched[str(path)] = after
+    return str(path)
+

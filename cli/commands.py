@@ -245,15 +245,22 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
                              f"not {args.try_number}")
         chosen = match[0]
     tty = sys.stdout.isatty()
-    offset = _copy_log(chosen.log_path, 0, tty)
+    # The file when it is on this host; else what its runner shipped to the database (SPEC 10).
+    remote = store.ran_elsewhere(chosen)
+    copy = (lambda at: _copy_chunks(store, chosen, at, tty)) if remote else (
+        lambda at: _copy_log(chosen.log_path, at, tty))
+    offset = copy(0 if not remote else -1)
     if not args.follow:
         return EXIT_OK
     while True:
         current = [t for t in store.tries(run.pk, args.task_id)
                    if t.try_number == chosen.try_number][0]
-        offset = _copy_log(chosen.log_path, offset, tty)
+        offset = copy(offset)
         if current.end_date is not None:
-            offset = _copy_log(chosen.log_path, offset, tty)
+            offset = copy(offset)
+            if remote:
+                echo(_how_it_ended(current), file=sys.stderr)
+                return EXIT_OK
             # On stderr: stdout stays the log's bytes, exactly, for a pipe or a file.
             if tty and not _ends_line(chosen.log_path, offset):
                 print(flush=True)
@@ -306,6 +313,19 @@ def _ends_line(path: str, offset: int) -> bool:
             return fh.read(1) == b"\n"
     except OSError:
         return True
+
+
+def _copy_chunks(store: Store, attempt: Try, after: int, tty: bool) -> int:
+    """Print a try's log shipped to the database after chunk ``after``; the last chunk's."""
+    for seq, data in store.log_chunks(attempt.run_pk, attempt.task_id, attempt.try_number,
+                                      after):
+        if tty:
+            sys.stdout.write(visible(data.decode("utf-8", "replace")))
+        else:
+            sys.stdout.buffer.write(data)
+        after = seq
+    sys.stdout.flush()
+    return after
 
 
 def _copy_log(path: str, offset: int, tty: bool) -> int:

@@ -48,6 +48,8 @@ class Engine:
                  launcher: type[Launcher] = Launcher) -> None:
         self.store = store
         self.config = config
+        # Runners on several hosts ship their tasks' logs to the database (SPEC 10).
+        self.ships_logs = store.kind == "postgresql"
         self.runner_id = runner_id
         self.actor = f"runner {runner_id}" if runner_id is not None else "operator"
         self.datasets_written = False  # a dataset event was queued since the owner last looked

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
+SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
+SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
 
 
 class Launcher:
@@ -146,6 +148,7 @@ class Launcher:
         task.kill_members = set()
         task.exit_code = None
         task.started_at = now
+        task.shipped = task.ship_seq = 0
         fields: dict[str, Any] = {"try_number": task.try_number, "start_date": now,
                                   "end_date": None, "exit_code": None, "pid": None,
                                   "next_try_at": None}
@@ -215,6 +218,8 @@ class Launcher:
                 self.changes.try_progress(task.run.pk, task.task_id, task.try_number,
                                           watch.progress, watch.metadata)
                 self.engine.notify(task.run, task, "progress", "")
+            if self.engine.ships_logs:
+                ship_log(self.changes, task, now)
         self.next_scan = now + LOG_SCAN_INTERVAL
 
     def sample(self, now: float) -> None:
@@ -287,6 +292,28 @@ class Launcher:
             command, values = render_shell(spec.command or "", context)
             env.update(values)
         return executor.build_script(command, task.exit_path, cwd)
+
+
+def ship_log(changes: Any, task: LiveTask, now: float) -> None:
+    """Send what the try's log gained since the last call to the database, in rows of at
+    most SHIP_CHUNK bytes, up to SHIP_LIMIT a try (then one line saying where the rest is)."""
+    if task.shipped > SHIP_LIMIT:
+        return
+    try:
+        with open(task.log_path, "rb") as fh:
+            fh.seek(task.shipped)
+            data = fh.read(SHIP_LIMIT - task.shipped + 1)
+    except OSError:
+        return
+    if task.shipped + len(data) > SHIP_LIMIT:
+        data = data[:SHIP_LIMIT - task.shipped] + (
+            f"\n[flowtui: the database keeps the first {SHIP_LIMIT >> 20} MiB of this log; the "
+            f"whole file is {task.log_path} on the host that ran it]\n").encode()
+    for start in range(0, len(data), SHIP_CHUNK):
+        changes.log_chunk(task.run.pk, task.task_id, task.try_number, task.ship_seq, now,
+                          data[start:start + SHIP_CHUNK])
+        task.ship_seq += 1
+    task.shipped += len(data)
 
 
 def task_base_env(config: Mapping[str, Any]) -> dict[str, str]:

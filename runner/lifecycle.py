@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from flowtui.runner import executor, protocol
 from flowtui.runner.clock import local_hms
 from flowtui.runner.endings import CAUSES, outcome, retry_delay
+from flowtui.runner.launching import ship_log
 from flowtui.runner.live import LiveRun, LiveTask, run_context
 from flowtui.runner.model import DagSpec
 from flowtui.runner.trigger_rules import RUN, SKIPPED, UPSTREAM_FAILED, Counts, evaluate, waiting_reason
@@ -248,6 +249,8 @@ class Lifecycle:
         engine = self.engine
         live = task.run
         spec = task.spec
+        if engine.ships_logs:  # the log's last bytes reach the database with the try's end
+            ship_log(self.changes, task, now)
         watch = task.watch
         if watch is not None:
             protocol.finish(watch, now)

@@ -47,6 +47,8 @@ class LiveTask:
     override: tuple[TaskState, str, str] | None = None
     proc: Any = None  # psutil.Process, for CPU and memory samples
     pool_override: str | None = None  # a backfill's --pool
+    shipped: int = 0  # bytes of this try's log sent to the database (several hosts)
+    ship_seq: int = 0
 
     @property
     def pool(self) -> str:

@@ -71,6 +71,8 @@ _DATASET_STATS = (  # right after _DATASET_EVENT: last_insert_rowid() is that ev
     "partitions = dataset_stats.partitions + CASE WHEN EXISTS (SELECT 1 FROM dataset_events e "
     "WHERE e.dataset = excluded.dataset AND e.partition = ? AND e.id < excluded.newest_id) "
     "THEN 0 ELSE 1 END")
+_LOG_CHUNK = ("INSERT INTO log_chunks (run_pk, task_id, try_number, seq, at, data) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
 _REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
 
 _task_sql: dict[tuple[str, ...], str] = {}
@@ -209,6 +211,11 @@ class Changes:
                                           task_id, try_number, actor,
                                           json.dumps(metadata) if metadata else "{}")))
         self._op(run_pk, (_DATASET_STATS, (dataset, partition)))
+
+    def log_chunk(self, run_pk: int, task_id: str, try_number: int, seq: int, at: float,
+                  data: bytes) -> None:
+        """Bytes of a try's log, for readers on other hosts (SPEC 10)."""
+        self._op(run_pk, (_LOG_CHUNK, (run_pk, task_id, try_number, seq, at, data)))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""

@@ -283,6 +283,21 @@ class Store:
 
         return Listener(self.conn.url, woken)
 
+    def ran_elsewhere(self, attempt: Try) -> bool:
+        """Whether a try ran on another host (PostgreSQL): its log is then read from what its
+        runner shipped to the database; a path there names nothing here."""
+        if self.kind != "postgresql" or attempt.runner_id is None:
+            return False
+        record = self.runner(attempt.runner_id)
+        return record is not None and record.hostname != host_name()
+
+    def log_chunks(self, run_pk: int, task_id: str, try_number: int,
+                   after: int = -1) -> list[tuple[int, bytes]]:
+        """A try's log as shipped by its runner (PostgreSQL): (seq, bytes) after ``after``."""
+        return [(seq, bytes(data)) for seq, data in self.conn.execute(
+            "SELECT seq, data FROM log_chunks WHERE run_pk = ? AND task_id = ? AND "
+            "try_number = ? AND seq > ? ORDER BY seq", (run_pk, task_id, try_number, after))]
+
     def claim_run(self, run_pk: int, seen: int | None, runner_id: int) -> bool:
         """Make this runner the run's owner, unless its owner changed since it was read as
         ``seen`` (another runner took it first): one winner however many hosts try at once."""

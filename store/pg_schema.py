@@ -9,7 +9,8 @@ from __future__ import annotations
 
 INITIAL = ("0001_initial", "0002_runner", "0003_backfills", "0004_alerts",
            "0005_runner_health", "0006_one_door", "0007_state_checks", "0008_datasets",
-           "0009_run_partition", "0010_host_lease")
+           "0009_run_partition", "0010_host_lease",
+           "0011_log_chunks")
 
 MIGRATIONS: list[tuple[tuple[str, ...], str]] = [(INITIAL, """
 CREATE TABLE dags (
@@ -234,6 +235,15 @@ CREATE TABLE dataset_stats (
     events BIGINT NOT NULL,
     partitions BIGINT NOT NULL,
     newest_id BIGINT NOT NULL
+);
+CREATE TABLE log_chunks (
+    run_pk BIGINT NOT NULL REFERENCES dag_runs(id) ON DELETE CASCADE,
+    task_id TEXT COLLATE "C" NOT NULL,
+    try_number BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (run_pk, task_id, try_number, seq)
 );
 CREATE INDEX import_errors_file ON import_errors(fileloc);
 CREATE INDEX events_run ON events(dag_id, run_id);

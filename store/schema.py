@@ -361,6 +361,23 @@ def _host_lease(db: Database) -> None:
     # (NULL: the default), so every host judges it by the same lease.
     db.execute("ALTER TABLE runners ADD COLUMN lease REAL")
 
+
+@migrations(name="0011_log_chunks")
+def _log_chunks(db: Database) -> None:
+    # SPEC 10: what a try writes, shipped to the database as it goes when runners share a
+    # PostgreSQL store, so its log reads and follows from any host (the file stays on its own).
+    _run_statements(db, """
+        CREATE TABLE log_chunks (
+            run_pk INTEGER NOT NULL REFERENCES dag_runs(id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            try_number INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            at REAL NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (run_pk, task_id, try_number, seq)
+        ) STRICT
+        """)
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -275,3 +275,51 @@ tasks:
         run_async(go())
     finally:
         gate.write_text("open")
+
+
+def test_a_log_written_on_one_host_is_read_and_followed_from_another(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    from app_support import run_async, screen_text, until
+
+    from flowtui.app.app import make_app
+    from flowtui.runner.config import load_config
+
+    gate = tmp_path / "gate"
+    write(pipelines, "talk.yaml", f"""
+dag_id: talk
+tasks:
+  say: {{command: 'echo "line one from $FLOWTUI_HOSTNAME";
+                   while [ ! -e {gate} ]; do sleep 0.05; done;
+                   echo "line two, the end"; echo "ERROR: disk quota" >&2; exit 4'}}
+""")
+    worker = Host("etl-9", tmp_path, pipelines, pg_url)
+    hosts.append(worker)
+    assert flowtui("trigger", "talk", home=worker.home, pipelines=pipelines,
+                   env=worker.env).returncode == 0
+    laptop = tmp_path / "laptop"  # another host: none of etl-9's files are here
+    follow = subprocess.Popen(
+        [sys.executable, "-P", "-m", "flowtui", "--home", str(laptop), "--pipelines",
+         str(pipelines), "logs", "talk", "latest", "say", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "FLOWTUI_HOSTNAME": "laptop"})
+    try:
+        import select
+
+        assert select.select([follow.stdout], [], [], 20)[0], "no line within 20 s"
+        first = follow.stdout.readline()  # live: while the task still runs
+        assert first == "line one from etl-9\n"
+        started = time.monotonic()
+        gate.write_text("open")
+        out, err = follow.communicate(timeout=20)
+    finally:
+        follow.kill()
+    assert "line two, the end" in out and "ERROR: disk quota" in out
+    assert "failed" in err and time.monotonic() - started < 10
+
+    async def go() -> None:  # and in the TUI on the laptop: the error excerpt and the tail
+        app = make_app(load_config(laptop, pipelines), refresh_seconds=0.2)
+        async with app.run_test(size=(120, 32)) as pilot:
+            await until(pilot, lambda: "ERROR: disk quota" in screen_text(app),
+                        what="the excerpt of a log written on etl-9")
+
+    run_async(go())
