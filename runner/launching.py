@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
+POOL_LOOK = 0.05  # seconds between looks at a pool other hosts hold
 SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
 SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
 
@@ -38,6 +39,7 @@ class Launcher:
         self.config = engine.config
         self.base_env = task_base_env(engine.config.raw)
         self.next_scan = 0.0
+        self.next_pool_look = 0.0
         self._dirs_made: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._dir_queue: queue.SimpleQueue[list[str]] | None = None
@@ -94,6 +96,25 @@ class Launcher:
         ready = self.lifecycle.ready
         if not ready or engine.stopping:
             return
+        if engine.ships_logs and any(entry[4].pool != "default" for entry in ready):
+            # Several hosts share named pools: one runner at a time decides its launches from
+            # what every host holds, and commits them before the next one looks.
+            with engine.store.launch_lock():
+                engine.slots.elsewhere = {
+                    pool: max(0, used - engine.slots.pool_used.get(pool, 0))
+                    for pool, used in engine.store.views.pool_slots_used().items()}
+                self._launch_ready(now)
+            if any(engine.slots.elsewhere.get(entry[4].pool) for entry in ready) and \
+                    now >= self.next_pool_look:
+                # A slot another host frees wakes nobody here: look again shortly.
+                self.next_pool_look = now + POOL_LOOK
+                engine.call_at(self.next_pool_look, lambda at: None)
+            return
+        self._launch_ready(now)
+
+    def _launch_ready(self, now: float) -> None:
+        engine = self.engine
+        ready = self.lifecycle.ready
         slots = engine.slots
         blocked: list[tuple[int, int, int, int, LiveTask]] = []
         launching: list[LiveTask] = []

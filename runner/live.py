@@ -92,6 +92,8 @@ class Slots:
         self.active = 0  # tasks holding slots: tries written, process starting or running
         self.pool_used: dict[str, int] = {}
         self.dag_active: dict[str, int] = {}
+        # Slots of named pools that runners on other hosts hold (SPEC 10: pools are global).
+        self.elsewhere: dict[str, int] = {}
 
     def full(self) -> bool:
         return self.active >= self.config.parallelism
@@ -104,7 +106,7 @@ class Slots:
         size = self.config.pool_size(task.pool)
         if size is None:
             return f"pool {task.pool} is not defined; add it under [pools] in flowtui.toml"
-        used = self.pool_used.get(task.pool, 0)
+        used = self.pool_used.get(task.pool, 0) + self.elsewhere.get(task.pool, 0)
         if used + task.spec.pool_slots > size:
             return f"pool {task.pool} full ({used}/{size} slots)"
         active = self.dag_active.get(task.run.dag.dag_id, 0)

@@ -298,6 +298,21 @@ class Store:
             "SELECT seq, data FROM log_chunks WHERE run_pk = ? AND task_id = ? AND "
             "try_number = ? AND seq > ? ORDER BY seq", (run_pk, task_id, try_number, after))]
 
+    @contextmanager
+    def launch_lock(self) -> Iterator[None]:
+        """Held while a runner decides which tasks to start from the pools' global use and
+        commits them (PostgreSQL: a session advisory lock; SQLite has one runner)."""
+        if self.kind != "postgresql":
+            yield
+            return
+        from flowtui.store.pg import LAUNCH_LOCK
+
+        self.conn.execute("SELECT pg_advisory_lock(?)", (LAUNCH_LOCK,))
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(?)", (LAUNCH_LOCK,))
+
     def claim_run(self, run_pk: int, seen: int | None, runner_id: int) -> bool:
         """Make this runner the run's owner, unless its owner changed since it was read as
         ``seen`` (another runner took it first): one winner however many hosts try at once."""

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 WRITE_LOCK = 0x666C6F77  # "flow": the advisory lock every write transaction takes first
+LAUNCH_LOCK = WRITE_LOCK + 1  # held while a runner decides launches against global pools
 
 # Tables whose rows have an ``id`` the store reads back after an insert.
 ID_TABLES = frozenset({

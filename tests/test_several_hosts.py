@@ -109,12 +109,14 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
     start = (dt.date.today() - dt.timedelta(days=DAYS)).isoformat()
+    # the middle tasks share a pool of 3 slots across the three hosts
     middle = "\n".join(f"  t{i}: {{command: 'echo \"$FLOWTUI_RUN_ID t{i} $FLOWTUI_HOSTNAME\" "
-                       f">> {out}', deps: [extract]}}" for i in range(8))
+                       f">> {out}; sleep 0.01', deps: [extract], pool: narrow}}"
+                       for i in range(8))
     write(pipelines, "work.yaml", WORK.format(start=start, out=out, middle=middle,
                                                deps=", ".join(f"t{i}" for i in range(8))))
     for name in ("h1", "h2", "h3"):
-        hosts.append(Host(name, tmp_path, pipelines, pg_url))
+        hosts.append(Host(name, tmp_path, pipelines, pg_url, toml="[pools]\nnarrow = 3\n"))
     wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
              [0][0] == DAYS, 180, f"{DAYS} runs to succeed")
     lines = out.read_text().splitlines()
@@ -122,6 +124,17 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
     assert len(ran) == DAYS * 10 and set(ran.values()) == {1}, ran.most_common(3)
     by_host = Counter(line.split()[2] for line in lines)
     assert len(by_host) >= 2, by_host  # the work was shared
+    # the pool's 3 slots were never exceeded across hosts (the tries' recorded times)
+    spans = query(pg_url, "SELECT t.start_date, t.end_date FROM tries t JOIN task_instances i "
+                          "ON i.run_pk = t.run_pk AND i.task_id = t.task_id WHERE i.pool = "
+                          "'narrow'")
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
+                   key=lambda e: (e[0], e[1]))
+    most = level = 0
+    for _, step in edges:
+        level += step
+        most = max(most, level)
+    assert len(spans) == DAYS * 8 and most <= 3, most
     # each daily interval was created once (a run id made unique again would end in .2)
     run_ids = [r[0] for r in query(pg_url, "SELECT run_id FROM dag_runs")]
     assert len(run_ids) == DAYS and all(r.startswith("scheduled__") and "." not in r[-3:]
