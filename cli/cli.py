@@ -48,6 +48,7 @@ def handlers() -> dict[str, Handler]:
         "tasks list": commands.cmd_tasks_list,
         "logs": commands.cmd_logs,
         "db clean": commands_db.cmd_db_clean,
+        "db migrate": commands_db.cmd_db_migrate,
         "datasets list": commands_datasets.cmd_datasets,
         "datasets show": commands_datasets.cmd_datasets,
         "datasets emit": commands_datasets.cmd_datasets,
@@ -237,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", action="store_true",
                    help="also remove audit log entries older than the cutoff (kept by default)")
     p.add_argument("--json", action="store_true")
+    p = bsub.add_parser("migrate", parents=[common],
+                        help="copy this home's SQLite history into an empty PostgreSQL "
+                             "database, for several hosts")
+    p.add_argument("--to", required=True, metavar="URL",
+                   help="the PostgreSQL database, postgresql://user@host:5432/db")
     tasks = add("tasks", "list a run's task instances")
     tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
     tsub.required = True

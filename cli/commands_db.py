@@ -1,4 +1,5 @@
-"""``flowtui db clean``: let go of finished runs older than a cutoff, with their logs."""
+"""``flowtui db clean``: let go of finished runs older than a cutoff, with their logs; ``flowtui
+db migrate --to URL``: move a SQLite home's history into PostgreSQL (SPEC 10)."""
 from __future__ import annotations
 
 import argparse
@@ -79,3 +80,36 @@ def _size(count: int) -> str:
             return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024  # type: ignore[assignment]
     return f"{count} bytes"
+
+
+def cmd_db_migrate(args: argparse.Namespace, config: Config) -> int:
+    from flowtui.runner.actions import live_daemon
+    from flowtui.runner.config import redact
+    from flowtui.store import Store, StoreError
+    from flowtui.store.migrate import MigrateError, copy_home
+
+    url = args.to.strip()
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--to {redact(url)!r}: give a PostgreSQL URL, "
+                         "postgresql://user@host:5432/db")
+    if not config.db_path.exists():
+        raise UsageError(f"no SQLite history at {config.db_path} to copy")
+    source = Store.open(config.db_path, readonly=True)
+    if live_daemon(source) is not None:
+        raise UsageError("a runner is alive on this home: stop it first, so nothing is written "
+                         "while the history is copied")
+    try:
+        target = Store.open(url)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        copied = copy_home(source, target, lambda table, n: echo(f"  {table}: {n} rows"))
+    except MigrateError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        target.close()
+        source.close()
+    echo(f"copied {sum(copied.values())} rows into {redact(url)}; point every host at it "
+         "(database_url in flowtui.toml, or $FLOWTUI_DATABASE_URL) and start the runners. "
+         f"{config.db_path} is left as it was.")
+    return EXIT_OK

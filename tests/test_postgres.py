@@ -162,3 +162,37 @@ def test_a_database_that_does_not_answer_is_one_line(home: Path, pipelines: Path
                   env={"FLOWTUI_DATABASE_URL": "mysql://x"})
     assert bad.returncode != 0 and "postgresql://" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_db_migrate_copies_a_sqlite_home_into_postgresql(
+        pg_url: str, home: Path, pipelines: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    write(pipelines, "etl.yaml", FLAKY.format(count=tmp_path / "count"))
+    lite = {"FLOWTUI_DATABASE_URL": ""}  # this home's SQLite file, as before the move
+    assert flowtui("run", "etl", "--date", "2026-03-27", home=home, pipelines=pipelines,
+                   env=lite).returncode == 1
+    assert flowtui("datasets", "emit", "raw.orders", "--partition", "2026-03-27", home=home,
+                   pipelines=pipelines, env=lite).returncode == 0
+    before = json.loads(flowtui("tasks", "list", "etl", "latest", "--json", home=home,
+                                pipelines=pipelines, env=lite).stdout)
+    done = flowtui("db", "migrate", "--to", pg_url, home=home, pipelines=pipelines, env=lite)
+    assert done.returncode == 0, done.stderr
+    assert "tries: 3 rows" in done.stdout and "copied" in done.stdout
+    # the same history, read from the server; the logs (on this host) still open
+    after = json.loads(flowtui("tasks", "list", "etl", "latest", "--json", home=home,
+                               pipelines=pipelines).stdout)
+    assert after == before
+    assert "loading 2026-03-27" in flowtui("logs", "etl", "latest", "load", home=home,
+                                           pipelines=pipelines).stdout
+    assert json.loads(flowtui("datasets", "list", "--json", home=home, pipelines=pipelines)
+                      .stdout)[0]["partitions"] == 1
+    # new rows continue after the copied ones
+    assert flowtui("run", "etl", "--date", "2026-03-28", home=home,
+                   pipelines=pipelines).returncode == 1
+    runs = json.loads(flowtui("runs", "list", "etl", "--json", home=home,
+                              pipelines=pipelines).stdout)
+    assert len(runs) == 2
+    # a second copy into the same database is refused, in one line
+    again = flowtui("db", "migrate", "--to", pg_url, home=home, pipelines=pipelines, env=lite)
+    assert again.returncode == 2 and "already holds" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
