@@ -17,11 +17,11 @@ from flowtui.store import Store, current_user
 from flowtui.store.alerts import Alert
 
 KINDS = ("task_failed", "task_retry", "sla_at_risk", "sla_miss", "zombie", "hung", "circuit_open",
-         "runner_degraded", "dataset_stale")
+         "runner_degraded", "dataset_stale", "host_lost")
 CHANNEL_TYPES = ("slack", "pagerduty", "webhook", "command")
 SEVERITY = {"task_failed": "error", "task_retry": "info", "sla_at_risk": "warning",
             "sla_miss": "critical", "zombie": "error", "hung": "error", "circuit_open": "critical",
-            "runner_degraded": "error", "dataset_stale": "warning"}
+            "runner_degraded": "error", "dataset_stale": "warning", "host_lost": "critical"}
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_CHANNEL_TIMEOUT = 300.0
 MAX_ALERT_ID = 2**63 - 1  # SQLite's INTEGER range; nothing larger can name an alert

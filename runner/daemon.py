@@ -199,6 +199,7 @@ class Daemon:
             self._reload(now)
             self._adopt_orphans(now)
             if self.store.kind == "postgresql":  # queued by a runner on another host
+                self._hosts_back(now)
                 for dag_id in self.store.queued_dag_ids():
                     self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id,
                                   now)
@@ -431,6 +432,28 @@ class Daemon:
             if dag is not None and claim(self.store, run, self.runner_id):
                 self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
+                self._host_lost(run.runner_id, run, now)
+
+    def _host_lost(self, runner_id: int | None, run: Any, now: float) -> None:
+        """A run taken from a runner on another host that went silent past its lease: page
+        (SPEC 10), once while the host stays away."""
+        record = self.store.runner(runner_id) if runner_id is not None else None
+        if self.store.kind != "postgresql" or record is None or record.stopped_at is not None \
+                or record.hostname == host_name():
+            return
+        self.alerts.raise_alert(
+            "host_lost", "", task_id=record.hostname, now=now,
+            summary=f"host {record.hostname} lost: its runner was silent for "
+                    f"{now - record.heartbeat_at:.0f} s (lease {record.lease or 60:g} s); "
+                    f"its runs are taken over here (first: {run.dag_id} {run.run_id})")
+
+    def _hosts_back(self, now: float) -> None:
+        """A lost host whose runner beats again (or a new one there) resolves its alert."""
+        for alert in self.store.alerts.newest(include_resolved=False, limit=50):
+            if alert.kind == "host_lost" and any(
+                    r.hostname == alert.task_id and r.stopped_at is None and
+                    now - r.heartbeat_at < (r.lease or 60) for r in self.store.views.runners(50)):
+                self.alerts.resolve_matching("", "", alert.task_id, now, ("host_lost",))
 
     def _on_wake(self, now: float) -> None:
         self.engine.flush()  # what was applied last time is in the store before we look again

@@ -191,6 +191,9 @@ tasks:
     assert lost and all("host lost" in reason for (reason,) in lost), lost
     assert not query(pg_url, "SELECT 1 FROM dag_runs d JOIN runners r ON r.id = d.runner_id "
                              "WHERE r.hostname = 'h1' AND d.state <> 'success'")
+    alerts = query(pg_url, "SELECT state, summary FROM alerts WHERE kind = 'host_lost' AND "
+                           "task_id = 'h1'")
+    assert len(alerts) == 1 and alerts[0][0] == "open" and "lease 3 s" in alerts[0][1], alerts
 
 
 def test_a_runner_back_from_a_partition_kills_its_stale_tree_and_writes_nothing(
@@ -231,6 +234,10 @@ tasks:
     ti = query(pg_url, "SELECT state, try_number FROM task_instances")
     assert ti == [("success", 2)]  # the newer try's state stands
     assert "taken over by another runner" in (first.home / "runner.out").read_text()
+    # h1 was paged as lost, and its alert resolves itself now that it beats again
+    wait_for(lambda: query(pg_url, "SELECT state FROM alerts WHERE kind = 'host_lost' AND "
+                                   "task_id = 'h1'") == [("resolved",)], 15,
+             "h1's host_lost alert to resolve")
 
 
 def _env_has(pid: int, *needles: bytes) -> bool:
