@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="list the catch-up runs unpausing would create, change nothing")
 
-    add("runner", "the scheduler daemon, in the foreground (until SIGTERM or SIGINT)")
+    p = add("runner", "the scheduler daemon, in the foreground (until SIGTERM or SIGINT)")
+    p.add_argument("--queues", metavar="A,B",
+                   help="run only DAGs whose tasks are all in these queues (a task's queue: "
+                        "key, default 'default'); several hosts on PostgreSQL share the rest")
 
     p = add("trigger", "queue a manual run for the runner; prints its run_id")
     p.add_argument("dag_id", metavar="DAG")

@@ -22,9 +22,16 @@ def cmd_runner(args: argparse.Namespace, config: Config) -> int:
 
     if not config.pipelines.is_dir():
         raise UsageError(f"pipelines folder {config.pipelines} not found; pass --pipelines DIR")
-    daemon = Daemon(config)
+    queues = None
+    if args.queues is not None:
+        queues = frozenset(q.strip() for q in args.queues.split(",") if q.strip())
+        if not queues:
+            raise UsageError("--queues is empty; name the queues this host serves, for example "
+                             "default,gpu")
+    daemon = Daemon(config, queues=queues)
     echo(f"flowtui runner: pid {os.getpid()}, home {config.home}, pipelines "
-         f"{config.pipelines}", file=sys.stderr, flush=True)
+         f"{config.pipelines}" + (f", queues {','.join(sorted(queues))}" if queues else ""),
+         file=sys.stderr, flush=True)
     daemon.serve()
     return EXIT_OK
 

@@ -96,8 +96,10 @@ def refuse_second_daemon(home: Path, store: Store) -> Callable[[sqlite3.Connecti
 class Daemon:
     def __init__(self, config: Config, *, scan_interval: float = SCAN_INTERVAL,
                  busy_timeout: float = BUSY_TIMEOUT, backoff: float = BACKOFF,
-                 alert_after: float = ALERT_AFTER, clock: Clock = SYSTEM) -> None:
+                 alert_after: float = ALERT_AFTER, clock: Clock = SYSTEM,
+                 queues: frozenset[str] | None = None) -> None:
         self.config = config
+        self.queues = queues  # None: every queue (SPEC 10, runner --queues)
         self.clock = clock
         self.scan_interval = scan_interval
         self.alert_after = alert_after
@@ -343,7 +345,8 @@ class Daemon:
         run_id = f"scheduled__{iso(start)}"
         tasks = [(t.task_id, t.max_tries, t.pool, t.pool_slots, dag.priority[t.task_id])
                  for t in dag.tasks.values()]
-        starts = self._free_runs(dag) > 0 and not self.store.has_queued(dag.dag_id)
+        starts = self._serves(dag) and self._free_runs(dag) > 0 and \
+            not self.store.has_queued(dag.dag_id)
         try:
             run = self.store.create_run(
                 dag_id=dag.dag_id, run_id=run_id, run_type="scheduled", logical_date=start,
@@ -378,7 +381,8 @@ class Daemon:
             day = partition_day(partition, dag.timezone)
             logical = day if day is not None else now
             run_id = consumer_run_id(partition, now, dag.timezone)
-            starts = self._free_runs(dag) > 0 and not self.store.has_queued(dag.dag_id)
+            starts = self._serves(dag) and self._free_runs(dag) > 0 and \
+                not self.store.has_queued(dag.dag_id)
             run = self.store.datasets.create_consumer_run(
                 dag.dag_id, trigger.match, partition, events, run_id=run_id, run_type="dataset",
                 logical_date=logical, data_interval_start=logical,
@@ -391,6 +395,11 @@ class Daemon:
                 self.engine.start_run(dag, run)
         self.engine.flush()
 
+    def _serves(self, dag: DagSpec) -> bool:
+        """Whether this runner may run the DAG: every task's queue is one it serves (a run's
+        tasks run on the host that took it)."""
+        return self.queues is None or all(t.queue in self.queues for t in dag.tasks.values())
+
     def _free_runs(self, dag: DagSpec) -> int:
         running = sum(1 for live in self.engine.runs.values()
                       if live.dag.dag_id == dag.dag_id and live.backfill_id is None)
@@ -400,6 +409,8 @@ class Daemon:
         dag = self.dags.get(dag_id)
         if dag is None:
             return
+        if not self._serves(dag):
+            return  # a runner serving its queues takes its runs
         start_backfill_runs(self.engine, self.store, dag, now)  # pausing stops the schedule only
         if self._paused(dag_id):
             self._explain_queued(dag_id, "DAG paused")
@@ -429,7 +440,7 @@ class Daemon:
             if live_owner(self.store, run.runner_id) is not None:
                 continue
             dag = self.dags.get(run.dag_id)
-            if dag is not None and claim(self.store, run, self.runner_id):
+            if dag is not None and self._serves(dag) and claim(self.store, run, self.runner_id):
                 self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
                 self._host_lost(run.runner_id, run, now)
@@ -467,6 +478,8 @@ class Daemon:
                 if run is None or dag is None:
                     self.engine.changes.request_done(request.id, "DAG not loaded", now)
                     continue
+                if not self._serves(dag):
+                    continue  # a runner serving the DAG's queues applies it
                 if live_owner(self.store, run.runner_id) not in (None, (self.runner_id, os.getpid())):
                     continue  # another live runner owns it and applies it
                 if not claim(self.store, run, self.runner_id):

@@ -103,6 +103,7 @@ class Launcher:
                 engine.slots.elsewhere = {
                     pool: max(0, used - engine.slots.pool_used.get(pool, 0))
                     for pool, used in engine.store.views.pool_slots_used().items()}
+                now = engine.now()  # the tries start now, after the wait for the lock
                 self._launch_ready(now)
             if any(engine.slots.elsewhere.get(entry[4].pool) for entry in ready) and \
                     now >= self.next_pool_look:

@@ -29,6 +29,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "skip_exit_code": 99,
     "pool": "default",
     "pool_slots": 1,
+    "queue": "default",
     "priority_weight": 1,
     "weight_rule": "downstream",
     "cwd": None,
@@ -94,6 +95,7 @@ class TaskSpec:
     skip_exit_code: int | None = 99
     pool: str = "default"
     pool_slots: int = 1
+    queue: str = "default"  # the runners that may run it (SPEC 10: runner --queues)
     priority_weight: int = 1
     weight_rule: str = "downstream"
     cwd: str | None = None

@@ -78,6 +78,12 @@ def text(value: Any, params: dict[str, Any]) -> str:
     return value
 
 
+def queue_name(value: Any, params: dict[str, Any]) -> str:
+    if not isinstance(value, str) or not value.strip() or "," in value or value != value.strip():
+        raise ValueError(f"must be a queue name such as gpu (no commas or spaces), not {value!r}")
+    return value
+
+
 def template(value: Any, params: dict[str, Any]) -> str | None:
     if value is None:
         return None
@@ -403,7 +409,7 @@ TASK_SCHEMA: dict[str, Check] = {
     "max_retry_delay": duration(optional=True), "retry_jitter": fraction,
     "retry_on_exit_codes": exit_codes, "execution_timeout": duration(optional=True),
     "kill_grace": duration(), "skip_exit_code": exit_code, "pool": text,
-    "pool_slots": count(1), "priority_weight": count(-MAX_COUNT),
+    "pool_slots": count(1), "queue": queue_name, "priority_weight": count(-MAX_COUNT),
     "weight_rule": choice("weight rule", *WEIGHT_RULES, hint="downstream, upstream or absolute"),
     "cwd": template, "env": env_map, "window": window,
     "heartbeat_timeout": duration(optional=True), "sensor": sensor,

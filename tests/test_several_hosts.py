@@ -39,7 +39,7 @@ class Host:
     """A runner on its own "host": its home, its hostname, the shared database."""
 
     def __init__(self, name: str, tmp: Path, pipelines: Path, url: str,
-                 toml: str = "") -> None:
+                 toml: str = "", args: tuple[str, ...] = ()) -> None:
         self.name, self.url = name, url
         self.home = tmp / f"host-{name}"
         self.home.mkdir()
@@ -48,7 +48,7 @@ class Host:
         self.log = open(self.home / "runner.out", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-P", "-m", "flowtui", "--home", str(self.home), "--pipelines",
-             str(pipelines), "runner"], stdout=self.log, stderr=self.log, env=self.env,
+             str(pipelines), "runner", *args], stdout=self.log, stderr=self.log, env=self.env,
             start_new_session=True)
         wait_for(self._registered, 20, f"the runner on {name} to start")
 
@@ -343,3 +343,31 @@ tasks:
                         what="the excerpt of a log written on etl-9")
 
     run_async(go())
+
+
+def test_queues_keep_each_dag_on_the_hosts_that_serve_it(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    out = tmp_path / "ran.txt"
+    write(pipelines, "train.yaml", f"""
+dag_id: train
+tasks:
+  fit: {{command: 'echo "train $FLOWTUI_HOSTNAME" >> {out}', queue: gpu}}
+""")
+    write(pipelines, "etl.yaml", f"""
+dag_id: etl
+tasks:
+  load: {{command: 'echo "etl $FLOWTUI_HOSTNAME" >> {out}'}}
+""")
+    gpu = Host("gpu-1", tmp_path, pipelines, pg_url, args=("--queues", "gpu"))
+    cpu = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
+    hosts += [gpu, cpu]
+    for _ in range(4):
+        for dag in ("train", "etl"):
+            assert flowtui("trigger", dag, home=cpu.home, pipelines=pipelines,
+                           env=cpu.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
+             [0][0] == 8, 60, "all eight runs")
+    assert sorted(set(out.read_text().splitlines())) == ["etl cpu-1", "train gpu-1"]
+    bad = flowtui("runner", "--queues", " , ", home=tmp_path / "x", pipelines=pipelines)
+    assert bad.returncode == 2 and "--queues is empty" in bad.stderr
+
