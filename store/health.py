@@ -32,6 +32,8 @@ def outage(exc: BaseException) -> str | None:
         return f"the disk holding the database is full ({text})"
     if "disk i/o" in lowered:
         return f"the disk holding the database failed a write ({text})"
+    if "database unavailable" in lowered:  # PostgreSQL: the server restarts, the network drops
+        return f"the database server does not answer ({text})"
     return None
 
 

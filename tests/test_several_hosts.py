@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -371,3 +373,69 @@ tasks:
     bad = flowtui("runner", "--queues", " , ", home=tmp_path / "x", pipelines=pipelines)
     assert bad.returncode == 2 and "--queues is empty" in bad.stderr
 
+
+
+def test_a_kill_typed_on_another_host_ends_the_task_within_a_second(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    write(pipelines, "stuck.yaml", """
+dag_id: stuck
+tasks:
+  spin: {command: 'sleep 300', kill_grace: 1}
+""")
+    worker = Host("etl-4", tmp_path, pipelines, pg_url)
+    hosts.append(worker)
+    assert flowtui("trigger", "stuck", home=worker.home, pipelines=pipelines,
+                   env=worker.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM tries WHERE pid IS NOT NULL AND "
+                                   "end_date IS NULL")[0][0] == 1, 30, "the task to run")
+    laptop = tmp_path / "laptop"
+    killed = flowtui("kill", "stuck", "latest", "spin", home=laptop, pipelines=pipelines,
+                     env={"FLOWTUI_HOSTNAME": "laptop"})
+    assert killed.returncode == 0, killed.stderr
+    asked, ended = query(pg_url, "SELECT q.at, t.end_date FROM requests q, tries t")[0]
+    assert ended is not None and ended - asked < 1.0, ended - asked  # NOTIFY, not a poll
+    assert query(pg_url, "SELECT state FROM task_instances") == [("failed",)]
+
+
+def test_a_database_server_restart_stops_no_runner_and_loses_nothing(
+        pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    import pg_support
+
+    bin_dir = pg_support.binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed here")
+    folder = Path(tempfile.mkdtemp(prefix="flowtui-postgresql-own-"))
+    server = pg_support.start(folder, bin_dir)  # its own server: this test restarts it
+    try:
+        url = pg_support.new_database(server)
+        out = tmp_path / "ran.txt"
+        write(pipelines, "steady.yaml", f"""
+dag_id: steady
+tasks:
+  a: {{command: 'sleep 2; echo a >> {out}'}}
+  b: {{command: 'echo b >> {out}', deps: [a]}}
+""")
+        host = Host("h1", tmp_path, pipelines, url)
+        hosts.append(host)
+        assert flowtui("trigger", "steady", home=host.home, pipelines=pipelines,
+                       env=host.env).returncode == 0
+        wait_for(lambda: query(url, "SELECT count(*) FROM tries WHERE end_date IS NULL")[0][0],
+                 30, "a to run")
+        subprocess.run(pg_support._as_server_user(
+            [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l",
+             str(folder / "server.log"), "-m", "fast", "-w", "restart"]),
+            check=True, capture_output=True, timeout=60)
+        wait_for(lambda: out.exists() and out.read_text() == "a\nb\n", 60,
+                 "the run to finish after the restart")
+        wait_for(lambda: query(url, "SELECT state FROM dag_runs") == [("success",)], 30,
+                 "the run's success recorded")
+        assert host.proc.poll() is None  # the runner lived through it
+        said = (host.home / "runner.out").read_text()
+        assert "does not answer" in said and "Traceback" not in said, said
+    finally:
+        for host in hosts:  # while their server still answers
+            host.stop()
+            host.end_tasks()
+        hosts.clear()
+        pg_support.stop_folder(folder, bin_dir)
+        shutil.rmtree(folder, ignore_errors=True)
