@@ -401,6 +401,8 @@ class Daemon:
         return self.queues is None or all(t.queue in self.queues for t in dag.tasks.values())
 
     def _free_runs(self, dag: DagSpec) -> int:
+        if self.store.kind == "postgresql":  # max_active_runs holds across hosts
+            return dag.max_active_runs - self.store.active_runs(dag.dag_id)
         running = sum(1 for live in self.engine.runs.values()
                       if live.dag.dag_id == dag.dag_id and live.backfill_id is None)
         return dag.max_active_runs - running
@@ -417,8 +419,10 @@ class Daemon:
             return
         free = self._free_runs(dag)
         if free > 0:
+            cap = (dag_id, dag.max_active_runs) if self.store.kind == "postgresql" else None
             for run in self.store.queued_runs(dag_id, limit=free):
-                if run.pk in self.engine.runs or not claim(self.store, run, self.runner_id):
+                if run.pk in self.engine.runs or not claim(self.store, run, self.runner_id,
+                                                           cap):
                     continue  # ours already, or another runner's (several hosts)
                 if run.start_date is None:  # never started: every task is as created
                     self.engine.start_run(dag, run)

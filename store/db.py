@@ -75,6 +75,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
+# Runs that count against max_active_runs on every host: running, or queued and taken.
+_ACTIVE_RUNS = ("SELECT count(*) FROM dag_runs WHERE dag_id = ? AND backfill_id IS NULL AND "
+                "(state = 'running' OR (state = 'queued' AND runner_id IS NOT NULL))")
+
+
 class Store:
     """One open database. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
 
@@ -313,15 +318,25 @@ class Store:
         finally:
             self.conn.execute("SELECT pg_advisory_unlock(?)", (LAUNCH_LOCK,))
 
-    def claim_run(self, run_pk: int, seen: int | None, runner_id: int) -> bool:
+    def claim_run(self, run_pk: int, seen: int | None, runner_id: int,
+                  cap: tuple[str, int] | None = None) -> bool:
         """Make this runner the run's owner, unless its owner changed since it was read as
-        ``seen`` (another runner took it first): one winner however many hosts try at once."""
+        ``seen`` (another runner took it first): one winner however many hosts try at once.
+        With ``cap`` (DAG, max_active_runs), only while fewer of the DAG's runs are active."""
         if seen == runner_id:
             return True
+        sql = ("UPDATE dag_runs SET runner_id = ? WHERE id = ? AND runner_id IS NOT DISTINCT "
+               "FROM ?")
+        params: tuple = (runner_id, run_pk, seen)
+        if cap is not None:
+            sql += f" AND ({_ACTIVE_RUNS}) < ?"
+            params += (cap[0], cap[1])
         with self.transaction() as conn:
-            return conn.execute(
-                "UPDATE dag_runs SET runner_id = ? WHERE id = ? AND runner_id IS NOT DISTINCT "
-                "FROM ?", (runner_id, run_pk, seen)).rowcount == 1
+            return conn.execute(sql, params).rowcount == 1
+
+    def active_runs(self, dag_id: str) -> int:
+        """The DAG's runs running or taken by a runner, on every host (backfills aside)."""
+        return self.conn.execute(_ACTIVE_RUNS, (dag_id,)).fetchone()[0]
 
     def taken_from(self, runner_id: int, run_pks: Iterable[int]) -> set[int]:
         """Of these runs, those another runner owns now (after this one was declared lost)."""
