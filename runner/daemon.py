@@ -108,7 +108,8 @@ class Daemon:
         self.store.health.backoff = backoff
         self.store.health.on_recovered = self._store_recovered
         self.runner_id = self.store.register_runner(
-            "daemon", process_start_time(os.getpid()), lease=config.host_lease,
+            "daemon", process_start_time(os.getpid()),
+            lease=config.host_lease if self.store.kind == "postgresql" else None,  # one host: none
             refuse=refuse_second_daemon(config.home, self.store))
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.on_wake = self._on_wake
