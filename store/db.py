@@ -138,9 +138,6 @@ class Store:
              now: Callable[[], float] = time.time) -> "Store":
         """Open (and migrate) the database; a write waits up to ``busy_timeout`` seconds
         (default $FLOWTUI_BUSY_TIMEOUT, else 30) for another process's lock before it fails."""
-        if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
-            return cls._open_postgresql(path, readonly=readonly, now=now)
-        db_path = Path(path)
         if busy_timeout is None:
             try:
                 busy_timeout = float(os.environ.get("FLOWTUI_BUSY_TIMEOUT", ""))
@@ -148,6 +145,10 @@ class Store:
                 busy_timeout = BUSY_TIMEOUT_MS / 1000
         if not 0 <= busy_timeout <= 86_400:  # also NaN: the default
             busy_timeout = BUSY_TIMEOUT_MS / 1000
+        if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+            return cls._open_postgresql(path, readonly=readonly, now=now,
+                                        busy_timeout=busy_timeout)
+        db_path = Path(path)
         busy_ms = int(busy_timeout * 1000)
         if readonly and not db_path.exists():
             raise StoreError(f"{db_path}: no database here yet; run a DAG or start the runner first")
@@ -176,15 +177,15 @@ class Store:
         return store
 
     @classmethod
-    def _open_postgresql(cls, url: str, *, readonly: bool,
-                         now: Callable[[], float]) -> "Store":
+    def _open_postgresql(cls, url: str, *, readonly: bool, now: Callable[[], float],
+                         busy_timeout: float) -> "Store":
         """The store on a PostgreSQL server (SPEC 10); the schema is created on first use."""
         from flowtui.runner.config import redact
         from flowtui.store.pg import Connection
 
         shown = redact(url)
         try:
-            conn = Connection(url)
+            conn = Connection(url, lock_timeout=max(busy_timeout, 0.001))
         except ImportError:
             raise StoreError(f"{shown}: PostgreSQL needs psycopg: pip install "
                              "'flowtui[postgresql]'") from None

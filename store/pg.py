@@ -113,9 +113,11 @@ class Connection:
     IMMEDIATE`` opens a transaction that holds the write lock until ``COMMIT`` or
     ``ROLLBACK``. Shared by threads (the TUI's readers): one statement at a time."""
 
-    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, connect_timeout: float = 10.0,
+                 lock_timeout: float = 30.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.lock_timeout = lock_timeout  # a write waits this long for another's, as on SQLite
         self._lock = threading.RLock()
         self._owner: int | None = None  # the thread inside a transaction
         self.raw = self._connect()
@@ -131,6 +133,7 @@ class Connection:
         # sum() and avg() give numeric: read as int when whole, else float, as SQLite does
         raw.adapters.register_loader("numeric", _NumberLoader)
         raw.adapters.register_dumper(bool, _BoolDumper)  # flags are 0/1 columns, as in SQLite
+        raw.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
         return raw
 
     @property
