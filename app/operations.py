@@ -1,6 +1,7 @@
 """What the TUI's keys do: the same runner and store functions as the CLI commands."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 from flowtui.runner import actions
@@ -16,15 +17,18 @@ class Operations:
         self.config = config
         self._dags: dict[str, DagSpec] = {}
         self._snapshot: tuple = ()
+        self._loading = threading.Lock()
 
     def dags(self) -> dict[str, DagSpec]:
-        """The pipelines folder, re-read when a file changed."""
-        files = pipeline_files(self.config.pipelines) if self.config.pipelines.is_dir() else []
-        snapshot = tuple((str(p), p.stat().st_mtime_ns) for p in files)
-        if snapshot != self._snapshot:
-            self._dags = load_folder(self.config.pipelines, self.config.dag_file_timeout).dags
-            self._snapshot = snapshot
-        return self._dags
+        """The pipelines folder, re-read when a file changed (by one reader at a time: the
+        others wait for its result instead of reading every file beside it)."""
+        with self._loading:
+            files = pipeline_files(self.config.pipelines) if self.config.pipelines.is_dir() else []
+            snapshot = tuple((str(p), p.stat().st_mtime_ns) for p in files)
+            if snapshot != self._snapshot:
+                self._dags = load_folder(self.config.pipelines, self.config.dag_file_timeout).dags
+                self._snapshot = snapshot
+            return self._dags
 
     def dag(self, dag_id: str) -> DagSpec:
         dag = self.dags().get(dag_id)
