@@ -253,3 +253,41 @@ def test_ack_an_alert_from_the_alerts_screen(world) -> None:
     run_async(go())
     assert query(home, "SELECT action FROM audit_log") == [("ack",)]
     assert query(home, "SELECT next_step_at FROM alerts") == [(None,)]
+
+
+def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> None:
+    """At start a screen is asked to read three times at once (mounted, shown, the first change
+    seen): the reads go one after another, the last asked for painted, never side by side."""
+    import threading
+    import time as clock
+
+    from flowtui.app import lists
+
+    inside, most, calls = [0], [0], [0]
+    lock = threading.Lock()
+    real = lists.DagsScreen.fetch
+
+    def slow_fetch(self, data):
+        with lock:
+            inside[0] += 1
+            calls[0] += 1
+            most[0] = max(most[0], inside[0])
+        clock.sleep(0.3)  # a big home's read
+        try:
+            return real(self, data)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(lists.DagsScreen, "fetch", slow_fetch)
+
+    async def go() -> None:
+        app = app_for(world, start_mode="dags")
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: "shop" in screen_text(app), what="the DAGs list")
+            await until(pilot, lambda: inside[0] == 0 and not getattr(app.screen, "_in_flight", 0),
+                        what="the reads to settle")
+            assert most[0] == 1, most[0]
+            assert 1 <= calls[0] <= 2, calls[0]  # the first read, and one more for the others
+
+    run_async(go())
