@@ -56,6 +56,7 @@ class FlowtuiApp(App[None]):
         self.dag_ids: list[str] = []  # as the last poll read them (the palette offers them)
         self.last_read_at: float | None = None  # when a read last succeeded
         self.first_paint_at: float | None = None
+        self._warmed = False
         self.last_looked = load_last_looked(config.home)
         self.keys = KeyOrder(self, super().on_event)
         for item in THEMES.values():
@@ -173,6 +174,11 @@ class FlowtuiApp(App[None]):
     def painted(self, screen: Screen) -> None:
         if self.first_paint_at is None:
             self.first_paint_at = time.perf_counter()
+        if not self._warmed:
+            # Once the first screen is up, read the pipelines in the background: the DAGs
+            # screen's first visit then shows at once (1,000 DAG files take ~0.6 s to read).
+            self._warmed = True
+            self.run_worker(self.ops.dags, thread=True, group="warm", exit_on_error=False)
 
     # -- navigation ------------------------------------------------------------------------
     def action_mode(self, name: str) -> None:
