@@ -61,39 +61,7 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
     producers, consumers = lineage(result)
     now = store.now()
     if args.datasets_command == "list":
-        summaries = {s.name: s for s in store.datasets.summaries()}
-        watched, _ = freshness_policies(result.dags, config.raw)
-        names = sorted(set(summaries) | set(producers) | set(consumers) | set(watched))
-        rows = []
-        for name in names:
-            s = summaries.get(name)
-            newest = s.newest if s else None
-            rows.append({"name": name, "events": s.events if s else 0,
-                         "partitions": s.partitions if s else 0,
-                         "freshness": verdict(watched, name, newest.at if newest else None, now),
-                         "newest_partition": newest.partition if newest else None,
-                         "newest_at": newest.at if newest else None,
-                         "age_seconds": round(now - newest.at, 1) if newest else None,
-                         "producers": producers.get(name, []),
-                         "consumers": consumers.get(name, [])})
-        if args.json:
-            for row in rows:
-                row["newest_at"] = local_time(row["newest_at"]) if row["newest_at"] else None
-            print(json.dumps(rows, indent=2))
-            return EXIT_OK
-        if not rows:
-            echo("no datasets: name them with outlets: on a task, or flowtui datasets emit")
-        lines = []
-        for row in rows:
-            age = (f"{row['newest_partition']}, {format_duration(row['age_seconds'])} ago"
-                   if row["newest_partition"] else "no event yet")
-            lines.append(f"{visible(row['name'], inline=True)}  {age}  {row['partitions']} "
-                         f"partition(s)  {row['freshness']}  producers: "
-                         f"{', '.join(row['producers']) or '-'}  consumers: "
-                         f"{', '.join(row['consumers']) or '-'}")
-        if lines:
-            echo("\n".join(lines))
-        return EXIT_OK
+        return _list(args, config, store, result, producers, consumers, now)
     name = args.name
     if not name.strip():
         raise UsageError("name a dataset, for example warehouse.orders ('flowtui datasets "
@@ -159,3 +127,40 @@ def _emit(args: argparse.Namespace, config: Config) -> int:
     echo(visible(f"dataset event {event_id}: {name} {partition}", inline=True) + (
         "" if daemon else "; no runner is alive: its consumers run when one starts"))
     return EXIT_OK
+
+
+def _list(args: argparse.Namespace, config: Config, store: Any, result: LoadResult,
+          producers: dict[str, list[str]], consumers: dict[str, list[str]], now: float) -> int:
+    """Every dataset a line (10,000 of them in about a tenth of a second: one row each from
+    ``dataset_stats``, no per-dataset objects)."""
+    newest = {row[0]: row for row in store.datasets.newest_rows()}
+    watched, _ = freshness_policies(result.dags, config.raw)
+    names = sorted(set(newest) | set(producers) | set(consumers) | set(watched))
+    if args.json:
+        rows = []
+        for name in names:
+            _, events, partitions, partition, at = newest.get(name, (name, 0, 0, None, None))
+            rows.append({"name": name, "events": events, "partitions": partitions,
+                         "freshness": verdict(watched, name, at, now),
+                         "newest_partition": partition,
+                         "newest_at": local_time(at) if at is not None else None,
+                         "age_seconds": round(now - at, 1) if at is not None else None,
+                         "producers": producers.get(name, []),
+                         "consumers": consumers.get(name, [])})
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not names:
+        echo("no datasets: name them with outlets: on a task, or flowtui datasets emit")
+        return EXIT_OK
+    lines = []
+    for name in names:
+        _, events, partitions, partition, at = newest.get(name, (name, 0, 0, None, None))
+        age = f"{partition}, {format_duration(now - at)} ago" if at is not None else "no event yet"
+        fresh = verdict(watched, name, at, now) if name in watched else "no policy"
+        # names and partitions are free text: each made one visible line here
+        lines.append(f"{visible(f'{name}  {age}', inline=True)}  {partitions} partition(s)  "
+                     f"{fresh}  producers: {', '.join(producers.get(name, ())) or '-'}  "
+                     f"consumers: {', '.join(consumers.get(name, ())) or '-'}")
+    print("\n".join(lines))
+    return EXIT_OK
+

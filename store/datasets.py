@@ -186,6 +186,13 @@ class DatasetRecords:
                     f"({', '.join('?' * len(chunk))})", chunk).fetchall()
         return [DatasetSummary(row[3], row[0], _event(row[2:]), row[1]) for row in rows]
 
+    def newest_rows(self) -> list[tuple[str, int, int, str, float]]:
+        """(dataset, events, partitions, newest partition, its time) of every dataset with
+        events: what `datasets list` prints, read as plain rows."""
+        return self.store.conn.execute(
+            "SELECT s.dataset, s.events, s.partitions, e.partition, e.at FROM dataset_stats s "
+            "JOIN dataset_events e ON e.id = s.newest_id").fetchall()
+
     def summary(self, name: str) -> DatasetSummary:
         row = self.store.conn.execute(
             f"SELECT s.events, s.partitions, {_NEWEST} WHERE s.dataset = ?", (name,)).fetchone()
