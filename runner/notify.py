@@ -26,6 +26,9 @@ _ALERT_KEYS = ("id", "kind", "dag_id", "run_id", "task_id", "state", "severity",
                "summary", "created_at")  # what a webhook is told about the alert
 
 
+HOLD = 30.0  # seconds past the send timeout before another sender may try a taken delivery
+
+
 class Sender(threading.Thread):
     """One thread running an asyncio loop: a task per channel that has due deliveries, so a
     stuck endpoint holds only its own channel's queue. Between sends it sleeps until the
@@ -116,11 +119,13 @@ class Sender(threading.Thread):
         """Deliver this channel's due deliveries one at a time, oldest first, until none is due."""
         try:
             while not self.stopping:
-                due = store.alerts.next_due(name, self.clock.now())
+                channel = self.config.channels.get(name)
+                limit = (channel.timeout if channel is not None else None) or self.timeout
+                now = self.clock.now()  # held while this sender tries it (several hosts)
+                due = store.alerts.next_due(name, now, hold_until=now + HOLD + limit)
                 if due is None:
                     return
                 alert = alert_fields(due.alert)
-                channel = self.config.channels.get(name)
                 if channel is None:
                     ok, detail = False, f"channel {name!r} is not configured"
                 else:

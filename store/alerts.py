@@ -171,14 +171,32 @@ class AlertRecords:
             f"NOT IN ({_marks(except_channels)})", tuple(except_channels)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def next_due(self, channel: str, now: float) -> PendingDelivery | None:
-        """The channel's oldest pending delivery due by ``now``."""
+    def next_due(self, channel: str, now: float,
+                 hold_until: float | None = None) -> PendingDelivery | None:
+        """The channel's oldest pending delivery due by ``now``, taken for this sender: its
+        next attempt moves to ``hold_until`` (compare-and-set), so the sender of a runner on
+        another host does not send it too; the attempt's record sets the real next time, and
+        a sender that died mid-send leaves it to be tried again at ``hold_until``."""
         columns = ", ".join(f"a.{c.strip()}" for c in ALERT_COLUMNS.split(","))
-        row = self.store.conn.execute(
-            f"SELECT d.id, d.action, d.attempts, {columns} FROM deliveries d JOIN alerts a ON "
-            "a.id = d.alert_id WHERE d.channel = ? AND d.status = 'pending' AND "
-            "d.next_attempt_at <= ? ORDER BY d.id LIMIT 1", (channel, now)).fetchone()
-        return PendingDelivery(row[0], row[1], row[2], Alert(*row[3:])) if row else None
+        for _ in range(20):  # another sender took the one read: read the next
+            row = self.store.conn.execute(
+                f"SELECT d.id, d.action, d.attempts, d.next_attempt_at, {columns} FROM "
+                "deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.channel = ? AND "
+                "d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT 1",
+                (channel, now)).fetchone()
+            if row is None:
+                return None
+            if hold_until is None:
+                break
+            with self.store.transaction() as conn:
+                taken = conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND status = "
+                    "'pending' AND next_attempt_at = ?", (hold_until, row[0], row[3])).rowcount
+            if taken == 1:
+                break
+        else:
+            return None
+        return PendingDelivery(row[0], row[1], row[2], Alert(*row[4:]))
 
     def record_attempt(self, delivery_id: int, *, ok: bool, detail: str, status: str,
                        attempts: int, next_attempt_at: float, now: float) -> None:

@@ -446,3 +446,52 @@ tasks:
         hosts.clear()
         pg_support.stop_folder(folder, bin_dir)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_alert_is_delivered_once_however_many_hosts_send(pg_url: str, tmp_path: Path) -> None:
+    """Every runner has a sender; a delivery is taken by one of them (compare-and-set on its
+    next attempt), so a page goes out once, not once a host."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flowtui.runner.alerting import parse_alerting
+    from flowtui.runner.notify import Sender
+    from flowtui.store import Store
+
+    posts: list[float] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(time.time())
+            time.sleep(0.5)  # both senders would be inside a send at once
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    config = parse_alerting({"channels": {"hook": {
+        "type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/page"}}})
+    store = Store.open(pg_url)
+    senders = []
+    try:
+        now = store.now()
+        with store.transaction():
+            alert_id = store.alerts.insert("host_lost", "", "", "h9", "critical", "h9 lost", now)
+            store.alerts.enqueue(alert_id, "hook", "trigger", now)
+        senders = [Sender(pg_url, config) for _ in range(3)]  # three hosts' senders
+        for sender in senders:
+            sender.start()
+        wait_for(lambda: query(pg_url, "SELECT status FROM deliveries") == [("sent",)], 20,
+                 "the delivery to be sent")
+        time.sleep(0.6)  # a second send, were there one, would have arrived by now
+        assert len(posts) == 1, posts
+    finally:
+        for sender in senders:
+            sender.stop()
+            sender.join(10)
+        store.close()
+        server.shutdown()
