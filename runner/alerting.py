@@ -252,9 +252,11 @@ class Alerts:
         now = self.store.now() if now is None else now
         if self._armed_at is not None and self._armed_at <= now:
             self._armed_at = None  # that timer is this call
-        due = self.records.due_steps(now)
-        if due:
+        if self.records.due_steps(now):
             with self.store.transaction():
+                # Read again under the write lock: a runner on another host may have fired
+                # these steps a moment ago (each step fires once, whoever looks).
+                due = self.records.due_steps(now)
                 for alert in due:
                     self._fire_due(alert.id, self.policies(alert.dag_id, alert.kind),
                                    alert.level, alert.created_at, now)

@@ -495,3 +495,40 @@ def test_an_alert_is_delivered_once_however_many_hosts_send(pg_url: str, tmp_pat
             sender.join(10)
         store.close()
         server.shutdown()
+
+
+def test_an_escalation_step_fires_once_however_many_hosts_look(pg_url: str) -> None:
+    """Every runner escalates what came due; the step is read again under the write lock, so
+    the pager is asked once, not once a host."""
+    import threading
+
+    from flowtui.runner.alerting import Alerts, parse_alerting
+    from flowtui.store import Store
+
+    config = parse_alerting({
+        "channels": {"pager": {"type": "webhook", "url": "http://127.0.0.1:9/unused"},
+                     "chat": {"type": "webhook", "url": "http://127.0.0.1:9/unused"}},
+        "policies": {"oncall": {"on": ["host_lost"], "steps": [
+            {"after": "0m", "notify": ["chat"]}, {"after": "5m", "notify": ["pager"]}]}}})
+    first = Store.open(pg_url)
+    alert_id = Alerts(first, config, {}).raise_alert("host_lost", "", task_id="h9",
+                                                    summary="h9 lost", now=1000.0)
+    stores = [Store.open(pg_url) for _ in range(3)]  # three hosts' runners
+    try:
+        barrier = threading.Barrier(3)
+
+        def escalate(store: Store) -> None:
+            barrier.wait()
+            Alerts(store, config, {}).escalate(now=1000.0 + 301)
+
+        threads = [threading.Thread(target=escalate, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        sent = query(pg_url, "SELECT channel FROM deliveries WHERE alert_id = %s ORDER BY id",
+                     alert_id)
+        assert sent == [("chat",), ("pager",)], sent
+    finally:
+        for store in [first, *stores]:
+            store.close()
