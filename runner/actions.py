@@ -96,13 +96,14 @@ def live_owner(store: Store, runner_id: int | None,
         else None
 
 
-def claim(store: Store, run: Run, runner_id: int, cap: tuple[str, int] | None = None) -> bool:
+def claim(store: Store, run: Run, runner_id: int, cap: tuple[str, int] | None = None,
+          backfill_cap: tuple[int, int] | None = None) -> bool:
     """Take a run for this runner: not when another live runner owns it, nor when another took
     it since it was read (several runners on one database race for the same queued run); with
     ``cap``, not when the DAG already has that many runs active on any host."""
     if run.runner_id not in (None, runner_id) and live_owner(store, run.runner_id) is not None:
         return False
-    return store.claim_run(run.pk, run.runner_id, runner_id, cap)
+    return store.claim_run(run.pk, run.runner_id, runner_id, cap, backfill_cap)
 
 
 def live_daemon(store: Store) -> tuple[int, int] | None:

@@ -263,13 +263,15 @@ def start_backfill_runs(engine: Engine, store: Store, dag: DagSpec, now: float) 
         if backfill.runner_id not in (None, engine.runner_id) and \
                 live_owner(store, backfill.runner_id) is not None:
             continue  # a `backfill --wait` process executes this one
-        active = _active(engine, backfill.id)
+        several = store.kind == "postgresql"  # parallelism holds across hosts
+        active = store.backfill_active(backfill.id) if several else _active(engine, backfill.id)
         free = backfill.parallelism - active
+        cap = (backfill.id, backfill.parallelism) if several else None
         if free > 0:
             # Adopted runs may still read as queued until the flush: ask for enough to skip them.
             for run in next_runs(store, backfill, free + active):
                 if run.pk not in engine.runs and free > 0 and \
-                        claim(store, run, engine.runner_id):
+                        claim(store, run, engine.runner_id, backfill_cap=cap):
                     engine.adopt_run(dag, run, now)
                     free -= 1
             engine.flush()  # running in the store before a cancel can delete it as queued

@@ -79,6 +79,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
 _ACTIVE_RUNS = ("SELECT count(*) FROM dag_runs WHERE dag_id = ? AND backfill_id IS NULL AND "
                 "(state = 'running' OR (state = 'queued' AND runner_id IS NOT NULL))")
 
+_BACKFILL_ACTIVE = ("SELECT count(*) FROM dag_runs WHERE backfill_id = ? AND (state = 'running' "
+                    "OR (state = 'queued' AND runner_id IS NOT NULL))")
+
 
 class Store:
     """One open database. Writes go through ``transaction()`` (BEGIN IMMEDIATE)."""
@@ -320,10 +323,12 @@ class Store:
             self.conn.execute("SELECT pg_advisory_unlock(?)", (LAUNCH_LOCK,))
 
     def claim_run(self, run_pk: int, seen: int | None, runner_id: int,
-                  cap: tuple[str, int] | None = None) -> bool:
+                  cap: tuple[str, int] | None = None,
+                  backfill_cap: tuple[int, int] | None = None) -> bool:
         """Make this runner the run's owner, unless its owner changed since it was read as
         ``seen`` (another runner took it first): one winner however many hosts try at once.
-        With ``cap`` (DAG, max_active_runs), only while fewer of the DAG's runs are active."""
+        With ``cap`` (DAG, max_active_runs), only while fewer of the DAG's runs are active;
+        with ``backfill_cap`` (backfill, parallelism), fewer of the backfill's."""
         if seen == runner_id:
             return True
         sql = ("UPDATE dag_runs SET runner_id = ? WHERE id = ? AND runner_id IS NOT DISTINCT "
@@ -332,8 +337,15 @@ class Store:
         if cap is not None:
             sql += f" AND ({_ACTIVE_RUNS}) < ?"
             params += (cap[0], cap[1])
+        if backfill_cap is not None:
+            sql += f" AND ({_BACKFILL_ACTIVE}) < ?"
+            params += (backfill_cap[0], backfill_cap[1])
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount == 1
+
+    def backfill_active(self, backfill_id: int) -> int:
+        """The backfill's runs running or taken by a runner, on every host."""
+        return self.conn.execute(_BACKFILL_ACTIVE, (backfill_id,)).fetchone()[0]
 
     def active_runs(self, dag_id: str) -> int:
         """The DAG's runs running or taken by a runner, on every host (backfills aside)."""

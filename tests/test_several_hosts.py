@@ -532,3 +532,26 @@ def test_an_escalation_step_fires_once_however_many_hosts_look(pg_url: str) -> N
     finally:
         for store in [first, *stores]:
             store.close()
+
+
+def test_a_backfill_keeps_its_parallelism_across_hosts(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    write(pipelines, "daily.yaml", """
+dag_id: daily
+schedule: '@daily'
+start_date: 2026-01-01
+tasks:
+  work: {command: 'sleep 0.3'}
+""")
+    for name in ("h1", "h2", "h3"):
+        hosts.append(Host(name, tmp_path, pipelines, pg_url))
+    done = flowtui("backfill", "daily", "--start", "2026-03-01", "--end", "2026-03-09",
+                   "--parallelism", "2", home=hosts[0].home, pipelines=pipelines,
+                   env=hosts[0].env)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE backfill_id IS NOT "
+                                   "NULL AND state = 'success'")[0][0] == 9, 90,
+             "the backfill's nine runs")
+    spans = query(pg_url, "SELECT start_date, end_date FROM dag_runs WHERE backfill_id IS NOT "
+                          "NULL")
+    assert most_at_once(spans) <= 2, most_at_once(spans)
