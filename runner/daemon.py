@@ -35,6 +35,7 @@ from flowtui.store.health import outage
 from flowtui.store.models import ImportError_
 
 SCAN_INTERVAL = 2.0
+TURN_WAIT = 1.0  # seconds a queued run waits for the least busy runner before anyone takes it
 # A write waits this long for another process's lock before the loop backs off and retries
 # (tasks are reaped meanwhile); the CLI's writers wait longer, they have nothing else to do.
 BUSY_TIMEOUT = 5.0
@@ -422,9 +423,9 @@ class Daemon:
         if free > 0:
             cap = (dag_id, dag.max_active_runs) if self.store.kind == "postgresql" else None
             for run in self.store.queued_runs(dag_id, limit=free):
-                if run.pk in self.engine.runs or not claim(self.store, run, self.runner_id,
-                                                           cap):
-                    continue  # ours already, or another runner's (several hosts)
+                if run.pk in self.engine.runs or not self._my_turn(run, now) or \
+                        not claim(self.store, run, self.runner_id, cap):
+                    continue  # ours already, another's turn, or another took it
                 if run.start_date is None:  # never started: every task is as created
                     self.engine.start_run(dag, run)
                 else:  # started before (an operator's action left it queued): carry on
@@ -432,6 +433,15 @@ class Daemon:
             self.engine.flush()  # recorded as running at once (a cancel or a reader sees it)
         self._explain_queued(dag_id, f"max_active_runs reached ({dag.max_active_runs}/"
                                      f"{dag.max_active_runs} runs running)")
+
+    def _my_turn(self, run: Any, now: float) -> bool:
+        """Several hosts (SPEC 10): a queued run goes to the runner with the fewest runs in
+        hand, so the work spreads (the runner that just finished a run would otherwise take
+        every next one first); one waiting longer than TURN_WAIT goes to whoever looks."""
+        if self.store.kind != "postgresql" or now - run.updated_at > TURN_WAIT:
+            return True
+        loads = self.store.runner_loads(now)
+        return not loads or loads.get(self.runner_id, 0) <= min(loads.values())
 
     def _explain_queued(self, dag_id: str, reason: str) -> None:
         """Say why the tasks of runs still queued are not running."""
@@ -521,6 +531,8 @@ class Daemon:
             finish_if_done(self.store, live.backfill_id, actor=self.engine.actor)
         self.engine.call_at(now, lambda at, d=dag.dag_id: self._per_dag(
             d, "starting queued runs", self._start_queued, d, at))
+        if self.store.kind == "postgresql" and self.store.has_queued(dag.dag_id):
+            self.store.notify_runners()  # a run slot is free: every host may take the next
 
 
     # -- alerts and SLAs --------------------------------------------------------------------

@@ -343,6 +343,20 @@ class Store:
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount == 1
 
+    def runner_loads(self, now: float) -> dict[int, int]:
+        """Runs each live daemon holds (running, or queued and taken), by runner id: daemons
+        that beat within their lease, with none counted as 0."""
+        live = [r[0] for r in self.conn.execute(
+            "SELECT id FROM runners WHERE kind = 'daemon' AND stopped_at IS NULL AND "
+            "heartbeat_at > ? - coalesce(lease, 60)", (now,))]
+        if not live:
+            return {}
+        held = dict(self.conn.execute(
+            f"SELECT runner_id, count(*) FROM dag_runs WHERE runner_id IN "
+            f"({', '.join('?' * len(live))}) AND (state = 'running' OR state = 'queued') "
+            "GROUP BY runner_id", live).fetchall())
+        return {runner: held.get(runner, 0) for runner in live}
+
     def backfill_active(self, backfill_id: int) -> int:
         """The backfill's runs running or taken by a runner, on every host."""
         return self.conn.execute(_BACKFILL_ACTIVE, (backfill_id,)).fetchone()[0]
