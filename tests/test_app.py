@@ -291,3 +291,20 @@ def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> Non
             assert 1 <= calls[0] <= 2, calls[0]  # the first read, and one more for the others
 
     run_async(go())
+
+
+def test_the_other_screens_are_built_while_the_first_is_read(world) -> None:
+    """A screen's first build costs ~120 ms: done in the background after the first paint, so
+    a key later shows its screen without it (and what it read meanwhile)."""
+    async def go() -> None:
+        app = app_for(world, start_mode="now")
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: app.first_paint_at is not None, what="the first screen")
+            await until(pilot, lambda: set(app.MODES) <= set(app._screen_stacks),  # Textual's
+                        what="every screen built", timeout=15)                      # own record
+            built = app._screen_stacks["datasets"][0]
+            await pilot.press("7")
+            await until(pilot, lambda: app.screen is built and "Datasets" in screen_text(app),
+                        what="the built datasets screen shown")
+
+    run_async(go())
