@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shutil
 import sys
@@ -130,9 +131,12 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
                          for e in alerting.errors)
     result.errors.extend(LoadError(e.split(": ", 1)[0], None, e.split(": ", 1)[1])
                          for e in dag_policy_errors(alerting, result.dags))
-    _, stale_errors = freshness_policies(result.dags, config.raw)  # [datasets.NAME] (SPEC 9)
+    watched, stale_errors = freshness_policies(result.dags, config.raw)  # [datasets.NAME]
     result.errors.extend(LoadError(toml, None, e.split(": ", 1)[1]) for e in stale_errors)
-    aside = _runner_errors(read_store(config) if config.has_database() else None, result)
+    store = read_store(config) if config.has_database() else None
+    result.errors.extend(_unknown_datasets(result, set(watched) | set(config.raw.get(
+        "datasets", {}) if isinstance(config.raw.get("datasets"), dict) else ()), store))
+    aside = _runner_errors(store, result)
     if args.json:
         emit_json({"dags": sorted(result.dags), "files": len(result.files),
                     "errors": [_error_json(e) for e in result.errors],
@@ -148,6 +152,27 @@ def cmd_dags_check(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(result.files)} file(s), {len(result.dags)} DAG(s), {status} "
               f"({took * 1000:.0f} ms)")
     return EXIT_FAILED if result.errors or aside else EXIT_OK
+
+
+def _unknown_datasets(result: LoadResult, declared: set[str], store: Any) -> list[LoadError]:
+    """A dataset schedule naming a dataset nothing knows (no task's outlet, no event, not in
+    flowtui.toml): most likely a typo, and the DAG would wait for it forever (SPEC 9)."""
+    known = {name for dag in result.dags.values() for task in dag.tasks.values()
+             for name in task.outlets} | declared
+    if store is not None:
+        known |= set(store.datasets.names())
+    errors = []
+    for dag in sorted(result.dags.values(), key=lambda d: d.dag_id):
+        for name in dag.datasets.datasets if dag.datasets else ():
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                errors.append(LoadError(dag.fileloc, None, (
+                    f"DAG {dag.dag_id}: schedule names dataset {name!r}, which no task writes "
+                    "(outlets), no event has named and flowtui.toml does not declare; it would "
+                    "wait for it forever" + (f"; did you mean {close[0]!r}?" if close else
+                                             f" (declare an outside feed with [datasets.\"{name}\"] "
+                                             "in flowtui.toml)"))))
+    return errors
 
 
 def cmd_dags_show(args: argparse.Namespace, config: Config) -> int:

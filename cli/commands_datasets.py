@@ -68,7 +68,9 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
                          "list' shows them)")
     events = store.datasets.events(name, limit=10)
     watched, _ = freshness_policies(result.dags, config.raw)
-    if not events and name not in producers and name not in consumers and name not in watched:
+    declared = config.raw.get("datasets") if isinstance(config.raw.get("datasets"), dict) else {}
+    if not events and name not in producers and name not in consumers and name not in watched \
+            and name not in declared:
         raise UsageError(f"no dataset named {name!r}; 'flowtui datasets list' shows them")
     why = waiting_lines(store, result)
     summary = store.datasets.summary(name)

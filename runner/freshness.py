@@ -31,10 +31,12 @@ def policies(dags: dict[str, DagSpec], raw: dict[str, Any]) -> tuple[
         table = {}
     for name, settings in table.items():
         try:
-            if not isinstance(settings, dict) or "freshness" not in settings:
-                raise ValueError(f"datasets.{name}: takes freshness = {{max_age = \"26h\"}}")
-            found[str(name)] = ("", freshness(settings["freshness"], f"datasets.{name}.freshness"),
-                                "UTC")
+            if not isinstance(settings, dict) or set(settings) - {"freshness"}:
+                raise ValueError(f"datasets.{name}: takes freshness = {{max_age = \"26h\"}} "
+                                 "(or nothing: a feed from outside, declared)")
+            if "freshness" in settings:
+                found[str(name)] = ("", freshness(settings["freshness"],
+                                                  f"datasets.{name}.freshness"), "UTC")
         except ValueError as exc:
             errors.append(f"flowtui.toml: {exc}")
     for dag in dags.values():

@@ -749,3 +749,36 @@ def test_a_long_datasets_list_shows_stale_first_and_reaches_the_rest_by_filter(
             assert "filter: mm.hidden" in screen_text(app)
 
     run_async(go())
+
+
+def test_dags_check_names_a_dataset_nothing_writes(home: Path, pipelines: Path) -> None:
+    write(pipelines, "orders.yaml", """
+        dag_id: orders
+        tasks:
+          load: {command: 'true', outlets: [warehouse.orders]}
+    """)
+    write(pipelines, "report.yaml", """
+        dag_id: report
+        schedule: {datasets: [warehouse.ordres, vendor.feed]}
+        tasks:
+          build: {command: 'true'}
+    """)
+    done = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert done.returncode == 1
+    lines = [line for line in done.stdout.splitlines() if "report" in line]
+    assert len(lines) == 2, done.stdout
+    assert "'warehouse.ordres'" in lines[0] and "did you mean 'warehouse.orders'?" in lines[0]
+    assert "'vendor.feed'" in lines[1] and '[datasets."vendor.feed"]' in lines[1]
+    # a feed from outside is declared (or has had an event): then all is well
+    write(pipelines, "report.yaml", """
+        dag_id: report
+        schedule: {datasets: [warehouse.orders, vendor.feed]}
+        tasks:
+          build: {command: 'true'}
+    """)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "flowtui.toml").write_text('[datasets."vendor.feed"]\n')
+    done = flowtui("dags", "check", home=home, pipelines=pipelines)
+    assert done.returncode == 0 and "OK" in done.stdout, done.stdout
+    # and the other DAGs load and run meanwhile
+    assert flowtui("run", "orders", home=home, pipelines=pipelines).returncode == 0
