@@ -187,6 +187,11 @@ def test_toggling_the_clear_dialog_reads_nothing(wide, monkeypatch: pytest.Monke
             app.push_screen(screen)
             await until(pilot, lambda: screen.grid_data is not None and screen.grid_data.runs,
                         what="the grid")
+            # The app builds its other screens in the background after the first paint, each
+            # reading the store once: let that finish, so what is counted below is the dialog's.
+            await until(pilot, lambda: set(app.MODES) <= set(app._screen_stacks) and not any(
+                getattr(s, "_in_flight", False) for stack in app._screen_stacks.values()
+                for s in stack), what="the other screens built", timeout=20)
             await pilot.press("c")
             await until(pilot, lambda: isinstance(app.screen, ClearDialog)
                         and app.screen.affected is not None, what="the plan")
