@@ -158,7 +158,7 @@ def _unknown_datasets(result: LoadResult, declared: set[str], store: Any) -> lis
     """A dataset schedule naming a dataset nothing knows (no task's outlet, no event, not in
     flowtui.toml): most likely a typo, and the DAG would wait for it forever (SPEC 9)."""
     known = {name for dag in result.dags.values() for task in dag.tasks.values()
-             for name in task.outlets} | declared
+             for name in task.outlets} | declared | result.refused_outlets
     if store is not None:
         known |= set(store.datasets.names())
     errors = []

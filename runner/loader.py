@@ -46,6 +46,8 @@ class LoadResult:
     dags: dict[str, DagSpec] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    # Datasets written by DAGs kept out for a loop through datasets: known names all the same.
+    refused_outlets: set[str] = field(default_factory=set)
 
 
 def record_load(store: Store, result: LoadResult) -> None:
@@ -169,6 +171,7 @@ def _set_aside_dataset_loops(result: LoadResult) -> None:
                 stack.append(iter(after[nxt]))
     for dag_id, loop in on_loop.items():
         spec = result.dags.pop(dag_id)
+        result.refused_outlets |= writes[dag_id]
         result.errors.append(LoadError(
             spec.fileloc, spec.line,
             f"DAG {dag_id!r} would trigger itself through datasets ({' -> '.join(loop)}): "
