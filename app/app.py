@@ -150,7 +150,7 @@ class FlowtuiApp(App[None]):
         if message.change != self._last_change:
             self._last_change = message.change
             if screen is not None:
-                screen.reload()
+                screen.store_changed(message.change)
 
     @on(ReadFailed)
     def _read_failed(self, message: ReadFailed) -> None:

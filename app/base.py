@@ -72,6 +72,8 @@ class FlowScreen(Screen):
         self.reload()
 
     def on_screen_resume(self) -> None:
+        if self._in_flight and not self.loaded:
+            return  # shown while its first read runs: that read is what it paints
         if self._fetched_at_change is not None and self._fetched_at_change == self.app.last_change:
             # Nothing was written since this screen last read the store: show it as it is.
             self.paint_health(None)
@@ -113,41 +115,58 @@ class FlowScreen(Screen):
             self.show(self._last_result)
 
     _in_flight = False  # a fetch is running; a reload asked meanwhile runs once it is done
-    _again = False
+    _again = False  # a reload was asked while a fetch ran (a filter changed, ...)
+    _again_for: ChangeMark | None = None  # the store changed to this while a fetch ran
 
     def reload(self) -> None:
         self._serial += 1
         if self._in_flight:
             # One read at a time: a second thread reading the same store and files beside the
-            # first slows both (at start a screen is asked three times at once: mount, resume
-            # and the first change seen; 1,000 DAG files read three times took 4.9 s).
+            # first slows both (1,000 DAG files read three times at once took 4.9 s).
             self._again = True
             return
         self._in_flight = True
         self._fetch_worker(self._serial)
 
+    def store_changed(self, change: ChangeMark) -> None:
+        """The app saw the store at ``change``: read again unless this screen's read already
+        saw it (a read that began after the change was written needs no second one)."""
+        if self._fetched_at_change == change:
+            return
+        if self._in_flight:
+            self._again_for = change  # decided when the running read says what it saw
+            return
+        self.reload()
+
     class FetchDone(Message):
         bubble = False
+
+        def __init__(self, change: ChangeMark | None) -> None:
+            super().__init__()
+            self.change = change  # what the read saw (None: it failed)
 
     @on(FetchDone)
     def _fetch_done(self, message: FetchDone) -> None:
         self._in_flight = False
-        if self._again:
-            self._again = False
+        again = self._again or (self._again_for is not None and self._again_for != message.change)
+        self._again, self._again_for = False, None
+        if again:
             self.reload()
 
     @work(thread=True, exclusive=True, group="fetch", exit_on_error=False)
     def _fetch_worker(self, serial: int) -> None:
+        seen: ChangeMark | None = None  # set once the read has all it paints
         try:
             with self.app.reading() as data:
                 change = data.changes()
                 result = self.fetch(data)
                 header = data.header(self.app.clock.now())
+            seen = change
         except READ_ERRORS as error:
             self.app.post_message(ReadFailed(read_problem(error)))
             return
         finally:
-            self.post_message(self.FetchDone())
+            self.post_message(self.FetchDone(seen))
         self.post_message(self.DataLoaded(serial, result, header, change))
 
     @on(DataLoaded)

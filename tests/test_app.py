@@ -257,7 +257,7 @@ def test_ack_an_alert_from_the_alerts_screen(world) -> None:
 
 def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> None:
     """At start a screen is asked to read three times at once (mounted, shown, the first change
-    seen): the reads go one after another, the last asked for painted, never side by side."""
+    seen): one read answers them all, and reads never run side by side."""
     import threading
     import time as clock
 
@@ -288,7 +288,9 @@ def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> Non
             await until(pilot, lambda: inside[0] == 0 and not getattr(app.screen, "_in_flight", 0),
                         what="the reads to settle")
             assert most[0] == 1, most[0]
-            assert 1 <= calls[0] <= 2, calls[0]  # the first read, and one more for the others
+            # Asked again when shown and when the app first sees the store: the read running
+            # then already saw it, whatever order the three arrive in (a slow machine).
+            assert calls[0] == 1, calls[0]
 
     run_async(go())
 
