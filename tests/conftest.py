@@ -38,6 +38,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Record this run's durations (the controller sees every worker's reports), and stop the
     PostgreSQL server the workers shared."""
+    for server in _zygote_now:
+        server.stop()
     if not hasattr(session.config, "workerinput"):
         import pg_support
 
@@ -82,17 +84,84 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 def flowtui(*args: str, home: Path | None = None, pipelines: Path | None = None,
-            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``flowtui`` command in a subprocess."""
-    argv = [sys.executable, "-P", "-m", "flowtui"]
+            timeout: float = 120, env: dict[str, str] | None = None,
+            fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real ``flowtui`` command in its own process: forked from a process that has the
+    CLI imported (tests/cli_zygote.py), or a new interpreter with ``fresh`` (for tests of how
+    the command starts)."""
+    argv = []
     if home is not None:
         argv += ["--home", str(home)]
     if pipelines is not None:
         argv += ["--pipelines", str(pipelines)]
+    argv += list(args)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+    if fresh:
+        return subprocess.run([sys.executable, "-P", "-m", "flowtui", *argv],
+                              capture_output=True, text=True, timeout=timeout, env=full_env)
+    return _zygote().run(argv, full_env, timeout)
+
+
+class _Zygote:
+    """This test process's CLI server (tests/cli_zygote.py), started on first use."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="flowtui-cli-"))
+        self.socket = str(self.folder / "cli.sock")
+        self.calls = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", str(Path(__file__).with_name("cli_zygote.py")), self.socket],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
+
+    def run(self, argv: list[str], env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess[str]:
+        import json
+        import signal
+        import socket
+        import time
+
+        self.calls += 1
+        out, err = self.folder / f"{self.calls}.out", self.folder / f"{self.calls}.err"
+        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "out": str(out),
+                   "err": str(err)}
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(self.socket)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            reader = conn.makefile("rb")
+            pid = json.loads(reader.readline())["pid"]
+            conn.settimeout(max(0.0, deadline - time.monotonic()))
+            try:
+                line = reader.readline()
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(["flowtui", *argv], timeout) from None
+            returncode = json.loads(line)["rc"]
+        result = subprocess.CompletedProcess(["flowtui", *argv], returncode,
+                                             out.read_text(), err.read_text())
+        out.unlink()
+        err.unlink()
+        return result
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_zygote_now: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _zygote_now or _zygote_now[0].proc.poll() is not None:
+        _zygote_now[:] = [_Zygote()]
+    return _zygote_now[0]
 
 
 @pytest.fixture

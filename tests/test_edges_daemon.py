@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ def test_a_lock_held_by_another_process_is_waited_out(home: Path, pipelines: Pat
         wait_for(lambda: not any(alive(pid) for pid in pids.values()), what="the tasks to end")
         wait_for(lambda: "cannot write to the database" in daemon.stderr(),
                  what="the runner to report the lock")
+        outage_ends = time.monotonic() + 0.6  # longer than the daemon's alert_after (0.5 s)
         # A CLI writer meanwhile: one line and exit 2, never a traceback.
         result = flowtui("trigger", "pair", home=home, pipelines=pipelines,
                          env={"FLOWTUI_BUSY_TIMEOUT": "0.2"})
@@ -133,6 +135,7 @@ def test_a_lock_held_by_another_process_is_waited_out(home: Path, pipelines: Pat
         # The runner retried many times while the lock held; it is alive and said it once.
         assert daemon.proc.poll() is None, daemon.stderr()
         assert tasks(home, "pair")["good"]["state"] == "running"  # not written yet
+        time.sleep(max(0.0, outage_ends - time.monotonic()))
     finally:
         if holder.stdin is not None:
             holder.stdin.write("\n")
