@@ -9,17 +9,24 @@ shared. Tests of how the command starts (``python -m flowtui``, what it imports)
 interpreter instead (``flowtui(..., fresh=True)``).
 
 Protocol, one connection a call on a Unix socket: the client sends one JSON line
-``{"argv", "env", "cwd", "out", "err"}``; the server answers ``{"pid": N}`` when the child is
-forked and ``{"rc": N}`` when it has ended (negative: killed by that signal, as subprocess says).
+``{"argv", "env", "cwd", "out", "err", "append", "session"}``; the server answers
+``{"pid": N}`` when the child is forked and ``{"rc": N}`` when it has ended (negative: killed by
+that signal, as subprocess says). ``client()`` is the tests' side: ``run`` (as
+``subprocess.run``) and ``start`` (a ``Popen``-like handle, for runners that live on).
 """
 from __future__ import annotations
 
 import json
 import os
 import selectors
+import select
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 
 def _child(request: dict) -> None:
@@ -29,11 +36,14 @@ def _child(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
+    if request.get("session"):
+        os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    mode = os.O_APPEND if request.get("append") else os.O_TRUNC
     for fd, path in ((1, request["out"]), (2, request["err"])):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
         os.dup2(target, fd)
         os.close(target)
     sys.argv = ["flowtui", *request["argv"]]
@@ -53,9 +63,12 @@ def serve(path: str) -> None:
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(sys.stdin, selectors.EVENT_READ, "parent")  # closed: the tests are gone
     print("ready", flush=True)
     while True:
         for key, _ in selector.select():
+            if key.data == "parent":
+                return
             if key.data == "accept":
                 conn, _ = listener.accept()
                 selector.register(conn, selectors.EVENT_READ, ("request", conn, b""))
@@ -77,7 +90,7 @@ def serve(path: str) -> None:
                     for held in list(selector.get_map().values()):
                         if held.data[0] == "ended":
                             os.close(held.fd)
-                        elif held.data != "accept":
+                        elif held.data not in ("accept", "parent"):
                             held.data[1].close()
                     selector.close()
                     listener.close()
@@ -97,6 +110,117 @@ def serve(path: str) -> None:
                 except OSError:
                     pass
                 conn.close()
+
+
+class Forked:
+    """A command forked by the server, handled like a ``subprocess.Popen``."""
+
+    def __init__(self, conn: socket.socket, argv: list[str]) -> None:
+        self.conn, self.args, self.returncode = conn, argv, None
+        self._seen = b""
+        self.pid = int(self._message(None)["pid"])
+
+    def _message(self, timeout: float | None) -> dict | None:
+        while b"\n" not in self._seen:
+            if not select.select([self.conn], [], [], timeout)[0]:
+                return None
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("the CLI server went away")
+            self._seen += chunk
+        line, self._seen = self._seen.split(b"\n", 1)
+        return json.loads(line)
+
+    def poll(self) -> int | None:
+        return self.wait(0.0, raise_timeout=False)
+
+    def wait(self, timeout: float | None = None, raise_timeout: bool = True) -> int | None:
+        if self.returncode is None:
+            message = self._message(timeout)
+            if message is None:
+                if raise_timeout:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+                return None
+            self.returncode = int(message["rc"])
+            self.conn.close()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Client:
+    """This test process's server, started on first use."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="flowtui-cli-"))
+        self.socket = str(self.folder / "cli.sock")
+        self.calls = 0
+        self.proc = subprocess.Popen([sys.executable, "-P", __file__, self.socket],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
+
+    def start(self, argv: list[str], env: dict[str, str], out: Path, err: Path | None = None,
+              session: bool = False) -> Forked:
+        """``flowtui argv`` started: output appended to ``out`` (and ``err``, else ``out``)."""
+        return self._fork(argv, env, out, err or out, append=True, session=session)
+
+    def _fork(self, argv: list[str], env: dict[str, str], out: Path, err: Path,
+              append: bool, session: bool) -> Forked:
+        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "out": str(out),
+                   "err": str(err), "append": append, "session": session}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.socket)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        return Forked(conn, ["flowtui", *argv])
+
+    def run(self, argv: list[str], env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess[str]:
+        """As ``subprocess.run(..., capture_output=True, text=True, timeout=timeout)``."""
+        self.calls += 1
+        out, err = self.folder / f"{self.calls}.out", self.folder / f"{self.calls}.err"
+        child = self._fork(argv, env, out, err, append=False, session=False)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+        result = subprocess.CompletedProcess(child.args, child.returncode, out.read_text(),
+                                             err.read_text())
+        out.unlink()
+        err.unlink()
+        return result
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_client: list[Client] = []
+
+
+def client() -> Client:
+    if not _client or _client[0].proc.poll() is not None:
+        _client[:] = [Client()]
+    return _client[0]
+
+
+def stop() -> None:
+    for server in _client:
+        server.stop()
+    _client.clear()
 
 
 if __name__ == "__main__":

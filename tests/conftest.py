@@ -22,13 +22,39 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest tests first, by the durations recorded last time: with a worker per core,
-    a long test left for the end would run alone while the other cores idle. The others keep
-    their order (the sort is stable), so every worker collects the same list."""
+    """Each worker starts on its share of the long tests: a long test left for the end would
+    run alone while the other cores idle. A test's length is what it took last time (pytest's
+    cache), else what its ``long(seconds)`` marker says (a fresh clone has no cache).
+
+    xdist's work stealing hands each worker a contiguous slice of this list and steals from
+    the slices' ends, so the long tests are dealt out to the slices (the least loaded first)
+    and put at their fronts. Every worker computes the same order from the same inputs."""
     cache = getattr(config, "cache", None)
     known: dict[str, float] = cache.get(DURATIONS, {}) if cache is not None else {}
-    items.sort(key=lambda item: -known.get(item.nodeid, 0.0)
-               if known.get(item.nodeid, 0.0) >= LONG else 0.0)
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+
+    def length(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long")
+        seconds = known.get(item.nodeid, marker.args[0] if marker else 0.0)
+        return seconds if seconds >= LONG else 0.0
+
+    longs = sorted((item for item in items if length(item)), key=lambda item: -length(item))
+    shorts = [item for item in items if not length(item)]
+    sizes, left = [], len(items)
+    for remaining in range(workers, 0, -1):  # the sizes xdist's first hand-out gives
+        sizes.append(left // remaining)
+        left -= sizes[-1]
+    slices: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in longs:
+        open_slices = [i for i in range(workers) if len(slices[i]) < sizes[i]]
+        chosen = min(open_slices, key=lambda i: loads[i])
+        slices[chosen].append(item)
+        loads[chosen] += length(item)
+    rest = iter(shorts)
+    for i in range(workers):
+        slices[i].extend(next(rest) for _ in range(sizes[i] - len(slices[i])))
+    items[:] = [item for part in slices for item in part]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -38,8 +64,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Record this run's durations (the controller sees every worker's reports), and stop the
     PostgreSQL server the workers shared."""
-    for server in _zygote_now:
-        server.stop()
+    import cli_zygote
+
+    cli_zygote.stop()
     if not hasattr(session.config, "workerinput"):
         import pg_support
 
@@ -100,68 +127,9 @@ def flowtui(*args: str, home: Path | None = None, pipelines: Path | None = None,
     if fresh:
         return subprocess.run([sys.executable, "-P", "-m", "flowtui", *argv],
                               capture_output=True, text=True, timeout=timeout, env=full_env)
-    return _zygote().run(argv, full_env, timeout)
+    import cli_zygote
 
-
-class _Zygote:
-    """This test process's CLI server (tests/cli_zygote.py), started on first use."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self.folder = Path(tempfile.mkdtemp(prefix="flowtui-cli-"))
-        self.socket = str(self.folder / "cli.sock")
-        self.calls = 0
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", str(Path(__file__).with_name("cli_zygote.py")), self.socket],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
-
-    def run(self, argv: list[str], env: dict[str, str],
-            timeout: float) -> subprocess.CompletedProcess[str]:
-        import json
-        import signal
-        import socket
-        import time
-
-        self.calls += 1
-        out, err = self.folder / f"{self.calls}.out", self.folder / f"{self.calls}.err"
-        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "out": str(out),
-                   "err": str(err)}
-        deadline = time.monotonic() + timeout
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(self.socket)
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            reader = conn.makefile("rb")
-            pid = json.loads(reader.readline())["pid"]
-            conn.settimeout(max(0.0, deadline - time.monotonic()))
-            try:
-                line = reader.readline()
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired(["flowtui", *argv], timeout) from None
-            returncode = json.loads(line)["rc"]
-        result = subprocess.CompletedProcess(["flowtui", *argv], returncode,
-                                             out.read_text(), err.read_text())
-        out.unlink()
-        err.unlink()
-        return result
-
-    def stop(self) -> None:
-        import shutil
-
-        self.proc.kill()
-        self.proc.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-_zygote_now: list[_Zygote] = []
-
-
-def _zygote() -> _Zygote:
-    if not _zygote_now or _zygote_now[0].proc.poll() is not None:
-        _zygote_now[:] = [_Zygote()]
-    return _zygote_now[0]
+    return cli_zygote.client().run(argv, full_env, timeout)
 
 
 @pytest.fixture

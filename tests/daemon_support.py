@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cli_zygote
 from conftest import flowtui
 
 
@@ -27,11 +28,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
 class Runner:
     def __init__(self, home: Path, pipelines: Path) -> None:
         self.home, self.pipelines = home, pipelines
-        self.log = open(home / "runner.out", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "flowtui", "--home", str(home), "--pipelines",
-             str(pipelines), "runner"], stdout=self.log, stderr=self.log,
-            start_new_session=True)
+        self.proc = cli_zygote.client().start(
+            ["--home", str(home), "--pipelines", str(pipelines), "runner"], dict(os.environ),
+            home / "runner.out", session=True)
         wait_for(lambda: (home / "runner.lock").exists() and self._registered(), 15,
                  "the runner to start")
 
@@ -58,7 +57,7 @@ class Runner:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.log.close()
+                self.proc.wait()
 
 
 def tasks(home: Path, dag_id: str, run_id: str = "latest") -> dict[str, dict[str, Any]]:

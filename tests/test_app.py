@@ -79,6 +79,7 @@ def test_triage_failed_task_log_in_one_key(world) -> None:
     run_async(go())
 
 
+@pytest.mark.long(6)
 def test_every_screen_opens(world) -> None:
     async def go() -> None:
         app = app_for(world)

@@ -64,6 +64,7 @@ def hostile_folder(pipelines: Path) -> list[str]:
 
 
 # -- the acceptance: the CLI on a hostile folder ------------------------------------------------
+@pytest.mark.long(7)
 def test_dags_check_on_hostile_files_is_one_line_each_within_the_timeout(
         home: Path, pipelines: Path) -> None:
     (home / "flowtui.toml").write_text("dag_file_timeout = 2\n")
@@ -94,6 +95,7 @@ def test_dags_check_on_hostile_files_is_one_line_each_within_the_timeout(
         assert "success" in run.stdout
 
 
+@pytest.mark.long(14)
 def test_the_daemon_keeps_its_heartbeat_and_runs_good_dags_beside_hostile_files(
         home: Path, pipelines: Path, runners: list) -> None:
     (home / "flowtui.toml").write_text("dag_file_timeout = 2\n")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from app_support import run_async, screen_text, until
 from conftest import write
 from daemon_support import start, trigger, wait_for
@@ -80,6 +81,7 @@ time.sleep(60)
     run_async(go())
 
 
+@pytest.mark.long(6)
 def test_following_a_flood_reaches_the_end_with_bounded_memory_and_cpu(
         home: Path, pipelines: Path, runners: list, tmp_path: Path) -> None:
     gate = tmp_path / "gate"

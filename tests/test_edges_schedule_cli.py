@@ -113,6 +113,7 @@ def test_dates_at_the_ends_of_the_range_work(home: Path, pipelines: Path) -> Non
     assert last.stdout.startswith("manual__9999-12-30T00:00:00+01:00")
 
 
+@pytest.mark.long(7)
 def test_concurrent_backfills_of_one_dag_never_double_a_date(tmp_path: Path) -> None:
     """Three `flowtui backfill` processes of one range at once, a few times over: one queues
     the dates, the others refuse with one line or find nothing left; no date gets two runs."""

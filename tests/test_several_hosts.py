@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import cli_zygote
 import psycopg
 import pytest
 from conftest import flowtui, write
@@ -47,11 +48,9 @@ class Host:
         self.home.mkdir()
         (self.home / "flowtui.toml").write_text(toml)
         self.env = {**os.environ, "FLOWTUI_HOSTNAME": name, "FLOWTUI_DATABASE_URL": url}
-        self.log = open(self.home / "runner.out", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "flowtui", "--home", str(self.home), "--pipelines",
-             str(pipelines), "runner", *args], stdout=self.log, stderr=self.log, env=self.env,
-            start_new_session=True)
+        self.proc = cli_zygote.client().start(
+            ["--home", str(self.home), "--pipelines", str(pipelines), "runner", *args],
+            self.env, self.home / "runner.out", session=True)
         wait_for(self._registered, 20, f"the runner on {name} to start")
 
     def _registered(self) -> bool:
@@ -90,7 +89,7 @@ class Host:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.log.close()
+                self.proc.wait()
 
 
 @pytest.fixture
@@ -117,6 +116,7 @@ def query(url: str, sql: str, *params) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+@pytest.mark.long(15)
 def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
@@ -162,6 +162,7 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.long(11)
 def test_a_lost_host_s_tasks_are_retried_elsewhere_and_nothing_done_runs_again(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
@@ -205,6 +206,7 @@ tasks:
     assert len(alerts) == 1 and alerts[0][0] == "open" and "lease 3 s" in alerts[0][1], alerts
 
 
+@pytest.mark.long(12)
 def test_a_runner_back_from_a_partition_kills_its_stale_tree_and_writes_nothing(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
@@ -354,6 +356,7 @@ tasks:
     run_async(go())
 
 
+@pytest.mark.long(7)
 def test_queues_keep_each_dag_on_the_hosts_that_serve_it(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
@@ -534,6 +537,7 @@ def test_an_escalation_step_fires_once_however_many_hosts_look(pg_url: str) -> N
             store.close()
 
 
+@pytest.mark.long(6)
 def test_a_backfill_keeps_its_parallelism_across_hosts(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     write(pipelines, "daily.yaml", """

@@ -218,6 +218,7 @@ async def open_screen(app, pilot, keys: list[str], marker: str) -> None:
     await pilot.wait_for_scheduled_animations()
 
 
+@pytest.mark.long(12)
 @pytest.mark.parametrize("size, theme", VARIANTS,
                          ids=[f"{w}x{h}-{theme}" for (w, h), theme in VARIANTS])
 def test_screens(snapshot, snapshot_app, monkeypatch: pytest.MonkeyPatch,

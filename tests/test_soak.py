@@ -21,6 +21,7 @@ TASKS = 150
 KILLS = 10
 
 
+@pytest.mark.long(9)
 @pytest.mark.soak
 def test_kill9_soak_runs_every_task_exactly_as_recorded(home: Path, pipelines: Path,
                                                         tmp_path: Path) -> None:

@@ -112,6 +112,7 @@ def start_ui(term: Terminal, home: Path, pipelines: Path) -> float:
     return started
 
 
+@pytest.mark.long(9)
 def test_live_states_clear_and_following_a_log(setup, tmp_path: Path) -> None:
     term, home, pipelines = setup
     flag = tmp_path / "gate"

@@ -71,6 +71,7 @@ async def open_dags(app: Any, pilot: Any) -> None:
     await until(pilot, lambda: "shop" in painted(app), what="the DAGs screen")
 
 
+@pytest.mark.long(6)
 def test_every_dialog_shows_its_keys_as_text(world) -> None:
     expected = {"c": ["Clear [y]", "Cancel [n]", "downstream [d]", "upstream [u]",
                       "failed only [f]", "[y]/[enter] clear"],

@@ -92,6 +92,7 @@ def in_view(view: GraphView, task_id: str) -> bool:
 
 
 # -- the graph -------------------------------------------------------------------------------
+@pytest.mark.long(11)
 def test_every_task_of_a_40_task_dag_is_reached_by_keys_and_scrolled_into_view(big) -> None:
     async def go() -> None:
         app = app_for(big)

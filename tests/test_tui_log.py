@@ -123,6 +123,7 @@ def test_e_lands_on_the_real_error_past_decoys_and_stays_there(
     viewer(home, pipelines, ref, check)
 
 
+@pytest.mark.long(8)
 def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
         home: Path, pipelines: Path, tmp_path: Path) -> None:
     ref = failing_log(home, pipelines, tmp_path, before=6000, after=100)
@@ -147,12 +148,12 @@ def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
         start = lines.index(shown(screen)[0])
         page = screen.query_one(LogView).scrollable_content_region.height - 1
         # A tall terminal (a page longer than the context a window keeps around its edge):
-        # about 4,000 lines (eight windows of 500) in few key presses.
-        pages = -(-4000 // page)
+        # about 2,000 lines (four windows of 500) in few key presses.
+        pages = -(-2000 // page)
         await pilot.press(*["pagedown"] * pages)
         await pilot.pause(0.1)
         assert shown(screen)[0] == lines[start + pages * page]
-        assert top_number(screen) > 3500  # past several windows of 500 lines
+        assert top_number(screen) > 1500  # past several windows of 500 lines
         await pilot.press(*["pageup"] * pages)
         await pilot.pause(0.1)
         assert shown(screen)[0] == lines[start]
@@ -160,6 +161,7 @@ def test_home_and_end_reach_the_first_and_last_line_and_pages_cross_windows(
     viewer(home, pipelines, ref, check, size=(100, 150))
 
 
+@pytest.mark.long(6)
 def test_search_reaches_the_whole_file_and_says_when_it_wraps(
         home: Path, pipelines: Path, tmp_path: Path) -> None:
     ref = failing_log(home, pipelines, tmp_path, before=8000, after=100)
@@ -194,6 +196,7 @@ def test_search_reaches_the_whole_file_and_says_when_it_wraps(
     viewer(home, pipelines, ref, check)
 
 
+@pytest.mark.long(6)
 def test_wrap_keeps_the_line_at_the_top_in_view(home: Path, pipelines: Path,
                                                 tmp_path: Path) -> None:
     ref = failing_log(home, pipelines, tmp_path, before=3000, after=100,
