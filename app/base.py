@@ -55,6 +55,17 @@ class FlowScreen(Screen):
     TITLE = ""
     HINT = ""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Textual re-parses every CSS rule of the app (~40 ms) when a mode's screen is first
+        # built, only because the new screen has not counted the app's CSS changes yet. The
+        # rules apply to its widgets as they mount, and a later theme change still refreshes
+        # every screen: the new screen is as up to date as the app.
+        try:
+            self._css_update_count = self.app._css_update_count
+        except Exception:  # built outside a running app, or a Textual without the counter
+            pass
+
     def compose(self) -> ComposeResult:
         yield Static("", id="health")
         yield Static(self.TITLE, classes="title")
