@@ -222,9 +222,12 @@ def trigger(store: Store, dag: DagSpec, *, logical_date: float | None, conf: dic
     trigger. Its tasks say why they wait when the DAG is paused or no runner lives."""
     from flowtui.runner.runs import create_manual_run
 
-    run = create_manual_run(store, dag, logical_date=logical_date, conf=conf, state="queued")
     daemon = live_daemon(store)
-    reason = ("DAG paused" if store.is_paused(run.dag_id) else
+    paused = store.is_paused(dag.dag_id)
+    run = create_manual_run(store, dag, logical_date=logical_date, conf=conf, state="queued")
+    if daemon is not None:
+        wake(store, daemon)  # first: the audit entry need not hold the run back
+    reason = ("DAG paused" if paused else
               "" if daemon else "no live runner: start 'flowtui runner' for this home")
     changes = Changes()
     if reason:
@@ -233,8 +236,6 @@ def trigger(store: Store, dag: DagSpec, *, logical_date: float | None, conf: dic
         store.audit(conn, "trigger", dag_id=run.dag_id, run_id=run.run_id, detail={"conf": conf},
                     user=user)
         store.write(conn, changes)
-    if daemon is not None:
-        wake(store, daemon)
     return run
 
 

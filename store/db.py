@@ -718,6 +718,12 @@ class Store:
         return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT dag_id FROM dag_runs WHERE state = 'queued' AND backfill_id IS NULL")]
 
+    def dags_with_queued_runs(self) -> set[str]:
+        """The DAGs with a run waiting to start (a backfill's included): the only ones a
+        runner has anything to start for when it is woken."""
+        return {row[0] for row in self.conn.execute(
+            "SELECT DISTINCT dag_id FROM dag_runs WHERE state = 'queued'")}
+
     def has_queued(self, dag_id: str) -> bool:
         """Whether the DAG has runs waiting for a run slot (backfills aside)."""
         return self.conn.execute(

@@ -136,3 +136,28 @@ def test_a_retry_an_hour_away_comes_when_the_clock_gets_there(
         assert 3600 <= gap < 3600 + 5, gap
     finally:
         daemon.close()
+
+
+def test_a_wake_reads_the_dags_with_waiting_runs_not_every_dag(
+        home: Path, pipelines: Path, clock: ManualClock) -> None:
+    """A trigger wakes the runner: with 300 DAGs it looks at the one with a queued run, in a
+    handful of reads, not a few reads a DAG (on PostgreSQL each is a round trip: 1,000 DAGs
+    made every trigger, ack and emit cost about a second of the runner's time)."""
+    for n in range(300):
+        write(pipelines, f"d{n}.yaml", f"dag_id: d{n}\ntasks:\n  t: {{command: 'true'}}\n")
+    daemon = _daemon(home, pipelines, clock)
+    try:
+        daemon.start()
+        daemon.run_until_idle()
+        from flowtui.runner import actions
+
+        actions.trigger(daemon.store, daemon.dags["d150"], logical_date=None, conf={})
+        statements: list[str] = []
+        daemon.store.conn.set_trace_callback(statements.append)
+        daemon._on_wake(clock.now())
+        daemon.store.conn.set_trace_callback(None)
+        assert len(statements) < 60, len(statements)
+        daemon.run_until_idle()
+        assert [r.state for r in _runs(daemon, "d150")] == ["success"]
+    finally:
+        daemon.close()
