@@ -204,7 +204,7 @@ class Daemon:
             self._adopt_orphans(now)
             if self.store.kind == "postgresql":  # queued by a runner on another host
                 self._hosts_back(now)
-                for dag_id in self.store.queued_dag_ids():
+                for dag_id in sorted(self.store.queued_dag_ids()):
                     self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id,
                                   now)
         for dag_id, fire in list(self._fire_at.items()):
@@ -505,7 +505,7 @@ class Daemon:
             self.engine.apply(request, live, now)
         self._adopt_orphans(now)
         self._consume_datasets(now)  # an emit from the CLI wakes us
-        waiting = self.store.dags_with_queued_runs()  # one read, not a few a DAG (1,000 DAGs)
+        waiting = self.store.queued_dag_ids()  # one read, not a few a DAG (1,000 DAGs)
         for dag_id in list(self.dags):
             if dag_id in waiting:
                 self._per_dag(dag_id, "starting queued runs", self._start_queued, dag_id, now)

@@ -713,14 +713,9 @@ class Store:
             (dag_id, task_id, logical_date)).fetchone()
         return TaskState(row[0]) if row else None
 
-    def queued_dag_ids(self) -> list[str]:
-        """DAGs with runs waiting for a run slot (backfills aside)."""
-        return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT dag_id FROM dag_runs WHERE state = 'queued' AND backfill_id IS NULL")]
-
-    def dags_with_queued_runs(self) -> set[str]:
+    def queued_dag_ids(self) -> set[str]:
         """The DAGs with a run waiting to start (a backfill's included): the only ones a
-        runner has anything to start for when it is woken."""
+        runner has anything to start for when it is woken or rescans."""
         return {row[0] for row in self.conn.execute(
             "SELECT DISTINCT dag_id FROM dag_runs WHERE state = 'queued'")}
 
