@@ -204,7 +204,9 @@ def main() -> int:
                 "in the tests), so the figure measures coordination, not more cores: each "
                 "queued run is claimed by one runner and its tasks run there. Runs are timed "
                 "from the runners' start (their start-up and the catch-up of 100 runs "
-                "included) to the 100th run's success.\n\n" + table)
+                "included) to the 100th run's success. The hand-off is timed from a run's "
+                "creation by `flowtui trigger` to its task's start, on a runner with only that "
+                "one-task DAG to look after.\n\n" + table)
         write_section(args.write, "Several hosts", text)
     return 0
 
