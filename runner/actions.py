@@ -112,17 +112,17 @@ def live_daemon(store: Store) -> tuple[int, int] | None:
 
 
 def wake(store: Store, owner: tuple[int, int] | None) -> None:
-    """Have a runner look at the store now: a signal when it runs on this host; and on
-    PostgreSQL a NOTIFY that every runner listens for (one on another host cannot be
-    signalled, and a pid there names some other process here)."""
+    """Have a runner look at the store now: on PostgreSQL a NOTIFY that every runner listens
+    for, on whatever host (a pid on another host names some other process here); on SQLite,
+    whose runner is on this host, a signal."""
+    if store.kind != "sqlite":
+        store.notify_runners()  # every runner listens, this host's too
+        return
     if owner is not None:
-        record = store.runner(owner[0])
-        if record is not None and (store.kind == "sqlite" or record.hostname == host_name()):
-            try:
-                os.kill(owner[1], signal.SIGUSR1)
-            except (ProcessLookupError, PermissionError):
-                pass
-    store.notify_runners()
+        try:
+            os.kill(owner[1], signal.SIGUSR1)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def submit(store: Store, dag: DagSpec, run: Run, action: str, task_ids: list[str], *,

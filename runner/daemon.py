@@ -430,7 +430,9 @@ class Daemon:
                     self.engine.start_run(dag, run)
                 else:  # started before (an operator's action left it queued): carry on
                     self.engine.adopt_run(dag, run, now)
-            self.engine.flush()  # recorded as running at once (a cancel or a reader sees it)
+            # No commit of its own: the run's move to running rides with its first tasks'
+            # launch, written before they are spawned in the loop's next turn (one transaction
+            # fewer between a trigger and its first task; the claim already marks it taken).
         self._explain_queued(dag_id, f"max_active_runs reached ({dag.max_active_runs}/"
                                      f"{dag.max_active_runs} runs running)")
 

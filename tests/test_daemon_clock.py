@@ -142,7 +142,8 @@ def test_a_wake_reads_the_dags_with_waiting_runs_not_every_dag(
         home: Path, pipelines: Path, clock: ManualClock) -> None:
     """A trigger wakes the runner: with 300 DAGs it looks at the one with a queued run, in a
     handful of reads, not a few reads a DAG (on PostgreSQL each is a round trip: 1,000 DAGs
-    made every trigger, ack and emit cost about a second of the runner's time)."""
+    made every trigger, ack and emit cost about a second of the runner's time), and commits
+    once before the task's launch (each commit is a round trip of the hand-off)."""
     for n in range(300):
         write(pipelines, f"d{n}.yaml", f"dag_id: d{n}\ntasks:\n  t: {{command: 'true'}}\n")
     daemon = _daemon(home, pipelines, clock)
@@ -157,6 +158,11 @@ def test_a_wake_reads_the_dags_with_waiting_runs_not_every_dag(
         daemon._on_wake(clock.now())
         daemon.store.conn.set_trace_callback(None)
         assert len(statements) < 60, len(statements)
+        # Once the queued run is found, one commit (the claim): the run's move to running
+        # rides with its first task's launch.
+        found = next(i for i, sql in enumerate(statements) if "DISTINCT dag_id" in sql)
+        assert [sql for sql in statements[found:] if sql.strip().upper() == "COMMIT"] == \
+            ["COMMIT"], statements[found:]
         daemon.run_until_idle()
         assert [r.state for r in _runs(daemon, "d150")] == ["success"]
     finally:
