@@ -111,7 +111,7 @@ class Daemon:
         self.runner_id = self.store.register_runner(
             "daemon", process_start_time(os.getpid()),
             lease=config.host_lease if self.store.kind == "postgresql" else None,  # one host: none
-            refuse=refuse_second_daemon(config.home, self.store))
+            refuse=refuse_second_daemon(config.home, self.store), queues=queues)
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
@@ -202,6 +202,7 @@ class Daemon:
             self._rescan_at = now + self.scan_interval
             self._reload(now)
             self._adopt_orphans(now)
+            self._explain_unserved(now)
             if self.store.kind == "postgresql":  # queued by a runner on another host
                 self._hosts_back(now)
                 for dag_id in sorted(self.store.queued_dag_ids()):
@@ -444,6 +445,22 @@ class Daemon:
             return True
         loads = self.store.runner_loads(now)
         return not loads or loads.get(self.runner_id, 0) <= min(loads.values())
+
+    def _explain_unserved(self, now: float) -> None:
+        """A queued run of a DAG that no live runner serves (`runner --queues` leaves out one
+        of its tasks' queues) would wait without a word: say so on its tasks."""
+        waiting = self.store.queued_dag_ids()
+        served = self.store.served_queues(now) if waiting else []
+        for dag_id in sorted(waiting):
+            dag = self.dags.get(dag_id)
+            if dag is None or self._serves(dag):
+                continue  # ours to start, or gone
+            needed = {t.queue for t in dag.tasks.values()}
+            if any(queues is None or needed <= queues for queues in served):
+                continue  # a runner serving it will start it
+            names = ",".join(sorted(needed))
+            self._explain_queued(dag_id, f"no live runner serves its queues ({names}): start "
+                                         f"'flowtui runner --queues {names}' on a host")
 
     def _explain_queued(self, dag_id: str, reason: str) -> None:
         """Say why the tasks of runs still queued are not running."""

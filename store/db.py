@@ -421,19 +421,30 @@ class Store:
     # -- runners ---------------------------------------------------------------------------
     def register_runner(self, kind: str, pid_start: float | None = None, *,
                         refuse: Callable[[sqlite3.Connection], None] | None = None,
-                        lease: float | None = None) -> int:
+                        lease: float | None = None,
+                        queues: Iterable[str] | None = None) -> int:
         """Insert this process's runner row. ``refuse(conn)`` runs first in the same write
-        transaction and may raise to keep the row out (one daemon per home)."""
+        transaction and may raise to keep the row out (one daemon per home). ``queues``: the
+        ones it serves (None: every queue)."""
         now = self.now()
+        served = None if queues is None else ",".join(sorted(queues))
         with self.transaction() as conn:
             if refuse is not None:
                 refuse(conn)
             cur = conn.execute(
                 "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at, "
-                "lease) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, host_name(), os.getpid(), pid_start, now, now, lease),
+                "lease, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, host_name(), os.getpid(), pid_start, now, now, lease, served),
             )
             return int(cur.lastrowid or 0)
+
+    def served_queues(self, now: float) -> list[frozenset[str] | None]:
+        """The queues each live daemon serves (None: every queue); live as ``runner_loads``
+        counts them."""
+        return [None if row[0] is None else frozenset(row[0].split(",")) for row in
+                self.conn.execute(
+                    "SELECT queues FROM runners WHERE kind = 'daemon' AND stopped_at IS NULL "
+                    "AND heartbeat_at > ? - coalesce(lease, 60)", (now,))]
 
     def stop_runner(self, runner_id: int, checkpoint: bool = True) -> None:
         """A runner's last write: it stopped. The log is then folded into the database file,

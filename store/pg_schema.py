@@ -264,4 +264,6 @@ CREATE INDEX alerts_run ON alerts(dag_id, run_id);
 CREATE INDEX dataset_events_at ON dataset_events(at);
 CREATE INDEX dataset_events_newest ON dataset_events(dataset, id);
 CREATE INDEX dataset_triggers_at ON dataset_triggers(at);
+"""), (("0012_runner_queues",), """
+ALTER TABLE runners ADD COLUMN queues TEXT COLLATE "C";
 """)]

@@ -378,6 +378,13 @@ def _log_chunks(db: Database) -> None:
         ) STRICT
         """)
 
+@migrations(name="0012_runner_queues")
+def _runner_queues(db: Database) -> None:
+    # SPEC 10: the queues a runner serves (`runner --queues`, comma-separated; NULL: every
+    # queue), so any runner can say of a queued run that no live runner serves its queue.
+    db.execute("ALTER TABLE runners ADD COLUMN queues TEXT")
+
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -383,6 +383,23 @@ tasks:
     wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
              [0][0] == 8, 60, "all eight runs")
     assert sorted(set(out.read_text().splitlines())) == ["etl cpu-1", "train gpu-1"]
+    # A DAG that needs both queues, when no runner serves both: its run waits, and says why.
+    write(pipelines, "both.yaml", f"""
+dag_id: both
+tasks:
+  prep: {{command: 'echo "both $FLOWTUI_HOSTNAME" >> {out}'}}
+  fit: {{command: 'true', queue: gpu, deps: [prep]}}
+""")
+    assert flowtui("trigger", "both", home=cpu.home, pipelines=pipelines,
+                   env=cpu.env).returncode == 0
+    def reason() -> str:
+        return query(pg_url, "SELECT reason FROM task_instances WHERE dag_id = 'both' AND "
+                             "task_id = 'prep'")[0][0]
+
+    wait_for(lambda: "no live runner serves its queues (default,gpu)" in reason(), 30,
+             "the queued run to say why it waits")
+    assert "flowtui runner --queues default,gpu" in reason()
+    assert "both" not in out.read_text()
     bad = flowtui("runner", "--queues", " , ", home=tmp_path / "x", pipelines=pipelines)
     assert bad.returncode == 2 and "--queues is empty" in bad.stderr
 
