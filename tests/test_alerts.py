@@ -23,6 +23,7 @@ class Hooks:
         self.calls: list[tuple[str, dict, float]] = []
         self.failures: dict[str, int] = {"/flaky": 1}
         self.lock = threading.Lock()
+        self.hang_marker: Path | None = None  # touched when a send to /hang arrives
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,8 @@ class Hooks:
                     if fail:
                         hooks.failures[path] = fail - 1
                 if path == "/hang":
+                    if hooks.hang_marker is not None:
+                        hooks.hang_marker.touch()
                     time.sleep(20)
                 self.send_response(500 if fail else 202)
                 self.end_headers()
@@ -154,21 +157,25 @@ def test_a_failed_task_alerts_and_an_ack_and_a_success_reach_the_channels(
 def test_a_hanging_endpoint_does_not_slow_the_runner(home: Path, pipelines: Path, hooks: Hooks,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     env = configure(home, hooks, slack_path="/hang")
-    write(pipelines, "a.yaml", """
+    # `a` ends only once the failure's page has reached the endpoint, which then hangs: b and c
+    # run while the send is under way, whatever the machine's load.
+    hooks.hang_marker = home / "paged"
+    write(pipelines, "a.yaml", f"""
         dag_id: shop
         alerts: [oncall]
         tasks:
-          breaks: {command: 'exit 1'}
-          a: {command: 'sleep 0.3', deps: [breaks], trigger_rule: all_done}
-          b: {command: 'true', deps: [a]}
-          c: {command: 'true', deps: [b]}
+          breaks: {{command: 'exit 1'}}
+          a: {{command: 'while [ ! -e {hooks.hang_marker} ]; do sleep 0.01; done',
+              deps: [breaks], trigger_rule: all_done}}
+          b: {{command: 'true', deps: [a]}}
+          c: {{command: 'true', deps: [b]}}
     """)
     runner = start(home, pipelines, env, monkeypatch)
     try:
         flowtui("trigger", "shop", home=home, pipelines=pipelines)
         wait_for(lambda: query(home, "SELECT state FROM dag_runs") == [("success",)], 15,
                  "the run")
-        assert hooks.to("/hang")  # the send is under way, hanging
+        assert len(hooks.to("/hang")) == 1  # the send is under way, hanging
         ends = dict(query(home, "SELECT task_id, end_date FROM tries"))
         starts = dict(query(home, "SELECT task_id, start_date FROM tries"))
         assert starts["b"] - ends["a"] < 0.05 and starts["c"] - ends["b"] < 0.05
