@@ -343,7 +343,9 @@ def _state_style(app: Any, state: str) -> str:
 @dataclass(slots=True)
 class DagsRead:
     rows: list[DagSummary]
-    next_runs: dict[str, float | None]  # by DAG id: when its next scheduled run is created
+    # by DAG id: when its next scheduled run is created; None while the DAG files are still
+    # being read (the rows come from the store at once, these columns follow)
+    next_runs: dict[str, float | None] | None
     import_errors: int
     slas: dict[str, Any]  # by DAG id: the SLA status of its newest run
 
@@ -363,20 +365,33 @@ class DagsScreen(DagActions, TableScreen):
         self.rows_by_key: dict[str, Any] = {}
 
     def fetch(self, data: Data) -> DagsRead:
-        dags = self.app.ops.dags()
+        rows = data.dag_rows()
+        errors = len(data.import_errors())
+        dags = self.app.ops.loaded()
+        if dags is None:  # the files are not read yet: paint what the store says now
+            return DagsRead(rows, None, errors, {})
         now = self.app.clock.now()
         slas: dict[str, Any] = {}
         if any(d.sla for d in dags.values()):
             for item in data.sla_rows(dags, now):  # newest run first: keep that one per DAG
                 slas.setdefault(item.dag_id, item)
-        rows = data.dag_rows()
-        next_runs = {row.dag_id: next_fire(dags[row.dag_id], now) for row in rows
+        fires: dict[tuple, float | None] = {}  # most DAGs share a few schedules
+        next_runs = {row.dag_id: next_fire(dags[row.dag_id], now, fires) for row in rows
                      if row.dag_id in dags and not row.paused}
-        return DagsRead(rows, next_runs, len(data.import_errors()), slas)
+        return DagsRead(rows, next_runs, errors, slas)
+
+    def _files_read(self) -> None:
+        """In a worker: read the DAG files (or wait for the read under way), then read again
+        with the columns they give."""
+        self.app.ops.dags()
+        self.app.call_from_thread(self.reload)
 
     def show(self, result: DagsRead) -> None:
         rows_data, error_count, slas = result.rows, result.import_errors, result.slas
         now = self.app.clock.now()
+        if result.next_runs is None:
+            self.run_worker(self._files_read, thread=True, group="dag-files",
+                            exclusive=True, exit_on_error=False)
         rows = []
         self.rows_by_key = {}
         for row in rows_data:
@@ -394,9 +409,14 @@ class DagsScreen(DagActions, TableScreen):
             paused = ("⏸ " + (row.paused_reason or "paused")) if row.paused else ""
             if row.running:
                 glyphs.append(f"{row.running}▶", style=_run_colour(self.app, "running"))
-            next_run = result.next_runs.get(row.dag_id)
-            upcoming = "paused" if row.paused else (
-                "-" if next_run is None else "in " + format_duration(max(0.0, next_run - now)))
+            if row.paused:
+                upcoming = "paused"
+            elif result.next_runs is None:
+                upcoming = "…"  # the DAG files are being read
+            else:
+                next_run = result.next_runs.get(row.dag_id)
+                upcoming = "-" if next_run is None else "in " + format_duration(
+                    max(0.0, next_run - now))
             rows.append((row.dag_id, (Text(row.dag_id, overflow="ellipsis"), upcoming, glyphs,
                                       sparkline(row.durations),
                                       _sla_cell(slas.get(row.dag_id), now),
@@ -435,17 +455,25 @@ def sparkline(values: list[float | None]) -> Text:
                         for v in values), style="cyan")
 
 
-def next_fire(dag: Any, now: float) -> float | None:
-    """When the DAG's next scheduled run is created (None: manual, or no fire left)."""
+def next_fire(dag: Any, now: float, known: dict[tuple, float | None] | None = None
+              ) -> float | None:
+    """When the DAG's next scheduled run is created (None: manual, or no fire left).
+    ``known``: answers already worked out in this read, by schedule, timezone and start."""
     from flowtui.runner.schedule import fire_times
 
     if not isinstance(dag.schedule, str) or not dag.schedule:
         return None
     after = max(now, dag.start_date or now)
+    key = (dag.schedule, dag.timezone, after)
+    if known is not None and key in known:
+        return known[key]
     try:
-        return next(fire_times(dag.schedule, dag.timezone, after), None)
+        fire = next(fire_times(dag.schedule, dag.timezone, after), None)
     except Exception:  # the runner reports an unschedulable DAG; the list still shows it
-        return None
+        fire = None
+    if known is not None:
+        known[key] = fire
+    return fire
 
 
 def _sla_cell(item: Any, now: float) -> Text:

@@ -258,20 +258,21 @@ def test_ack_an_alert_from_the_alerts_screen(world) -> None:
 
 def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> None:
     """At start a screen is asked to read three times at once (mounted, shown, the first change
-    seen): one read answers them all, and reads never run side by side."""
+    seen): one read answers them all, and reads never run side by side. (The DAGs list paints
+    from the store before the DAG files are read, then reads once more with them.)"""
     import threading
     import time as clock
 
     from flowtui.app import lists
 
-    inside, most, calls = [0], [0], [0]
+    inside, most, calls = [0], [0], {True: 0, False: 0}
     lock = threading.Lock()
     real = lists.DagsScreen.fetch
 
     def slow_fetch(self, data):
         with lock:
             inside[0] += 1
-            calls[0] += 1
+            calls[self.app.ops.loaded() is not None] += 1
             most[0] = max(most[0], inside[0])
         clock.sleep(0.3)  # a big home's read
         try:
@@ -291,9 +292,50 @@ def test_a_screen_reads_the_store_one_fetch_at_a_time(world, monkeypatch) -> Non
             assert most[0] == 1, most[0]
             # Asked again when shown and when the app first sees the store: the read running
             # then already saw it, whatever order the three arrive in (a slow machine).
-            assert calls[0] == 1, calls[0]
+            await until(pilot, lambda: calls[True] == 1, what="the read with the DAG files")
+            await until(pilot, lambda: inside[0] == 0 and not app.screen._in_flight,
+                        what="the reads to settle")
+            assert calls == {True: 1, False: calls[False]} and calls[False] <= 1, calls
 
     run_async(go())
+
+
+def test_the_dags_list_paints_from_the_store_before_the_dag_files_are_read(world,
+                                                                        monkeypatch) -> None:
+    """1,000 DAG files take most of a second to parse: the list shows every DAG, its recent
+    runs and its state from the store at once, marks the columns only the files give (next
+    run) as pending, and fills them once the files are read."""
+    import threading
+
+    from flowtui.app.operations import Operations
+
+    release = threading.Event()
+    real = Operations.dags
+
+    def slow_dags(self):
+        release.wait(10)  # the files are still being read
+        return real(self)
+
+    monkeypatch.setattr(Operations, "dags", slow_dags)
+
+    async def go() -> None:
+        app = app_for(world, start_mode="dags")
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: "shop" in screen_text(app), what="the DAGs list")
+            def row(dag_id: str) -> str:
+                return next(line for line in screen_text(app).splitlines()
+                            if line.startswith(dag_id + " "))
+
+            assert row("shop").startswith("shop … ✗")  # its failed run; next run pending
+            assert row("fine").startswith("fine … ✓")  # (not made up: "-" means none)
+            release.set()
+            await until(pilot, lambda: row("shop").startswith("shop in "), what="the next run")
+            assert row("fine").startswith("fine - ✓")
+
+    try:
+        run_async(go())
+    finally:
+        release.set()
 
 
 def test_the_other_screens_are_built_while_the_first_is_read(world) -> None:
