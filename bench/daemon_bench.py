@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, machine, markdown_table, write_section
+from bench import compiled, cpu_seconds, machine, markdown_table, write_section
 from bench.run import FLOWTUI, ROOT
 
 
@@ -44,6 +44,7 @@ def runs_done(db: Path) -> tuple[int, float | None]:
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dags", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=6.0)

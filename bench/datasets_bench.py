@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine, markdown_table, write_section
+from bench import compiled, machine, markdown_table, write_section
 from bench.run import FLOWTUI, ROOT, write_chain
 
 PRODUCER = """dag_id: producer
@@ -183,6 +183,7 @@ def screen_seconds(home: Path, pipes: Path,
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", help="write the results as markdown to this file")
     parser.add_argument("--datasets", type=int, default=10000)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine, markdown_table, write_section
+from bench import compiled, machine, markdown_table, write_section
 from bench.run import FLOWTUI, ROOT
 from bench.tui_bench import build_home, first_paint, key_to_repaint
 
@@ -32,6 +32,7 @@ def command(home: Path, pipes: Path, *args: str, rounds: int = 5) -> float:
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dags", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=365)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine, markdown_table, write_section
+from bench import compiled, machine, markdown_table, write_section
 from bench.run import FLOWTUI, ROOT, floor_pool
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -144,6 +144,7 @@ def queued_to_started(tmp: Path, pipes: Path, url: str | None, rounds: int) -> l
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", help="write the results as markdown to this file")
     parser.add_argument("--rounds", type=int, default=3)

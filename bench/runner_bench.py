@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, machine, markdown_table, write_section
+from bench import compiled, cpu_seconds, machine, markdown_table, write_section
 
 FLOWTUI = [sys.executable, "-P", "-m", "flowtui"]
 
@@ -164,6 +164,7 @@ def bench_recovery(base: Path, count: int) -> float:
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--many", type=int, default=500)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import machine, markdown_table, write_section
+from bench import compiled, machine, markdown_table, write_section
 from bench.run import _flowtui, floor_chain, floor_pool, write_chain, write_wide
 
 SIZES = (100, 1000, 10000)
@@ -22,6 +22,7 @@ def bar(value: float, top: float, width: int = 30) -> str:
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", help="write the results as markdown to this file")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_seconds, machine, markdown_table, write_section
+from bench import compiled, cpu_seconds, machine, markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,6 +299,7 @@ def idle_cpu_watching(base: Path, count: int, seconds: float) -> float:
 
 
 def main() -> int:
+    compiled()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dags", type=int, default=200)
     parser.add_argument("--runs", type=int, default=365)

@@ -268,10 +268,11 @@ class Lifecycle:
             if retry_allowed and task.try_number < task.max_tries and not engine.stopping \
                     and not live.timed_out:
                 new = S.UP_FOR_RETRY
+        pid = self.changes.pending_pid(live.pk, task.task_id, task.try_number)
         self.changes.try_ended(live.pk, task.task_id, task.try_number,
                                _TRY_STATE.get(new, "failed"), now, code, reason,
                                watch.progress if watch else None,
-                               watch.metadata if watch else {})
+                               watch.metadata if watch else {}, pid=pid)
         next_try_at = None
         ti_reason = reason
         if new == S.UP_FOR_RETRY:
@@ -286,6 +287,8 @@ class Lifecycle:
         task.watch = None
         fields: dict[str, object] = {"end_date": now, "exit_code": code,
                                      "next_try_at": next_try_at}
+        if pid is not None:
+            fields["pid"] = pid[0]
         if new == S.UP_FOR_RESCHEDULE:
             fields["max_tries"] = task.max_tries
         self.move(task, new, cause, ti_reason, now, actor=actor, operator=cause == "operator",

@@ -42,6 +42,9 @@ _TRY_END = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?
             "metadata = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?")
 _TRY_FORGET = "DELETE FROM tries WHERE run_pk = ? AND task_id = ? AND try_number = ?"
 _TRY_PID = "UPDATE tries SET pid = ?, heartbeat_at = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
+_TRY_END_PID = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?, progress = ?, "
+                "metadata = ?, pid = ?, heartbeat_at = ? WHERE run_pk = ? AND task_id = ? AND "
+                "try_number = ?")
 _TRY_PID_START = "UPDATE tries SET pid_start = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?"
 _TRY_ADOPTED = ("UPDATE tries SET runner_id = ?, pid = ?, pid_start = ? WHERE run_pk = ? AND "
                 "task_id = ? AND try_number = ?")
@@ -118,11 +121,13 @@ def check_run_move(old: RunState | None, new: RunState) -> None:
 class Changes:
     """Writes queued, in order, for one transaction."""
 
-    __slots__ = ("ops", "runs")
+    __slots__ = ("ops", "runs", "_pids")
 
     def __init__(self) -> None:
-        self.ops: list[tuple[str, Sequence[Any]]] = []
+        self.ops: list[tuple[str, Sequence[Any]] | None] = []  # None: a write taken back
         self.runs: list[int | None] = []  # the run each write is for (None: no run's)
+        # Where each try's pid write waits in ``ops``, until the commit takes it.
+        self._pids: dict[tuple[int, str, int], int] = {}
 
     def _op(self, run_pk: int | None, op: tuple[str, Sequence[Any]]) -> None:
         self.ops.append(op)
@@ -132,7 +137,7 @@ class Changes:
         """These writes but those for ``lost`` runs (another runner owns them now)."""
         kept = Changes()
         for op, run_pk in zip(self.ops, self.runs):
-            if run_pk not in lost:
+            if run_pk not in lost and op is not None:
                 kept._op(run_pk, op)
         return kept
 
@@ -143,19 +148,21 @@ class Changes:
         return bool(self.ops)
 
     def __iter__(self) -> Iterator[tuple[str, Sequence[Any]]]:
-        return iter(self.ops)
+        return (op for op in self.ops if op is not None)
 
     def take(self) -> "Changes":
         """Hand over what is queued and start empty (what a commit takes)."""
         taken = Changes()
         taken.ops, self.ops = self.ops, []
         taken.runs, self.runs = self.runs, []
+        self._pids = {}
         return taken
 
     def put_back(self, taken: "Changes") -> None:
         """A commit that failed: its writes go back in front, in order, to be retried."""
         self.ops = taken.ops + self.ops
         self.runs = taken.runs + self.runs
+        self._pids = {}  # their places moved; the pid writes are simply done as queued
 
     # -- the transition functions ----------------------------------------------------------
     def move_task(self, run_pk: int, dag_id: str, run_id: str, task_id: str,
@@ -193,12 +200,18 @@ class Changes:
 
     def try_ended(self, run_pk: int, task_id: str, try_number: int, state: str, at: float,
                   exit_code: int | None, reason: str, progress: float | None,
-                  metadata: dict[str, Any]) -> None:
+                  metadata: dict[str, Any], pid: tuple[int, float] | None = None) -> None:
+        """The try's end; with ``pid`` (from ``pending_pid``: the pid and when it was
+        recorded) also the pid its start did not get to write."""
         if state not in ("success", "failed", "skipped", "rescheduled"):
             raise TransitionError(f"a try cannot end as {state}")
-        self._op(run_pk, (_TRY_END, (state, at, exit_code, reason, progress,
-                                    json.dumps(metadata) if metadata else "{}", run_pk, task_id,
-                                    try_number)))
+        meta = json.dumps(metadata) if metadata else "{}"
+        if pid is None:
+            self._op(run_pk, (_TRY_END, (state, at, exit_code, reason, progress, meta, run_pk,
+                                        task_id, try_number)))
+        else:
+            self._op(run_pk, (_TRY_END_PID, (state, at, exit_code, reason, progress, meta,
+                                            pid[0], pid[1], run_pk, task_id, try_number)))
 
     def dataset_event(self, dataset: str, partition: str, at: float, *, source: str,
                       dag_id: str | None = None, run_id: str | None = None,
@@ -223,8 +236,22 @@ class Changes:
 
     # -- what is not a state ---------------------------------------------------------------
     def try_pid(self, run_pk: int, task_id: str, try_number: int, pid: int, at: float) -> None:
+        self._pids[(run_pk, task_id, try_number)] = len(self.ops)
         self._op(run_pk, (_TRY_PID, (pid, at, run_pk, task_id, try_number)))
         self._op(run_pk, (_TI_PID, (pid, run_pk, task_id)))
+
+    def pending_pid(self, run_pk: int, task_id: str, try_number: int
+                    ) -> tuple[int, float] | None:
+        """The pid write of this try, taken back when it is still queued (a short task ended
+        before the commit that would carry it): its end writes the pid instead, two statements
+        fewer. Returns the pid and when it was recorded."""
+        index = self._pids.pop((run_pk, task_id, try_number), None)
+        if index is None:
+            return None
+        op = self.ops[index]
+        assert op is not None and op[0] == _TRY_PID
+        self.ops[index] = self.ops[index + 1] = None
+        return op[1][0], op[1][1]
 
     def try_pid_start(self, run_pk: int, task_id: str, try_number: int,
                       pid_start: float | None) -> None:

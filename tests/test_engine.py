@@ -314,3 +314,48 @@ def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
     assert reasons["c"].startswith("trigger rule one_failed not met yet")
     engine.run_until_done()
     engine.close()
+
+
+def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
+        home: Path, pipelines: Path, monkeypatch) -> None:
+    """A task that ends before the commit that would write its pid has the pid written by
+    its end (two statements fewer on the path from one task to the next). The try and the task
+    instance keep it."""
+    from flowtui.runner import engine as engine_module
+    from flowtui.runner.config import load_config
+    from flowtui.runner.engine import Engine
+    from flowtui.runner.loader import load_folder
+    from flowtui.runner.runs import create_manual_run
+    from flowtui.store import Store
+
+    write(pipelines, "c.yaml", """
+        dag_id: c
+        tasks:
+          a: {command: "true"}
+          b: {command: "true", deps: [a]}
+    """)
+    # The pid waits for the next commit for as long as it takes `true` to end, on any machine.
+    monkeypatch.setattr(engine_module, "COALESCE_WINDOW", 30.0)
+    dag = load_folder(pipelines).dags["c"]
+    config = load_config(home, pipelines)
+    store = Store.open(config.db_path)
+    runner_id = store.register_runner("run")
+    engine = Engine(store, config, runner_id)
+    run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    engine.start_run(dag, run)
+    engine.run_until_done()
+    engine.close()
+    tries_ = {t: (pid, beat) for t, pid, beat in store.conn.execute(
+        "SELECT task_id, pid, heartbeat_at FROM tries")}
+    assert all(pid and beat for pid, beat in tries_.values()), tries_
+    assert dict(store.conn.execute("SELECT task_id, pid FROM task_instances")) == \
+        {t: pid for t, (pid, _) in tries_.items()}
+    # (a is launched by the engine's first turn, whose commit is due at once for the runner's
+    # first heartbeat: its pid goes with that.)
+    assert [s for s in statements if s.startswith("UPDATE tries SET pid = ")
+            and "task_id = 'b'" in s] == []
+    end_b = next(s for s in statements if s.startswith("UPDATE tries SET state = 'success'")
+                 and "task_id = 'b'" in s)
+    assert f"pid = {tries_['b'][0]}," in end_b
