@@ -287,13 +287,24 @@ def test_dagrun_timeout_fails_the_run(home: Path, pipelines: Path) -> None:
     assert tis["later"].state == "skipped"
 
 
-def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
+def engine_and_run(home: Path, pipelines: Path, dag_id: str):
+    """An engine in this process, and a manual run of ``dag_id`` created for it."""
     from flowtui.runner.config import load_config
     from flowtui.runner.engine import Engine
     from flowtui.runner.loader import load_folder
     from flowtui.runner.runs import create_manual_run
     from flowtui.store import Store
 
+    dag = load_folder(pipelines).dags[dag_id]
+    config = load_config(home, pipelines)
+    store = Store.open(config.db_path)
+    runner_id = store.register_runner("run")
+    engine = Engine(store, config, runner_id)
+    run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
+    return store, engine, dag, run
+
+
+def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
     write(pipelines, "w.yaml", """
         dag_id: w
         tasks:
@@ -301,12 +312,7 @@ def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
           b: {command: "true", deps: [a]}
           c: {command: "true", deps: [a, b], trigger_rule: one_failed}
     """)
-    dag = load_folder(pipelines).dags["w"]
-    config = load_config(home, pipelines)
-    store = Store.open(config.db_path)
-    runner_id = store.register_runner("run")
-    engine = Engine(store, config, runner_id)
-    run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
+    store, engine, dag, run = engine_and_run(home, pipelines, "w")
     engine.start_run(dag, run)
     engine.turn()  # starts a, then commits
     reasons = {t.task_id: t.reason for t in store.task_instances(run.pk)}
@@ -322,11 +328,6 @@ def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
     its end (two statements fewer on the path from one task to the next). The try and the task
     instance keep it."""
     from flowtui.runner import engine as engine_module
-    from flowtui.runner.config import load_config
-    from flowtui.runner.engine import Engine
-    from flowtui.runner.loader import load_folder
-    from flowtui.runner.runs import create_manual_run
-    from flowtui.store import Store
 
     write(pipelines, "c.yaml", """
         dag_id: c
@@ -336,12 +337,7 @@ def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
     """)
     # The pid waits for the next commit for as long as it takes `true` to end, on any machine.
     monkeypatch.setattr(engine_module, "COALESCE_WINDOW", 30.0)
-    dag = load_folder(pipelines).dags["c"]
-    config = load_config(home, pipelines)
-    store = Store.open(config.db_path)
-    runner_id = store.register_runner("run")
-    engine = Engine(store, config, runner_id)
-    run = create_manual_run(store, dag, logical_date=None, conf={}, runner_id=runner_id)
+    store, engine, dag, run = engine_and_run(home, pipelines, "c")
     statements: list[str] = []
     store.conn.set_trace_callback(statements.append)
     engine.start_run(dag, run)
