@@ -144,7 +144,9 @@ class Cleaner:
 
 class DailyRetention:
     """The runner's share: with ``retention`` set, a clean once a day (the first a minute after
-    start), one batch per timer so the loop turns between batches."""
+    start), one batch per timer so the loop turns between batches. A retention shorter than
+    ten days is cleaned every tenth of it (at most once a minute), so the home never holds
+    much more than it keeps: a day's runs would be most of an hour's retention."""
 
     PAUSE = 0.2  # seconds between batches: the engine and the TUI get the lock in between
 
@@ -179,4 +181,9 @@ class DailyRetention:
             self.engine.call_at(now + self.PAUSE, self._step)
             return
         self.last, self.cleaner = cleaner.done, None
-        self.engine.call_at(now + DAY, self._begin, routine=True)
+        self.engine.call_at(now + self.every, self._begin, routine=True)
+
+    @property
+    def every(self) -> float:
+        """Seconds from one clean to the next."""
+        return min(DAY, max(60.0, self.max_age / 10))

@@ -203,6 +203,41 @@ def test_the_runner_cleans_once_a_day_in_batches_when_retention_is_set(
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_short_retention_is_cleaned_every_tenth_of_it_not_once_a_day(
+        home: Path, pipelines: Path) -> None:
+    """With `retention = "10m"` a run is gone within a minute of turning ten minutes old: a
+    daily clean would let the home hold a day of runs it was told to keep ten minutes."""
+    write(pipelines, "etl.yaml", ETL)
+    minute = 60.0 / DAY
+    record_runs(home, pipelines, [20 * minute, 5 * minute])
+    (home / "flowtui.toml").write_text('retention = "10m"\n')
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    clock = ManualClock(start=time.time())
+    started = clock.now()
+    daemon = Daemon(load_config(home, pipelines), clock=clock)
+
+    def runs() -> set[str]:
+        return {r[0] for r in table(home, "SELECT run_id FROM dag_runs WHERE run_id != 'stuck'")}
+
+    try:
+        daemon.start()
+        daemon.run_until_idle()
+        young = max(runs(), key=lambda run_id: table(
+            home, f"SELECT end_date FROM dag_runs WHERE run_id = '{run_id}'")[0][0])
+        while runs() != {young} and clock.now() < started + 120:
+            clock.advance(1.0)
+            daemon.engine.fire_due()
+        assert runs() == {young}  # the first clean, a minute after start
+        while runs() and clock.now() < started + 20 * 60:
+            clock.advance(1.0)
+            daemon.engine.fire_due()
+        # It turned ten minutes old 5 minutes after start; the cleans come a minute apart.
+        assert not runs() and clock.now() <= started + 7 * 60, clock.now() - started
+    finally:
+        daemon.close()
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_bad_retention_in_flowtui_toml_is_one_line(home: Path, pipelines: Path) -> None:
     write(pipelines, "etl.yaml", ETL)
     home.mkdir(parents=True, exist_ok=True)
