@@ -20,7 +20,7 @@ from flowtui.app.data import (
 )
 from flowtui.app.render import ago, clock, display_path, short_run, state_text
 from flowtui.runner.text import GLYPHS
-from flowtui.runner.durations import format_duration
+from flowtui.runner.durations import format_countdown, format_duration
 from flowtui.runner.excerpt import Excerpt
 from flowtui.store.models import AuditEntry, ImportError_, Run
 from flowtui.store.models import RunnerRecord
@@ -310,7 +310,7 @@ class NowScreen(TaskActions, TableScreen):
         text.append(NOW_LABELS.get(item.state, item.state), style=_state_style(self.app, item.state))
         if item.state == "up_for_retry" and item.next_try_at:
             left = item.next_try_at - self.app.clock.now()
-            text.append(f"  retry in {format_duration(max(0.0, left))}" if left > 0 else
+            text.append(f"  retry in {format_countdown(left)}" if left > 0 else
                         "  retry due now", style="bold")
         text.append("\n")
         if item.reason:
@@ -484,7 +484,7 @@ def _sla_cell(item: Any, now: float) -> Text:
         return Text(item.verdict, style="green" if item.verdict == "met" else "bold red")
     left = item.deadline - now
     style = "yellow" if item.verdict == "at risk" else ""
-    label = f"⏱ {format_duration(left)}" + (" at risk" if item.verdict == "at risk" else "")
+    label = f"⏱ {format_countdown(left)}" + (" at risk" if item.verdict == "at risk" else "")
     return Text(label, style=style)
 
 
@@ -681,7 +681,7 @@ class SlaScreen(TableScreen):
             rows.append((f"{i.dag_id}:{i.run_id}", (
                 Text(i.verdict, style=colour), Text(i.dag_id, overflow="ellipsis"),
                 short_run(i.run_id), zoned(i.deadline),
-                format_duration(left) if left > 0 else f"-{format_duration(-left)}",
+                format_countdown(left) if left > 0 else f"-{format_countdown(-left)}",
                 zoned(i.predicted) if i.predicted else "-",
                 " -> ".join(i.critical_path) or "-")))
         sync_table(self.table, rows, caps={1: 20, 2: 20})

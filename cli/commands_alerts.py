@@ -10,7 +10,7 @@ from flowtui.render import echo, local_time, visible
 from flowtui.runner import actions
 from flowtui.runner.alerting import alert_json, set_alert_state
 from flowtui.runner.config import Config
-from flowtui.runner.durations import format_duration
+from flowtui.runner.durations import format_countdown
 from flowtui.usage import EXIT_OK
 
 
@@ -27,7 +27,7 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
             echo("no open alerts")
         now = store.now()
         for a in alerts:
-            nxt = (f"  next step in {format_duration(a.next_step_at - now)}"
+            nxt = (f"  next step in {format_countdown(a.next_step_at - now)}"
                    if a.next_step_at else "")
             echo(f"{a.id:>4}  {a.state:<8} {a.severity:<8} {a.kind:<12} {a.dag_id or '(runner)'}"
                  f"{' ' + a.run_id if a.run_id else ''}{' ' + a.task_id if a.task_id else ''}  "
@@ -71,7 +71,7 @@ def cmd_sla(args: argparse.Namespace, config: Config) -> int:
         echo("no runs with an SLA in the last day")
     for i in items:
         left = i.deadline - now
-        when = f"in {format_duration(left)}" if left > 0 else f"{format_duration(-left)} ago"
+        when = f"in {format_countdown(left)}" if left > 0 else f"{format_countdown(-left)} ago"
         echo(f"{i.verdict:<9} {i.dag_id} {i.run_id}  deadline {local_time(i.deadline)} ({when})"
              f"  predicted {local_time(i.predicted)}"
              + (f"\n          critical path: {' -> '.join(i.critical_path)}"

@@ -50,6 +50,13 @@ def _seconds(value: object) -> float | None:
     return total if text and pos == len(text) else None
 
 
+def format_countdown(seconds: float) -> str:
+    """Time left to a deadline or a retry, in whole seconds under a minute (a countdown read
+    as "1.00s" looks like a duration measured to the hundredth); as a duration above."""
+    whole = math.ceil(max(0.0, seconds))
+    return f"{whole}s" if whole < 60 else format_duration(whole)
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -56,6 +56,28 @@ def test_now_shows_the_real_error_of_the_newest_failure_with_zero_keys(failed) -
     run_async(go())
 
 
+def test_a_retry_counts_down_in_whole_seconds(home: Path, pipelines: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a minute to a retry reads "retry in 4s", not a duration to the hundredth."""
+    import sqlite3
+
+    write(pipelines, "other.yaml", "dag_id: other\ntasks:\n  a: {command: 'exit 1'}\n")
+    assert flowtui("run", "other", home=home, pipelines=pipelines).returncode == 1
+    now = time.time()
+    with sqlite3.connect(home / "flowtui.db") as conn:  # as a runner leaves a task to retry
+        conn.execute("UPDATE task_instances SET state = 'up_for_retry', next_try_at = ?",
+                     (now + 3.2,))
+    monkeypatch.setattr(time, "time", lambda: now)
+
+    async def go() -> None:
+        app = app_for(home, pipelines)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "retry in" in screen_text(app), what="the countdown")
+            assert "retrying  retry in 4s" in screen_text(app)
+
+    run_async(go())
+
+
 def test_the_header_tells_a_dead_runner_without_any_store_change(home: Path, pipelines: Path,
                                                                  runners: list) -> None:
     write(pipelines, "idle.yaml", "dag_id: idle\ntasks:\n  a: {command: 'true'}\n")
