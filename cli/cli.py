@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -98,7 +99,9 @@ def _ui_options(parser: argparse.ArgumentParser) -> None:
                         default=argparse.SUPPRESS, help="colour theme (default dark)")
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (built once a process: parsing leaves it as it was)."""
     common = _common()
     parser = _Parser(prog="flowtui", parents=[common],
                      description="A single-host DAG runner and a terminal UI for it.")

@@ -56,7 +56,12 @@ def serve(path: str) -> None:
     import flowtui.cli as cli
 
     cli.handlers()  # every command's module, imported once here
-    for name in ("flowtui.runner.engine", "flowtui.runner.loader", "flowtui.store.db"):
+    cli.build_parser()  # and the parser, built once
+    # What commands import on first use: the runner's daemon (and its alert sender's asyncio),
+    # and the schema with sqlite-utils, which every test's new home is made with (~0.1 s of
+    # CPU each in every child otherwise).
+    for name in ("flowtui.runner.engine", "flowtui.runner.loader", "flowtui.store.db",
+                 "flowtui.runner.daemon", "flowtui.store.schema"):
         __import__(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
