@@ -367,9 +367,9 @@ class DagsScreen(DagActions, TableScreen):
     def fetch(self, data: Data) -> DagsRead:
         rows = data.dag_rows()
         errors = len(data.import_errors())
-        dags = self.app.ops.loaded()
-        if dags is None:  # the files are not read yet: paint what the store says now
+        if self.app.ops.loaded() is None:  # the files are not read yet: paint the store now
             return DagsRead(rows, None, errors, {})
+        dags = self.app.ops.dags()  # what changed since is read again (a stat a file)
         now = self.app.clock.now()
         slas: dict[str, Any] = {}
         if any(d.sla for d in dags.values()):

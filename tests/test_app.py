@@ -1,12 +1,13 @@
 """The TUI driven headless (App.run_test + Pilot) against a real store with real runs."""
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from app_support import run_async, screen_text, until
-from conftest import write
+from conftest import flowtui, write
 from helpers import run_dag
 
 from flowtui.app.app import make_app
@@ -331,6 +332,14 @@ def test_the_dags_list_paints_from_the_store_before_the_dag_files_are_read(world
             release.set()
             await until(pilot, lambda: row("shop").startswith("shop in "), what="the next run")
             assert row("fine").startswith("fine - ✓")
+            # A file changed later is read again at the next read (the next change in the
+            # store): its schedule, not the first read's.
+            home, pipelines = world
+            write(pipelines, "fine.yaml", GOOD.replace(
+                "dag_id: fine", "dag_id: fine\nschedule: '@hourly'\nstart_date: 2026-01-01"))
+            assert flowtui("trigger", "shop", home=home, pipelines=pipelines).returncode == 0
+            await until(pilot, lambda: re.match(r"fine +in \d+m", row("fine")),
+                        what="fine's new schedule")
 
     try:
         run_async(go())
