@@ -348,6 +348,7 @@ class DagsRead:
     next_runs: dict[str, float | None] | None
     import_errors: int
     slas: dict[str, Any]  # by DAG id: the SLA status of its newest run
+    unrecorded: int = 0  # DAGs in the pipelines folder that no runner has recorded yet
 
 
 class DagsScreen(DagActions, TableScreen):
@@ -378,7 +379,8 @@ class DagsScreen(DagActions, TableScreen):
         fires: dict[tuple, float | None] = {}  # most DAGs share a few schedules
         next_runs = {row.dag_id: next_fire(dags[row.dag_id], now, fires) for row in rows
                      if row.dag_id in dags and not row.paused}
-        return DagsRead(rows, next_runs, errors, slas)
+        unrecorded = len(set(dags) - {row.dag_id for row in rows})
+        return DagsRead(rows, next_runs, errors, slas, unrecorded)
 
     def _files_read(self) -> None:
         """In a worker: read the DAG files (or wait for the read under way), then read again
@@ -423,6 +425,9 @@ class DagsScreen(DagActions, TableScreen):
                                       paused, ", ".join(problems), row.schedule or "manual")))
         sync_table(self.table, rows, caps={0: 26, 5: 14})
         suffix = f"   ({error_count} import error(s): press i)" if error_count else ""
+        if result.unrecorded:
+            suffix += (f"   ({result.unrecorded} in the pipelines folder not recorded yet: "
+                       "start a runner)")
         self.query_one(".title", Static).update(f"DAGs{suffix}")
 
     def _dag_id(self) -> str | None:

@@ -347,6 +347,22 @@ def test_the_dags_list_paints_from_the_store_before_the_dag_files_are_read(world
         release.set()
 
 
+def test_dag_files_no_runner_has_recorded_are_counted_not_hidden(home: Path,
+                                                                 pipelines: Path) -> None:
+    """A new home opened without a runner: the DAGs list (what runners recorded) is empty, and
+    says how many DAGs the folder holds that no runner has recorded yet."""
+    write(pipelines, "shop.yaml", PIPE)
+    write(pipelines, "fine.yaml", GOOD)
+
+    async def go() -> None:
+        app = app_for((home, pipelines), start_mode="dags")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "2 in the pipelines folder not recorded yet: start a "
+                        "runner" in screen_text(app), what="the count of unrecorded DAGs")
+
+    run_async(go())
+
+
 def test_the_other_screens_are_built_while_the_first_is_read(world) -> None:
     """A screen's first build costs ~120 ms: done in the background after the first paint, so
     a key later shows its screen without it (and what it read meanwhile)."""
