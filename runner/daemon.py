@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from flowtui.runner.actions import claim, live_owner
 from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
@@ -23,7 +23,6 @@ from flowtui.runner.engine import Engine, LiveRun
 from flowtui.runner.executor import process_start_time, same_process
 from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record_load
 from flowtui.runner.model import DagSpec
-from flowtui.runner.notify import Sender
 from flowtui.runner.freshness import FreshnessWatch
 from flowtui.runner.freshness import policies as freshness_policies
 from flowtui.runner.retention import DailyRetention
@@ -33,6 +32,9 @@ from flowtui.runner.schedule import intervals_between, latest_interval, next_int
 from flowtui.store import RunState, Store, StoreError, host_name
 from flowtui.store.health import outage
 from flowtui.store.models import ImportError_
+
+if TYPE_CHECKING:
+    from flowtui.runner.notify import Sender
 
 SCAN_INTERVAL = 2.0
 TURN_WAIT = 1.0  # seconds a queued run waits for the least busy runner before anyone takes it
@@ -119,8 +121,8 @@ class Daemon:
         self._snapshot: dict[str, tuple[int, int]] = {}
         self._fire_at: dict[str, float] = {}
         self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
-        self.sender = Sender(config.database, self.alert_config, clock=clock)
-        self.alerts = Alerts(self.store, self.alert_config, self.dags, self.sender.wake,
+        self.sender: Sender | None = None  # started when there is something to deliver
+        self.alerts = Alerts(self.store, self.alert_config, self.dags, self._wake_sender,
                              arm=self._arm)
         self.engine.on_task_end = self._on_task_end
         self.slas = SlaWatch(self.alerts)
@@ -151,7 +153,11 @@ class Daemon:
         pending requests, create and start what is due, and arm the next tick."""
         for error in self.alert_config.errors:
             print(f"flowtui runner: {error}", file=sys.stderr, flush=True)
-        self.sender.start()
+        if self.alert_config.channels or self.store.alerts.next_attempt_at() is not None:
+            # Deliveries need a sender: to a channel configured, or left pending for one no
+            # longer configured (it marks those failed). Without either nothing is ever due,
+            # and the runner spares the thread and its HTTP client.
+            self._start_sender()
         self.listener = self.store.listen(self.engine.wake)  # PostgreSQL: other hosts' calls
         if self.listener is not None:
             self.listener.start()
@@ -168,9 +174,20 @@ class Daemon:
             if not engine.fire_due():
                 break
 
+    def _start_sender(self) -> None:
+        from flowtui.runner.notify import Sender
+
+        self.sender = Sender(self.config.database, self.alert_config, clock=self.clock)
+        self.sender.start()
+
+    def _wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+
     def close(self) -> None:
         """Stop: running tasks are left to the next runner; the stop is recorded."""
-        self.sender.stop()
+        if self.sender is not None:
+            self.sender.stop()
         if self.listener is not None:
             self.listener.stop()
             self.listener.join(5)  # before the loop's wake pipe it writes to is closed
@@ -503,7 +520,7 @@ class Daemon:
     def _on_wake(self, now: float) -> None:
         self.engine.flush()  # what was applied last time is in the store before we look again
         self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
-        self.sender.wake()  # an ack or resolve from the CLI may have queued deliveries
+        self._wake_sender()  # an ack or resolve from the CLI may have queued deliveries
         for request in self.store.pending_requests():
             live = self.engine.runs.get(request.run_pk)
             if live is None:

@@ -208,3 +208,58 @@ def test_sla_statuses_never_crash_on_the_dag_spec_they_are_given(home: Path,
             assert len(problems) == 1 and "its SLA is not checked" in problems[0]
     finally:
         store.close()
+
+
+def test_a_delivery_left_for_a_channel_no_longer_configured_is_failed_with_why(
+        home: Path, pipelines: Path, runners: list) -> None:
+    """flowtui.toml lost its channels while a page was still pending: the next runner (with no
+    channel at all, so no sender of its own otherwise) closes the page as failed and says why,
+    instead of leaving it pending for ever."""
+    import sqlite3
+
+    from daemon_support import start
+    from flowtui.store import Store
+
+    write(pipelines, "a.yaml", "dag_id: a\ntasks:\n  t: {command: 'true'}\n")
+    Store.open(home / "flowtui.db").close()  # a home with its schema
+    now = time.time()
+    with sqlite3.connect(home / "flowtui.db") as conn:
+        conn.execute("INSERT INTO alerts (kind, dag_id, run_id, task_id, state, severity, level, "
+                     "summary, created_at, updated_at) VALUES ('task_failed', 'a', 'r1', 't', "
+                     "'open', 'error', 1, 'exited 1', ?, ?)", (now, now))
+        conn.execute("INSERT INTO deliveries (alert_id, channel, action, status, attempts, "
+                     "next_attempt_at, created_at, updated_at) VALUES (1, 'gone', 'trigger', "
+                     "'pending', 0, ?, ?, ?)", (now, now, now))
+    start(runners, home, pipelines)
+    status = wait_for(lambda: query(home, "SELECT status, last_status FROM deliveries WHERE "
+                                          "status != 'pending'"), 15, "the delivery closed")
+    assert status == [("failed", "channel 'gone' is not configured")]
+
+
+def test_a_runner_with_no_channel_runs_no_sender(home: Path, pipelines: Path, hooks) -> None:
+    """With nothing to deliver ever (no channel configured, nothing pending) the runner starts
+    no sender thread, no HTTP client, no event loop; with a channel it does."""
+    import signal
+
+    from flowtui.runner.config import load_config
+    from flowtui.runner.daemon import Daemon
+    from flowtui.runner.notify import Sender
+
+    write(pipelines, "a.yaml", "dag_id: a\ntasks:\n  t: {command: 'true'}\n")
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        for toml, senders in (("", 0), (f'[channels.hook]\ntype = "webhook"\n'
+                                         f'url = "{hooks.url}/x"\n', 1)):
+            (home / "flowtui.toml").write_text(toml)
+            daemon = Daemon(load_config(home, pipelines))
+            try:
+                daemon.start()
+                daemon.run_until_idle()
+                alive_senders = [t for t in threading.enumerate() if isinstance(t, Sender)]
+                assert len(alive_senders) == senders, (toml, alive_senders)
+            finally:
+                daemon.close()
+            wait_for(lambda: not [t for t in threading.enumerate() if isinstance(t, Sender)], 5,
+                     "the sender to stop")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
