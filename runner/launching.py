@@ -245,10 +245,15 @@ class Launcher:
         self.next_scan = now + LOG_SCAN_INTERVAL
 
     def sample(self, now: float) -> None:
-        """CPU and memory of each running task's process, for the TUI's task detail."""
+        """CPU and memory of each running task's process, for the TUI's task detail. A task
+        younger than a second is left for the next heartbeat: most end before it (and a
+        foreground run of short tasks never loads psutil)."""
+        tasks = [t for t in self.engine.running.values() if now - t.started_at >= 1.0]
+        if not tasks:
+            return
         import psutil
 
-        for task in self.engine.running.values():
+        for task in tasks:
             try:
                 if task.proc is None:
                     task.proc = psutil.Process(task.pid)
