@@ -127,13 +127,6 @@ class Store:
 
         return Views(self)
 
-    @property
-    def db(self) -> Any:
-        """A sqlite-utils ``Database`` over this connection (imported on first use)."""
-        from sqlite_utils import Database
-
-        return Database(self.conn)
-
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
@@ -210,7 +203,7 @@ class Store:
 
     def _migrate(self) -> None:
         if self._applied() >= MIGRATION_NAMES:
-            return  # the common case, checked without importing sqlite-utils
+            return  # the common case, checked without importing the schema
         if self.kind == "postgresql":
             from flowtui.store.pg_schema import MIGRATIONS
 
@@ -235,7 +228,7 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
             with self.transaction() as conn:
-                migrations.apply(self.db)
+                migrations.apply(conn)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise StoreError(f"{self.path}: the schema upgrade left {len(broken)} rows "

@@ -1,8 +1,9 @@
-"""The database schema, applied as forward migrations with sqlite-utils ``Migrations``."""
+"""The database schema, applied as forward migrations (``flowtui.store.migrations``)."""
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from sqlite3 import Connection
+
+from flowtui.store.migrations import Migrations
 
 from flowtui.store.version import MIGRATION_SET
 
@@ -13,7 +14,7 @@ migrations = Migrations(MIGRATION_SET)
 
 
 @migrations(name="0001_initial")
-def _initial(db: Database) -> None:
+def _initial(db: Connection) -> None:
     _run_statements(db, """
         CREATE TABLE dags (
             dag_id TEXT PRIMARY KEY,
@@ -146,7 +147,7 @@ def _initial(db: Database) -> None:
         """)
 
 
-def _run_statements(db: Database, script: str) -> None:
+def _run_statements(db: Connection, script: str) -> None:
     # executescript() would COMMIT the caller's transaction; run statement by statement.
     for statement in script.split(";"):
         if statement.strip():
@@ -154,7 +155,7 @@ def _run_statements(db: Database, script: str) -> None:
 
 
 @migrations(name="0002_runner")
-def _runner(db: Database) -> None:
+def _runner(db: Connection) -> None:
     _run_statements(db, """
         CREATE TABLE requests (
             id INTEGER PRIMARY KEY,
@@ -174,7 +175,7 @@ def _runner(db: Database) -> None:
 
 
 @migrations(name="0003_backfills")
-def _backfills(db: Database) -> None:
+def _backfills(db: Connection) -> None:
     _run_statements(db, """
         CREATE TABLE backfills (
             id INTEGER PRIMARY KEY,
@@ -199,7 +200,7 @@ def _backfills(db: Database) -> None:
 
 
 @migrations(name="0004_alerts")
-def _alerts(db: Database) -> None:
+def _alerts(db: Connection) -> None:
     _run_statements(db, """
         CREATE TABLE alerts (
             id INTEGER PRIMARY KEY,
@@ -244,7 +245,7 @@ def _alerts(db: Database) -> None:
 
 
 @migrations(name="0005_runner_health")
-def _runner_health(db: Database) -> None:
+def _runner_health(db: Connection) -> None:
     # A runner's health after an outage (a locked or full database), and the errors the runner
     # itself found while scheduling a DAG, which a parse of the folder must not erase.
     _run_statements(db, """
@@ -256,7 +257,7 @@ def _runner_health(db: Database) -> None:
 
 
 @migrations(name="0006_one_door")
-def _one_door(db: Database) -> None:
+def _one_door(db: Connection) -> None:
     # Who made each change (a user, or runner N), beside why (cause).
     _run_statements(db, """
         ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT ''
@@ -264,7 +265,7 @@ def _one_door(db: Database) -> None:
 
 
 @migrations(name="0007_state_checks")
-def _state_checks(db: Database) -> None:
+def _state_checks(db: Connection) -> None:
     # Each state column accepts only the known states. SQLite adds a CHECK only by rebuilding
     # the table: a copy with the constraint, the rows, then the copy in its place with its
     # indexes (the store runs migrations with foreign keys off, so nothing cascades).
@@ -290,7 +291,7 @@ def _state_checks(db: Database) -> None:
 
 
 @migrations(name="0008_datasets")
-def _datasets(db: Database) -> None:
+def _datasets(db: Connection) -> None:
     # SPEC 9. An event says a dataset's partition was (re)written; a trigger row says which
     # event a consumer's run took, so each event is consumed once per consumer (the primary
     # key) in the transaction that creates the run; a consumer only looks at events newer than
@@ -329,7 +330,7 @@ def _datasets(db: Database) -> None:
 
 
 @migrations(name="0009_run_partition")
-def _run_partition(db: Database) -> None:
+def _run_partition(db: Connection) -> None:
     # A dataset-triggered run remembers the partition it was made for, so a partition that is
     # not a day ({{ partition }}: a region, an hour, a batch id) reaches the task and the events
     # the run writes in turn (NULL: the run's ds).
@@ -356,14 +357,14 @@ def _run_partition(db: Database) -> None:
 
 
 @migrations(name="0010_host_lease")
-def _host_lease(db: Database) -> None:
+def _host_lease(db: Connection) -> None:
     # SPEC 10: each runner says how long its silence is allowed before it counts as lost
     # (NULL: the default), so every host judges it by the same lease.
     db.execute("ALTER TABLE runners ADD COLUMN lease REAL")
 
 
 @migrations(name="0011_log_chunks")
-def _log_chunks(db: Database) -> None:
+def _log_chunks(db: Connection) -> None:
     # SPEC 10: what a try writes, shipped to the database as it goes when runners share a
     # PostgreSQL store, so its log reads and follows from any host (the file stays on its own).
     _run_statements(db, """
@@ -379,7 +380,7 @@ def _log_chunks(db: Database) -> None:
         """)
 
 @migrations(name="0012_runner_queues")
-def _runner_queues(db: Database) -> None:
+def _runner_queues(db: Connection) -> None:
     # SPEC 10: the queues a runner serves (`runner --queues`, comma-separated; NULL: every
     # queue), so any runner can say of a queued run that no live runner serves its queue.
     db.execute("ALTER TABLE runners ADD COLUMN queues TEXT")

@@ -1,4 +1,4 @@
-"""The schema's migration names, importable without sqlite-utils (a fast start-up check)."""
+"""The schema's migration names, importable without the schema itself (a fast start-up check)."""
 from __future__ import annotations
 
 MIGRATION_SET = "flowtui"

@@ -57,8 +57,8 @@ def serve(path: str) -> None:
 
     cli.handlers()  # every command's module, imported once here
     cli.build_parser()  # and the parser, built once
-    # What commands import on first use: the runner's daemon, and the schema with sqlite-utils,
-    # which every test's new home is made with (~0.1 s of CPU each in every child otherwise).
+    # What commands import on first use: the runner's daemon, and the schema every test's new
+    # home is made with.
     for name in ("flowtui.runner.engine", "flowtui.runner.loader", "flowtui.store.db",
                  "flowtui.runner.daemon", "flowtui.store.schema"):
         __import__(name)

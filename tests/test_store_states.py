@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
 
 from flowtui.store import RunState, Store, TaskState, TransitionError
 from flowtui.store.changes import Changes
@@ -58,7 +57,12 @@ def test_the_schema_refuses_a_state_it_does_not_know(tmp_path: Path) -> None:
 
 def test_an_older_home_keeps_its_history_through_the_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "flowtui.db"
-    old = Database(sqlite3.connect(path))
+    old = sqlite3.connect(path)
+    # The migrations table as releases that migrated with sqlite-utils made it, word for word.
+    old.execute('CREATE TABLE "_sqlite_migrations" (\n   "id" INTEGER PRIMARY KEY,\n'
+                '   "migration_set" TEXT,\n   "name" TEXT,\n   "applied_at" TEXT\n)')
+    old.execute('CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"\n'
+                '    ON "_sqlite_migrations" ("migration_set", "name")')
     migrations.apply(old, stop_before="0006_one_door")  # a home as the previous release left it
     old.execute("INSERT INTO dag_runs (id, dag_id, run_id, run_type, logical_date, "
                 "data_interval_start, data_interval_end, state, created_at, updated_at) "
@@ -67,8 +71,8 @@ def test_an_older_home_keeps_its_history_through_the_upgrade(tmp_path: Path) -> 
                 "VALUES (1, 'd', 'r', 'a', 'failed', 0)")
     old.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
                 "exit_path) VALUES (1, 'a', 1, 'failed', 0, 'a.log', 'a.exit')")
-    old.conn.commit()
-    old.conn.close()
+    old.commit()
+    old.close()
 
     store = Store.open(path)
     applied = {r[0] for r in store.conn.execute(
