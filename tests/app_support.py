@@ -5,6 +5,25 @@ import asyncio
 import time
 from typing import Any, Callable
 
+from textual.pilot import Pilot
+
+_press = Pilot.press
+
+
+async def _press_until_handled(self: Pilot, *keys: str) -> None:
+    """``Pilot.press``, returning only once the keys are handled. Textual's returns when the
+    process looks idle by its CPU clock (which a starved process on a loaded machine also
+    does) and then waits for the screen's widgets to drain the messages they held when it
+    started: a key the app forwards to the focused widget after that was still unhandled, and
+    the test read the screen as it was before the key. Two more drains: the app forwards what
+    it holds, then the widgets handle it."""
+    await _press(self, *keys)
+    await self._wait_for_screen()
+    await self._wait_for_screen()
+
+
+Pilot.press = _press_until_handled  # type: ignore[method-assign]
+
 
 async def until(pilot: Any, check: Callable[[], Any], timeout: float = 10.0,
                 what: str = "condition") -> Any:
