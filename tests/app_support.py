@@ -5,6 +5,7 @@ import asyncio
 import time
 from typing import Any, Callable
 
+from textual.app import App
 from textual.pilot import Pilot
 
 _press = Pilot.press
@@ -23,6 +24,22 @@ async def _press_until_handled(self: Pilot, *keys: str) -> None:
 
 
 Pilot.press = _press_until_handled  # type: ignore[method-assign]
+
+_notify = App.notify
+
+
+def _notify_and_keep(self: App, message: Any, *args: Any, **kwargs: Any) -> None:
+    self.__dict__.setdefault("_toasts_shown", []).append(str(message))
+    _notify(self, message, *args, **kwargs)
+
+
+App.notify = _notify_and_keep  # type: ignore[method-assign]
+
+
+def toasts(app: Any) -> list[str]:
+    """Every toast the app has shown, also one whose seconds on screen are over (a starved
+    test process may look after they are)."""
+    return list(app.__dict__.get("_toasts_shown", []))
 
 
 async def until(pilot: Any, check: Callable[[], Any], timeout: float = 10.0,

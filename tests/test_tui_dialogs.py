@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import run_async, until
+from app_support import run_async, toasts, until
 from conftest import flowtui, write
 from helpers import run_dag
 from test_app import query
@@ -54,10 +54,6 @@ def struck(app: Any) -> list[str]:
     """Text painted with strikethrough (what `[s]` in markup turns a label into)."""
     return [seg.text for strip in app.screen._compositor.render_strips()
             for seg in strip if seg.style is not None and seg.style.strike]
-
-
-def toasts(app: Any) -> list[str]:
-    return [str(n.message) for n in app._notifications]
 
 
 async def open_clear(app: Any, pilot: Any) -> None:

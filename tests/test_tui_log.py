@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import run_async, screen_text, until
+from app_support import run_async, screen_text, toasts, until
 from conftest import write
 from helpers import run_dag
 
@@ -232,13 +232,13 @@ def test_y_copies_the_path_and_o_hands_the_log_to_the_pager(
     async def check(app: Any, pilot: Any, screen: LogScreen) -> None:
         await pilot.press("y")
         assert app.clipboard == screen.path and screen.path.endswith("/load/1.log")
-        await until(pilot, lambda: any("copied the log's path" in n.message
-                                       for n in app._notifications), what="the copy toast")
+        await until(pilot, lambda: any("copied the log's path" in m for m in toasts(app)),
+                    what="the copy toast")
         assert pager_command(screen.path) == ["my-pager", "--quit-at-eof", screen.path]
         # Headless, the app cannot hand the terminal over: it says so, with the command.
         await pilot.press("o")
-        await until(pilot, lambda: any("cannot hand over to a pager: run my-pager" in n.message
-                                       for n in app._notifications), what="the pager toast")
+        await until(pilot, lambda: any("cannot hand over to a pager: run my-pager" in m
+                                       for m in toasts(app)), what="the pager toast")
         assert isinstance(app.screen, LogScreen)
         footer = " ".join(b.description for _, b in screen._bindings if b.show)
         assert "Pager" in footer and "Copy path" in footer
