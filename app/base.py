@@ -42,11 +42,46 @@ def focus_now(widget: Any) -> None:
 
 
 class KeysFooter(Footer):
-    """Textual's footer, rebuilt on every focus move, without restyling each key as it
-    mounts: a new key starts compact and is then bound to the footer's (not compact) style,
-    two full style passes a key, 1.2 ms each (a third of the CPU of opening a screen). Each
-    key gets its final style and class before it mounts (the palette's key, not bound to
-    the footer, stays compact); it looks the same."""
+    """Textual's footer, rebuilt only when the keys it shows change, and without restyling
+    each key as it mounts.
+
+    Textual rebuilds the footer (every key a widget, then a layout of the whole screen) on
+    each focus move, screen push and binding refresh, several times a frame when they come
+    together: some 18 rebuilds a screen opened, most showing what was already there. Here
+    the signals of one frame make one check, and the footer is rebuilt only when the keys
+    shown differ. A new key also started compact and was then bound to the footer's (not
+    compact) style, two full style passes a key (1.2 ms each): it gets its final style and
+    class before it mounts (the palette's key, not bound to the footer, stays compact). It
+    looks the same."""
+
+    _check_pending = False
+    _shown: tuple | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.screen and not self._check_pending:
+            self._check_pending = True
+            self.call_after_refresh(self._rebuild_if_changed)
+
+    async def _rebuild_if_changed(self) -> None:
+        self._check_pending = False
+        if not self.is_attached:
+            return
+        shown = self._keys_shown()
+        if shown != self._shown:
+            self._shown = shown
+            await self.recompose()
+
+    def _keys_shown(self) -> tuple:
+        """What ``compose`` would show: each key's display, text, action and state."""
+        app = self.app
+        return (self.compact, self.show_command_palette, tuple(
+            (key, app.get_key_display(binding), binding.description, binding.action, enabled,
+             tooltip, binding.group)
+            for key, (_, binding, enabled, tooltip) in self.screen.active_bindings.items()
+            if binding.show or key == app.COMMAND_PALETTE_BINDING))
 
     def compose(self) -> ComposeResult:
         for widget in super().compose():

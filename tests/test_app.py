@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -84,12 +85,20 @@ def test_triage_failed_task_log_in_one_key(world) -> None:
 def test_every_screen_opens(world, monkeypatch: pytest.MonkeyPatch) -> None:
     from textual.widgets._footer import FooterKey
 
+    from flowtui.app.base import KeysFooter
+
     # The footer is rebuilt on every screen and focus move: a key restyled one at a time as
     # it mounts (two full style passes each) was a third of the CPU of opening a screen.
     restyled: list[str] = []
     real_update = FooterKey.update_node_styles
     monkeypatch.setattr(FooterKey, "update_node_styles", lambda key, *args, **kwargs: (
         restyled.append(key.key), real_update(key, *args, **kwargs))[1])
+    # ... and rebuilt only when the keys it shows change (Textual rebuilt it on every focus
+    # move and binding refresh, some 18 times a screen).
+    rebuilt: list[str] = []
+    real_recompose = KeysFooter.recompose
+    monkeypatch.setattr(KeysFooter, "recompose", lambda footer: (
+        rebuilt.append(type(footer.screen).__name__), real_recompose(footer))[1])
 
     async def go() -> None:
         app = app_for(world)
@@ -120,6 +129,9 @@ def test_every_screen_opens(world, monkeypatch: pytest.MonkeyPatch) -> None:
             await until(pilot, lambda: "Keys:" in screen_text(app), what="help")
             assert "Clear" in screen_text(app) and "Logs" in screen_text(app)
         assert not restyled, f"footer keys restyled one at a time: {len(restyled)}"
+        # Once a screen, and on the DAG screen once a view with keys of its own (five views).
+        built = Counter(rebuilt)
+        assert built.pop("DagScreen", 0) <= 5 and set(built.values()) == {1}, rebuilt
 
     run_async(go())
 
