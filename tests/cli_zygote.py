@@ -16,6 +16,7 @@ that signal, as subprocess says). ``client()`` is the tests' side: ``run`` (as
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -62,6 +63,11 @@ def serve(path: str) -> None:
     for name in ("flowtui.runner.engine", "flowtui.runner.loader", "flowtui.store.db",
                  "flowtui.runner.daemon", "flowtui.store.schema"):
         __import__(name)
+    # What is imported now is shared with every child until written to. The interpreter's
+    # exit in a child walks every object it holds (the cyclic collector at shutdown), which
+    # copied the pages of everything imported here: ~40 ms of a command's ~50 ms of CPU.
+    # Frozen objects are left out of the collector's walks; the child's exit is unchanged.
+    gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
