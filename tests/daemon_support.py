@@ -14,14 +14,18 @@ import cli_zygote
 from conftest import flowtui
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
+             explain: Callable[[], str] | None = None) -> Any:
+    """``check()`` once it is true, within ``timeout`` seconds; past it, fail saying what was
+    waited for and what ``explain()`` finds then (the state a stuck test was stuck in)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            found = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{found}")
         time.sleep(0.05)
 
 

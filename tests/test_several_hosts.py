@@ -116,6 +116,19 @@ def query(url: str, sql: str, *params) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def where_stuck(url: str, hosts: list[Host]) -> str:
+    """What the store and each runner say, for a test that waited in vain."""
+    lines = [f"runs by state: {query(url, 'SELECT state, count(*) FROM dag_runs GROUP BY state')}",
+             f"runners: {query(url, 'SELECT id, hostname, heartbeat_at, stopped_at FROM runners')}"]
+    lines += [f"  {row}" for row in query(
+        url, "SELECT r.id, r.run_id, r.state, r.runner_id, ti.task_id, ti.state, ti.reason "
+             "FROM dag_runs r JOIN task_instances ti ON ti.run_pk = r.id WHERE r.state <> "
+             "'success' AND ti.state <> 'success' ORDER BY r.id LIMIT 40")]
+    for host in hosts:
+        lines.append(f"runner on {host.name}: " + (host.home / "runner.out").read_text()[-1500:])
+    return "\n".join(lines)
+
+
 @pytest.mark.long(15)
 def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
@@ -130,7 +143,7 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
     for name in ("h1", "h2", "h3"):
         hosts.append(Host(name, tmp_path, pipelines, pg_url, toml="[pools]\nnarrow = 3\n"))
     wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
-             [0][0] == DAYS, 180, f"{DAYS} runs to succeed")
+             [0][0] == DAYS, 180, f"{DAYS} runs to succeed", lambda: where_stuck(pg_url, hosts))
     lines = out.read_text().splitlines()
     ran = Counter((line.split()[0], line.split()[1]) for line in lines)
     assert len(ran) == DAYS * 10 and set(ran.values()) == {1}, ran.most_common(3)
