@@ -11,9 +11,12 @@ cron walk that would see a different sequence.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import math
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -90,17 +93,30 @@ def _repeated(naive: dt.datetime, tz: ZoneInfo) -> bool:
         and not _skipped(naive, tz)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(schedule: str) -> Any:
+    """The schedule's cron, parsed once: parsing is most of a short walk's cost (a daemon asks
+    each DAG's schedule many times; a backfill's plan, once a date)."""
+    from croniter import croniter
+
+    return croniter(PRESETS.get(schedule, schedule), 0.0)
+
+
+def _cron(schedule: str, start: dt.datetime) -> Any:
+    """A walker of the schedule's cron from ``start`` (wall time), of its own."""
+    walker = copy.copy(_parsed(schedule))
+    walker.set_current(start, force=True)
+    return walker
+
+
 def _fires(schedule: str, timezone: str, after: float) -> Iterator[tuple[float, str]]:
     """The one definition of a schedule's fire instants: (instant, DST note) strictly after
     ``after``, in order, until the cron has no more fires or time leaves datetime's range."""
-    from croniter import croniter
-
     tz = ZoneInfo(timezone)
     try:
         # A minute early too: a naive datetime rounds to the microsecond, so a start just
         # below a fire time could otherwise round onto it and lose it.
-        itr = croniter(PRESETS.get(schedule, schedule),
-                       _naive(after - _shift(tz, after) - 60, tz))
+        itr = _cron(schedule, _naive(after - _shift(tz, after) - 60, tz))
     except (OverflowError, ValueError, OSError):
         return
     last = after
@@ -141,12 +157,10 @@ def last_fires(schedule: str, timezone: str, until: float, count: int, *,
                inclusive: bool) -> list[float]:
     """The last ``count`` fire instants before ``until`` (or at it, when ``inclusive``), oldest
     first; fewer when the schedule has no more before."""
-    from croniter import croniter
-
     tz = ZoneInfo(timezone)
     margin = _shift(tz, until)
     try:
-        back = croniter(PRESETS.get(schedule, schedule), _naive(until - margin, tz))
+        back = _cron(schedule, _naive(until - margin, tz))
     except (OverflowError, ValueError, OSError):
         return []
     steps, exhausted = count + 1, False
