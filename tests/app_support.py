@@ -75,6 +75,23 @@ def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def reads_done(app: Any) -> None:
+    """Every read finished: a log viewer's follow thread runs for as long as it is open, and a
+    read superseded by a newer one (exclusive workers: the app's poll may start one while a
+    screen's first read runs) ends cancelled, which Textual's ``wait_for_complete`` raises."""
+    from textual.worker import WorkerCancelled, WorkerState
+
+    while True:
+        reads = [w for w in app.workers if w.group != "tail"
+                 and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
+        if not reads:  # (an empty list would mean every worker to wait_for_complete)
+            return
+        try:
+            await app.workers.wait_for_complete(reads)
+        except WorkerCancelled:
+            pass
+
+
 def tables_settled(app: Any) -> bool:
     """Every table has measured the rows just added (DataTable does it when idle)."""
     from textual.widgets import DataTable

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_support import run_async, screen_text, until
-from textual.widgets import DataTable
+from app_support import reads_done, run_async, screen_text, tables_settled, until
 
 from flowtui.app.app import make_app
 from flowtui.runner.config import load_config
@@ -149,28 +148,6 @@ def snapshot_app(prepared_home: tuple[Path, Path], monkeypatch: pytest.MonkeyPat
 
     yield make
     shutil.rmtree(root, ignore_errors=True)
-
-
-async def reads_done(app) -> None:
-    """Every read finished: a log viewer's follow thread runs for as long as it is open, and a
-    read superseded by a newer one (exclusive workers) ends cancelled."""
-    from textual.worker import WorkerCancelled, WorkerState
-
-    while True:
-        reads = [w for w in app.workers if w.group != "tail"
-                 and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
-        if not reads:  # (an empty list would mean every worker to wait_for_complete)
-            return
-        try:
-            await app.workers.wait_for_complete(reads)
-        except WorkerCancelled:
-            pass
-
-
-def tables_settled(app) -> bool:
-    """Every table has measured the rows just added (DataTable does it when idle)."""
-    return all(not table._new_rows and not table._require_update_dimensions
-               for table in app.screen.query(DataTable))
 
 
 SCREENS = {

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from app_support import run_async, screen_text, until
+from app_support import reads_done, run_async, screen_text, until
 from conftest import flowtui, write
 from daemon_support import start, trigger, wait_for
 
@@ -75,7 +75,7 @@ async def task_detail(home: Path, pipelines: Path, ref: TaskRef, size: tuple[int
         app.push_screen(TaskScreen(ref))
         await until(pilot, lambda: isinstance(app.screen, TaskScreen)
                     and app.screen.detail is not None, what="task detail")
-        await app.workers.wait_for_complete()
+        await reads_done(app)
         yield app, pilot
 
 
