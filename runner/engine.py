@@ -207,6 +207,7 @@ class Engine:
         signal.signal(signal.SIGUSR1, lambda *_: None)  # operator requests wake the loop
 
     def close(self) -> None:
+        self.launcher.close()
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

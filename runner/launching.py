@@ -42,7 +42,7 @@ class Launcher:
         self.next_pool_look = 0.0
         self._dirs_made: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self._dir_queue: queue.SimpleQueue[list[str]] | None = None
+        self._dir_queue: queue.SimpleQueue[list[str] | None] | None = None
 
     # -- log folders -----------------------------------------------------------------------
     def make_log_dirs(self, live: LiveRun) -> None:
@@ -59,14 +59,19 @@ class Launcher:
 
     def _dir_worker(self) -> None:
         assert self._dir_queue is not None
-        while True:
-            for path in self._dir_queue.get():
+        while (paths := self._dir_queue.get()) is not None:
+            for path in paths:
                 try:
                     os.makedirs(path, exist_ok=True)
                 except OSError:
                     break  # the launch creates it, or reports why it cannot
                 with self._dirs_lock:
                     self._dirs_made.add(path)
+
+    def close(self) -> None:
+        """End the folder thread (it held the engine, its store and runs while it lived)."""
+        if self._dir_queue is not None:
+            self._dir_queue.put(None)
 
     def forget_log_dirs(self, live: LiveRun) -> None:
         prefix = live.log_base + os.sep
