@@ -110,17 +110,18 @@ class Daemon:
         self.store = Store.open(config.database, busy_timeout=busy_timeout, now=clock.now)
         self.store.health.backoff = backoff
         self.store.health.on_recovered = self._store_recovered
+        self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
         self.runner_id = self.store.register_runner(
             "daemon", process_start_time(os.getpid()),
             lease=config.host_lease if self.store.kind == "postgresql" else None,  # one host: none
-            refuse=refuse_second_daemon(config.home, self.store), queues=queues)
+            refuse=refuse_second_daemon(config.home, self.store), queues=queues,
+            channels=self.alert_config.channels)
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
         self.dags: dict[str, DagSpec] = {}
         self._snapshot: dict[str, tuple[int, int]] = {}
         self._fire_at: dict[str, float] = {}
-        self.alert_config = parse_alerting(config.raw, str(config.home / "flowtui.toml"))
         self.sender: Sender | None = None  # started when there is something to deliver
         self.alerts = Alerts(self.store, self.alert_config, self.dags, self._wake_sender,
                              arm=self._arm)

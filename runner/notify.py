@@ -27,6 +27,7 @@ _ALERT_KEYS = ("id", "kind", "dag_id", "run_id", "task_id", "state", "severity",
 
 
 HOLD = 30.0  # seconds past the send timeout before another sender may try a taken delivery
+LOOK_AGAIN = 30.0  # how often a page left to another host's sender is looked at again
 
 
 class Sender(threading.Thread):
@@ -107,13 +108,27 @@ class Sender(threading.Thread):
         long until the next delivery of an idle channel comes due."""
         for name in [n for n, task in workers.items() if task.done()]:
             del workers[name]
-        for name in store.alerts.due_channels(self.clock.now()):
-            if name not in workers:
-                task = asyncio.create_task(self._deliver_channel(store, client, name))
-                task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
-                workers[name] = task
-        next_at = store.alerts.next_attempt_at(except_channels=list(workers))
-        return None if next_at is None else max(0.0, next_at - self.clock.now())
+        now = self.clock.now()
+        elsewhere: set[str] | None = None
+        left: list[str] = []
+        for name in store.alerts.due_channels(now):
+            if name in workers:
+                continue
+            if name not in self.config.channels:
+                if elsewhere is None:
+                    elsewhere = store.served_channels(now)
+                if name in elsewhere:
+                    # Another host's runner names this channel (several hosts, each with its
+                    # own flowtui.toml): its sender sends it. Closed here as not configured
+                    # only once no live runner names it.
+                    left.append(name)
+                    continue
+            task = asyncio.create_task(self._deliver_channel(store, client, name))
+            task.add_done_callback(lambda _: self._wake.set() if self._wake else None)
+            workers[name] = task
+        next_at = store.alerts.next_attempt_at(except_channels=[*workers, *left])
+        wait = None if next_at is None else max(0.0, next_at - now)
+        return wait if not left else min(wait if wait is not None else LOOK_AGAIN, LOOK_AGAIN)
 
     async def _deliver_channel(self, store: Store, client: Any, name: str) -> None:
         """Deliver this channel's due deliveries one at a time, oldest first, until none is due."""

@@ -433,10 +433,11 @@ class Store:
     def register_runner(self, kind: str, pid_start: float | None = None, *,
                         refuse: Callable[[sqlite3.Connection], None] | None = None,
                         lease: float | None = None,
-                        queues: Iterable[str] | None = None) -> int:
+                        queues: Iterable[str] | None = None,
+                        channels: Iterable[str] = ()) -> int:
         """Insert this process's runner row. ``refuse(conn)`` runs first in the same write
         transaction and may raise to keep the row out (one daemon per home). ``queues``: the
-        ones it serves (None: every queue)."""
+        ones it serves (None: every queue); ``channels``: the alert channels it can send to."""
         now = self.now()
         served = None if queues is None else ",".join(sorted(queues))
         with self.transaction() as conn:
@@ -444,10 +445,18 @@ class Store:
                 refuse(conn)
             cur = conn.execute(
                 "INSERT INTO runners (kind, hostname, pid, pid_start, started_at, heartbeat_at, "
-                "lease, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, host_name(), os.getpid(), pid_start, now, now, lease, served),
+                "lease, queues, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, host_name(), os.getpid(), pid_start, now, now, lease, served,
+                 ",".join(sorted(channels))),
             )
             return int(cur.lastrowid or 0)
+
+    def served_channels(self, now: float) -> set[str]:
+        """The alert channels live daemons can send to (live as ``runner_loads`` counts them)."""
+        return {name for (names,) in self.conn.execute(
+                    "SELECT channels FROM runners WHERE kind = 'daemon' AND stopped_at IS NULL "
+                    "AND heartbeat_at > ? - coalesce(lease, 60)", (now,))
+                for name in (names or "").split(",") if name}
 
     def served_queues(self, now: float) -> list[frozenset[str] | None]:
         """The queues each live daemon serves (None: every queue); live as ``runner_loads``

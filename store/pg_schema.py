@@ -266,4 +266,6 @@ CREATE INDEX dataset_events_newest ON dataset_events(dataset, id);
 CREATE INDEX dataset_triggers_at ON dataset_triggers(at);
 """), (("0012_runner_queues",), """
 ALTER TABLE runners ADD COLUMN queues TEXT COLLATE "C";
+"""), (("0013_runner_channels",), """
+ALTER TABLE runners ADD COLUMN channels TEXT COLLATE "C";
 """)]

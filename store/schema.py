@@ -386,6 +386,13 @@ def _runner_queues(db: Connection) -> None:
     db.execute("ALTER TABLE runners ADD COLUMN queues TEXT")
 
 
+@migrations(name="0013_runner_channels")
+def _runner_channels(db: Connection) -> None:
+    # SPEC 10: the alert channels a runner's flowtui.toml names (comma-separated), so a sender
+    # leaves a page for a channel another live host knows to that host's sender.
+    db.execute("ALTER TABLE runners ADD COLUMN channels TEXT")
+
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -533,6 +533,73 @@ def test_an_alert_is_delivered_once_however_many_hosts_send(pg_url: str, tmp_pat
         server.shutdown()
 
 
+def test_a_page_for_a_channel_only_another_host_names_is_left_to_that_host(
+        pg_url: str) -> None:
+    """Hosts with flowtui.toml files of their own: h2's names only `own`, h1's only `hook`.
+    h2's sender sends its own pages and leaves the `hook` page to h1's sender (it closed it as
+    "not configured", so h1 never paged); a page for a channel no live runner names is still
+    closed, with why."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flowtui.runner.alerting import parse_alerting
+    from flowtui.runner.notify import Sender
+    from flowtui.store import Store
+
+    posts: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(self.path)
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    h1 = parse_alerting({"channels": {"hook": {"type": "webhook", "url": f"{url}/hook"}}})
+    h2 = parse_alerting({"channels": {"own": {"type": "webhook", "url": f"{url}/own"}}})
+    store = Store.open(pg_url)
+    senders: list[Sender] = []
+
+    def status(channel: str) -> list[tuple]:
+        return query(pg_url, "SELECT status, attempts, last_status FROM deliveries WHERE "
+                             "channel = %s", channel)
+
+    try:
+        store.register_runner("daemon", lease=60, channels=h1.channels)  # h1, alive
+        store.register_runner("daemon", lease=60, channels=h2.channels)
+        now = store.now()
+        with store.transaction():
+            alert_id = store.alerts.insert("task_failed", "a", "r1", "t", "error", "exited 1", now)
+            for channel in ("hook", "own"):
+                store.alerts.enqueue(alert_id, channel, "trigger", now)
+        senders.append(Sender(pg_url, h2))
+        senders[0].start()
+        wait_for(lambda: "/own" in posts, 20, "h2's own page")
+        time.sleep(0.5)  # h2's pass that sent its page has looked at h1's too
+        assert status("hook") == [("pending", 0, "")], status("hook")
+        senders.append(Sender(pg_url, h1))
+        senders[1].start()
+        wait_for(lambda: status("hook")[0][0] == "sent", 20, "h1's sender to page")
+        assert posts.count("/hook") == 1
+        with store.transaction():  # a channel no live runner names any more
+            store.alerts.enqueue(alert_id, "gone", "trigger", store.now())
+        senders[0].wake()
+        wait_for(lambda: status("gone")[0][0] != "pending", 20, "the page nobody can send")
+        assert status("gone") == [("failed", 1, "channel 'gone' is not configured")]
+    finally:
+        for sender in senders:
+            sender.stop()
+            sender.join(10)
+        store.close()
+        server.shutdown()
+
+
 def test_an_escalation_step_fires_once_however_many_hosts_look(pg_url: str) -> None:
     """Every runner escalates what came due; the step is read again under the write lock, so
     the pager is asked once, not once a host."""
