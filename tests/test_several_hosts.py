@@ -484,33 +484,44 @@ tasks:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class PageServer:
+    """A real HTTP server on 127.0.0.1 that records the path of every page posted to it and
+    answers 202 after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.posts: list[str] = []
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                posts.append(self.path)
+                time.sleep(delay)
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
 def test_an_alert_is_delivered_once_however_many_hosts_send(pg_url: str, tmp_path: Path) -> None:
     """Every runner has a sender; a delivery is taken by one of them (compare-and-set on its
     next attempt), so a page goes out once, not once a host."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from flowtui.runner.alerting import parse_alerting
     from flowtui.runner.notify import Sender
     from flowtui.store import Store
 
-    posts: list[float] = []
-
-    class Slow(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append(time.time())
-            time.sleep(0.5)  # both senders would be inside a send at once
-            self.send_response(202)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    config = parse_alerting({"channels": {"hook": {
-        "type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/page"}}})
+    pages = PageServer(delay=0.5)  # both senders would be inside a send at once
+    posts, server = pages.posts, pages.server
+    config = parse_alerting({"channels": {"hook": {"type": "webhook",
+                                                   "url": f"{pages.url}/page"}}})
     store = Store.open(pg_url)
     senders = []
     try:
@@ -539,28 +550,12 @@ def test_a_page_for_a_channel_only_another_host_names_is_left_to_that_host(
     h2's sender sends its own pages and leaves the `hook` page to h1's sender (it closed it as
     "not configured", so h1 never paged); a page for a channel no live runner names is still
     closed, with why."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from flowtui.runner.alerting import parse_alerting
     from flowtui.runner.notify import Sender
     from flowtui.store import Store
 
-    posts: list[str] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append(self.path)
-            self.send_response(202)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    pages = PageServer()
+    posts, server, url = pages.posts, pages.server, pages.url
     h1 = parse_alerting({"channels": {"hook": {"type": "webhook", "url": f"{url}/hook"}}})
     h2 = parse_alerting({"channels": {"own": {"type": "webhook", "url": f"{url}/own"}}})
     store = Store.open(pg_url)
