@@ -29,7 +29,7 @@ from flowtui.runner.retention import DailyRetention
 from flowtui.runner.runs import consumer_run_id, partition_day
 from flowtui.runner.sla import SlaWatch
 from flowtui.runner.schedule import intervals_between, latest_interval, next_interval_end
-from flowtui.store import RunState, Store, StoreError, host_name
+from flowtui.store import TERMINAL, RunState, Store, StoreError, TaskState, host_name
 from flowtui.store.health import outage
 from flowtui.store.models import ImportError_
 
@@ -117,6 +117,7 @@ class Daemon:
             refuse=refuse_second_daemon(config.home, self.store), queues=queues,
             channels=self.alert_config.channels)
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
+        self.engine.queues = queues
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
         self.dags: dict[str, DagSpec] = {}
@@ -417,9 +418,32 @@ class Daemon:
         self.engine.flush()
 
     def _serves(self, dag: DagSpec) -> bool:
-        """Whether this runner may run the DAG: every task's queue is one it serves (a run's
-        tasks run on the host that took it)."""
-        return self.queues is None or all(t.queue in self.queues for t in dag.tasks.values())
+        """Whether this runner may start the DAG's runs: it serves the queue of one of its
+        first tasks (a task in a queue it does not serve is handed, with its run, to a runner
+        that serves it: ``Engine._hand_over``)."""
+        return self.queues is None or bool(_root_queues(dag) & self.queues)
+
+    def _serves_any(self, dag: DagSpec) -> bool:
+        """Whether one of the DAG's tasks is in a queue this runner serves."""
+        return self.queues is None or any(t.queue in self.queues for t in dag.tasks.values())
+
+    def _can_advance(self, dag: DagSpec, run: Any) -> bool:
+        """Whether this runner can take a run no live runner owns and do something for it: a
+        try of it to settle (its runner died), or a task in a queue served here that is due
+        or whose upstreams are all done."""
+        if self.queues is None:
+            return True
+        states = {t.task_id: TaskState(t.state) for t in self.store.task_instances(run.pk)}
+        for task_id, state in states.items():
+            spec = dag.tasks.get(task_id)
+            if state in (TaskState.RUNNING, TaskState.QUEUED):
+                return True
+            if spec is None or state in TERMINAL or spec.queue not in self.queues:
+                continue
+            if state != TaskState.NONE or all(
+                    states.get(up, TaskState.NONE) in TERMINAL for up in spec.deps):
+                return True
+        return False
 
     def _free_runs(self, dag: DagSpec) -> int:
         if self.store.kind == "postgresql":  # max_active_runs holds across hosts
@@ -473,12 +497,13 @@ class Daemon:
             dag = self.dags.get(dag_id)
             if dag is None or self._serves(dag):
                 continue  # ours to start, or gone
-            needed = {t.queue for t in dag.tasks.values()}
-            if any(queues is None or needed <= queues for queues in served):
+            needed = _root_queues(dag)
+            if any(queues is None or needed & queues for queues in served):
                 continue  # a runner serving it will start it
             names = ",".join(sorted(needed))
-            self._explain_queued(dag_id, f"no live runner serves its queues ({names}): start "
-                                         f"'flowtui runner --queues {names}' on a host")
+            self._explain_queued(dag_id, f"no live runner serves the queue of its first tasks "
+                                         f"({names}): start 'flowtui runner --queues {names}' "
+                                         f"on a host")
 
     def _explain_queued(self, dag_id: str, reason: str) -> None:
         """Say why the tasks of runs still queued are not running."""
@@ -492,7 +517,8 @@ class Daemon:
             if live_owner(self.store, run.runner_id) is not None:
                 continue
             dag = self.dags.get(run.dag_id)
-            if dag is not None and self._serves(dag) and claim(self.store, run, self.runner_id):
+            if dag is not None and self._can_advance(dag, run) and \
+                    claim(self.store, run, self.runner_id):
                 self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
                 self._host_lost(run.runner_id, run, now)
@@ -530,7 +556,7 @@ class Daemon:
                 if run is None or dag is None:
                     self.engine.changes.request_done(request.id, "DAG not loaded", now)
                     continue
-                if not self._serves(dag):
+                if not self._serves_any(dag):
                     continue  # a runner serving the DAG's queues applies it
                 if live_owner(self.store, run.runner_id) not in (None, (self.runner_id, os.getpid())):
                     continue  # another live runner owns it and applies it
@@ -611,3 +637,8 @@ def due_intervals(dag: DagSpec, last_start: float | None, now: float) -> list:
 def last_scheduled(store: Store, dag_id: str) -> float | None:
     """The logical date of the DAG's newest scheduled run: where its schedule carries on."""
     return store.last_scheduled(dag_id)
+
+
+def _root_queues(dag: DagSpec) -> set[str]:
+    """The queues of the tasks a run of the DAG starts with."""
+    return {task.queue for task in dag.tasks.values() if not task.deps}

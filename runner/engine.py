@@ -28,7 +28,7 @@ from flowtui.runner.launching import Launcher
 from flowtui.runner.lifecycle import Lifecycle
 from flowtui.runner.live import LiveRun, LiveTask, Slots, run_context
 from flowtui.runner.model import DagSpec
-from flowtui.store import RunState, Store
+from flowtui.store import TERMINAL, RunState, Store, TaskState
 from flowtui.store.changes import Changes
 from flowtui.store.health import StoreUnavailable, outage
 from flowtui.store.models import Request, Run
@@ -74,6 +74,10 @@ class Engine:
         self.on_run_finished: Callable[[LiveRun], None] | None = None
         self.on_task_end: Callable[[LiveTask, Any, str | None], None] | None = None
         self.on_wake: Callable[[float], None] | None = None
+        # SPEC 10, `runner --queues`: the queues whose tasks this runner runs (None: all). A run
+        # whose ready tasks are all in other queues is handed to a runner that serves them.
+        self.queues: frozenset[str] | None = None
+        self.unserved: set[int] = set()  # runs with a ready task in a queue not served here
         self.lifecycle = Lifecycle(self)
         self.launcher = launcher(self)
 
@@ -276,6 +280,8 @@ class Engine:
         health = self.store.health
         if not health.waiting(self.now()):  # no try is prepared while its row cannot be written
             self.launcher.launch_ready(self.now())
+            if self.unserved:
+                self._hand_over()
         events = None
         if self.changes and self.running:
             # What is left to write here (pids of tasks just started) may wait a moment to ride
@@ -370,6 +376,35 @@ class Engine:
                 self.launcher.sample(now)
             # a third of the lease at most: two heartbeats may be lost before it runs out
             self._next_heartbeat = now + min(HEARTBEAT_INTERVAL, self.config.host_lease / 3)
+
+    def serves(self, task: LiveTask) -> bool:
+        """Whether this runner runs the task (its queue is one it serves)."""
+        return self.queues is None or task.spec.queue in self.queues
+
+    def _hand_over(self) -> None:
+        """Let go of each run whose next steps are all in queues other runners serve, once
+        nothing of it is left to do here (no try of it running, retrying or ready in a queue
+        served here): the run goes back to no owner, and a runner serving the waiting task's
+        queue takes it over (its adoption carries on from the store). A run moves between
+        hosts this way as its tasks need, never with a try of it running on two."""
+        for run_pk in sorted(self.unserved):
+            live = self.runs.get(run_pk)
+            if live is None or live.state != RunState.RUNNING:
+                self.unserved.discard(run_pk)
+                continue
+            if any(task.state not in TERMINAL and self.serves(task) and task.state != TaskState.NONE
+                   for task in live.tasks.values()):
+                continue  # a try of it is running or due here: once it ends, look again
+            try:
+                self.flush()  # what was decided here is in the store before another looks
+            except StoreUnavailable:
+                return
+            self.unserved.discard(run_pk)
+            if self.store.release_run(run_pk, self.runner_id):  # type: ignore[arg-type]
+                self.runs.pop(run_pk, None)
+                live.superseded = True  # its timers here do nothing any more
+                self.launcher.forget_log_dirs(live)
+                self.store.notify_runners()
 
     def _let_go_of_taken_runs(self, now: float) -> None:
         for run_pk in self.store.taken_from(self.runner_id, list(self.runs)):  # type: ignore[arg-type]

@@ -129,6 +129,13 @@ class Launcher:
             task = entry[4]
             if task.state != S.SCHEDULED or task.run.timed_out or task.run.superseded:
                 continue
+            if not engine.serves(task):  # `runner --queues`: the run goes where it is served
+                reason = (f"waiting for a runner serving queue {task.spec.queue} "
+                          f"('flowtui runner --queues {task.spec.queue}' on a host)")
+                if task.reason != reason:
+                    self.lifecycle.set_reason(task, reason, now)
+                engine.unserved.add(task.run.pk)
+                continue
             if task.spec.window and self.outside_window(task, now):
                 continue
             reason = slots.block(task)

@@ -354,6 +354,14 @@ class Store:
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount == 1
 
+    def release_run(self, run_pk: int, runner_id: int) -> bool:
+        """This runner lets go of a running run it owns (its next tasks are in queues other
+        runners serve): no owner, for one that serves them to take (``claim_run``)."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE dag_runs SET runner_id = NULL WHERE id = ? AND "
+                                "runner_id = ? AND state = 'running'",
+                                (run_pk, runner_id)).rowcount == 1
+
     def runner_loads(self, now: float) -> dict[int, int]:
         """Runs each live daemon holds (running, or queued and taken), by runner id: daemons
         that beat within their lease, with none counted as 0."""

@@ -373,7 +373,7 @@ tasks:
 
 
 @pytest.mark.long(7)
-def test_queues_keep_each_dag_on_the_hosts_that_serve_it(
+def test_queues_send_each_task_to_the_hosts_that_serve_it(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     out = tmp_path / "ran.txt"
     write(pipelines, "train.yaml", f"""
@@ -396,23 +396,46 @@ tasks:
     wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
              [0][0] == 8, 60, "all eight runs")
     assert sorted(set(out.read_text().splitlines())) == ["etl cpu-1", "train gpu-1"]
-    # A DAG that needs both queues, when no runner serves both: its run waits, and says why.
+    # A DAG whose tasks need both queues: each task runs on a host serving its queue, once,
+    # the run handed between the hosts as its next tasks need (a parallel branch included).
     write(pipelines, "both.yaml", f"""
 dag_id: both
 tasks:
-  prep: {{command: 'echo "both $FLOWTUI_HOSTNAME" >> {out}'}}
-  fit: {{command: 'true', queue: gpu, deps: [prep]}}
+  prep: {{command: 'echo "$FLOWTUI_RUN_ID prep $FLOWTUI_HOSTNAME" >> {out}'}}
+  fit: {{command: 'echo "$FLOWTUI_RUN_ID fit $FLOWTUI_HOSTNAME" >> {out}', queue: gpu,
+         deps: [prep]}}
+  stats: {{command: 'echo "$FLOWTUI_RUN_ID stats $FLOWTUI_HOSTNAME" >> {out}', deps: [prep]}}
+  report: {{command: 'echo "$FLOWTUI_RUN_ID report $FLOWTUI_HOSTNAME" >> {out}',
+            deps: [fit, stats]}}
 """)
-    assert flowtui("trigger", "both", home=cpu.home, pipelines=pipelines,
+    for _ in range(3):
+        assert flowtui("trigger", "both", home=cpu.home, pipelines=pipelines,
+                       env=cpu.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE dag_id = 'both' AND "
+                                   "state = 'success'")[0][0] == 3, 60, "the three runs",
+             lambda: where_stuck(pg_url, hosts))
+    lines = [line.split() for line in out.read_text().splitlines() if "prep" in line
+             or "fit" in line or "stats" in line or "report" in line]
+    assert Counter((run, task) for run, task, _ in lines) == Counter(
+        {(run, task): 1 for run, _, _ in lines for task in ("prep", "fit", "stats", "report")})
+    assert {(task, host) for _, task, host in lines} == {
+        ("prep", "cpu-1"), ("fit", "gpu-1"), ("stats", "cpu-1"), ("report", "cpu-1")}
+    # A DAG whose first task is in a queue no runner serves: its run waits, and says why.
+    write(pipelines, "tpu.yaml", f"""
+dag_id: tpu
+tasks:
+  shard: {{command: 'echo "tpu $FLOWTUI_HOSTNAME" >> {out}', queue: tpu}}
+""")
+    assert flowtui("trigger", "tpu", home=cpu.home, pipelines=pipelines,
                    env=cpu.env).returncode == 0
-    def reason() -> str:
-        return query(pg_url, "SELECT reason FROM task_instances WHERE dag_id = 'both' AND "
-                             "task_id = 'prep'")[0][0]
 
-    wait_for(lambda: "no live runner serves its queues (default,gpu)" in reason(), 30,
-             "the queued run to say why it waits")
-    assert "flowtui runner --queues default,gpu" in reason()
-    assert "both" not in out.read_text()
+    def reason() -> str:
+        return query(pg_url, "SELECT reason FROM task_instances WHERE dag_id = 'tpu'")[0][0]
+
+    wait_for(lambda: "no live runner serves the queue of its first tasks (tpu)" in reason(),
+             30, "the queued run to say why it waits")
+    assert "flowtui runner --queues tpu" in reason()
+    assert "tpu" not in out.read_text()
     bad = flowtui("runner", "--queues", " , ", home=tmp_path / "x", pipelines=pipelines)
     assert bad.returncode == 2 and "--queues is empty" in bad.stderr
 
