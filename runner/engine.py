@@ -392,19 +392,20 @@ class Engine:
             if live is None or live.state != RunState.RUNNING:
                 self.unserved.discard(run_pk)
                 continue
-            if any(task.state not in TERMINAL and self.serves(task) and task.state != TaskState.NONE
-                   for task in live.tasks.values()):
-                continue  # a try of it is running or due here: once it ends, look again
-            try:
-                self.flush()  # what was decided here is in the store before another looks
-            except StoreUnavailable:
-                return
-            self.unserved.discard(run_pk)
-            if self.store.release_run(run_pk, self.runner_id):  # type: ignore[arg-type]
-                self.runs.pop(run_pk, None)
-                live.superseded = True  # its timers here do nothing any more
-                self.launcher.forget_log_dirs(live)
-                self.store.notify_runners()
+            if any(task.pid is not None or task.state in (TaskState.RUNNING, TaskState.QUEUED)
+                   or (task.state not in TERMINAL and task.state != TaskState.NONE
+                       and self.serves(task)) for task in live.tasks.values()):
+                continue  # a try of it runs here (whatever its queue) or is due: look again
+            self.hook(self._let_go, live)
+
+    def _let_go(self, live: LiveRun) -> None:
+        self.flush()  # what was decided here is in the store before another runner looks
+        self.unserved.discard(live.pk)
+        if self.store.release_run(live.pk, self.runner_id):  # type: ignore[arg-type]
+            self.runs.pop(live.pk, None)
+            live.superseded = True  # its timers here do nothing any more
+            self.launcher.forget_log_dirs(live)
+            self.store.notify_runners()
 
     def _let_go_of_taken_runs(self, now: float) -> None:
         for run_pk in self.store.taken_from(self.runner_id, list(self.runs)):  # type: ignore[arg-type]

@@ -118,23 +118,38 @@ class Launcher:
             return
         self._launch_ready(now)
 
+    def _set_aside_unserved(self, now: float) -> None:
+        """`runner --queues`: ready tasks in queues other runners serve leave the ready list
+        and mark their runs for hand-over (``Engine._hand_over``), all of them, also while
+        this runner's own slots are full."""
+        engine = self.engine
+        ready = self.lifecycle.ready
+        unserved = [entry for entry in ready if not engine.serves(entry[4])]
+        if not unserved:
+            return
+        ready[:] = [entry for entry in ready if engine.serves(entry[4])]
+        heapq.heapify(ready)
+        for *_, task in unserved:
+            if task.state != S.SCHEDULED or task.run.superseded:
+                continue
+            reason = (f"waiting for a runner serving queue {task.spec.queue} "
+                      f"('flowtui runner --queues {task.spec.queue}' on a host)")
+            if task.reason != reason:
+                self.lifecycle.set_reason(task, reason, now)
+            engine.unserved.add(task.run.pk)
+
     def _launch_ready(self, now: float) -> None:
         engine = self.engine
         ready = self.lifecycle.ready
         slots = engine.slots
+        if engine.queues is not None:
+            self._set_aside_unserved(now)
         blocked: list[tuple[int, int, int, int, LiveTask]] = []
         launching: list[LiveTask] = []
         while ready:
             entry = heapq.heappop(ready)
             task = entry[4]
             if task.state != S.SCHEDULED or task.run.timed_out or task.run.superseded:
-                continue
-            if not engine.serves(task):  # `runner --queues`: the run goes where it is served
-                reason = (f"waiting for a runner serving queue {task.spec.queue} "
-                          f"('flowtui runner --queues {task.spec.queue}' on a host)")
-                if task.reason != reason:
-                    self.lifecycle.set_reason(task, reason, now)
-                engine.unserved.add(task.run.pk)
                 continue
             if task.spec.window and self.outside_window(task, now):
                 continue

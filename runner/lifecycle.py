@@ -104,8 +104,8 @@ class Lifecycle:
             engine.hook(engine.on_run_finished, live)
 
     def dagrun_timeout(self, live: LiveRun, now: float) -> None:
-        if live.state != RunState.RUNNING or live.pk not in self.engine.runs:
-            return
+        if live.state != RunState.RUNNING or live.superseded or live.pk not in self.engine.runs:
+            return  # over, or let go of (a timer of this copy; a copy taken back has its own)
         live.timed_out = True
         for task in live.tasks.values():
             if task.state == S.RUNNING:
@@ -176,6 +176,8 @@ class Lifecycle:
 
     def schedule(self, task: LiveTask, now: float) -> None:
         """Mark a task ready; it starts in this turn's launch pass if a slot is free."""
+        if task.run.superseded:
+            return  # a timer of a run let go of: its new owner decides (this copy is stale)
         launcher = self.engine.launcher
         if task.spec.window and launcher.outside_window(task, now):
             return

@@ -420,6 +420,8 @@ tasks:
         {(run, task): 1 for run, _, _ in lines for task in ("prep", "fit", "stats", "report")})
     assert {(task, host) for _, task, host in lines} == {
         ("prep", "cpu-1"), ("fit", "gpu-1"), ("stats", "cpu-1"), ("report", "cpu-1")}
+    assert query(pg_url, "SELECT count(*) FROM tries t JOIN dag_runs r ON r.id = t.run_pk "
+                         "WHERE r.dag_id = 'both'") == [(12,)]  # one try a task, none twice
     # A DAG whose first task is in a queue no runner serves: its run waits, and says why.
     write(pipelines, "tpu.yaml", f"""
 dag_id: tpu
@@ -439,6 +441,33 @@ tasks:
     bad = flowtui("runner", "--queues", " , ", home=tmp_path / "x", pipelines=pipelines)
     assert bad.returncode == 2 and "--queues is empty" in bad.stderr
 
+
+
+def test_a_run_handed_between_hosts_times_out_once_by_its_owner(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """A run that went from one host to another and back times out by its dagrun_timeout
+    once, at its owner of the moment: the timer its first host armed before letting it go
+    does nothing (it skipped a task done meanwhile elsewhere and ended the run under its new
+    copy, which a late end then flipped to success)."""
+    write(pipelines, "round.yaml", """
+dag_id: round
+dagrun_timeout: 6s
+tasks:
+  prep: {command: 'true'}
+  fit: {command: 'true', queue: gpu, deps: [prep]}
+  report: {command: 'sleep 60', deps: [fit]}
+""")
+    cpu = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
+    gpu = Host("gpu-1", tmp_path, pipelines, pg_url, args=("--queues", "gpu"))
+    hosts += [cpu, gpu]
+    assert flowtui("trigger", "round", home=cpu.home, pipelines=pipelines,
+                   env=cpu.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("failed",)], 40,
+             "the run to time out", lambda: where_stuck(pg_url, hosts))
+    states = dict(query(pg_url, "SELECT task_id, state FROM task_instances"))
+    assert states == {"prep": "success", "fit": "success", "report": "failed"}, states
+    assert query(pg_url, "SELECT count(*) FROM events WHERE kind = 'run' AND "
+                         "new_state IN ('failed', 'success')") == [(1,)]  # ended once
 
 
 def test_a_kill_typed_on_another_host_ends_the_task_within_a_second(
