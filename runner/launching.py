@@ -63,6 +63,12 @@ class Launcher:
             for path in paths:
                 try:
                     os.makedirs(path, exist_ok=True)
+                    # The first try's exit-status file too, empty (read as "no status", as a
+                    # missing one is): the shell's EXIT trap then only truncates and writes it,
+                    # and the file's creation leaves the path from a task's end to the next
+                    # task's start. Never truncated here: a try may have written it already.
+                    os.close(os.open(os.path.join(path, "1.exit"), os.O_WRONLY | os.O_CREAT,
+                                     0o644))
                 except OSError:
                     break  # the launch creates it, or reports why it cannot
                 with self._dirs_lock:

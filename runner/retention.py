@@ -129,7 +129,19 @@ class Cleaner:
             self.done.bytes += size
             folders.add(os.path.dirname(name))
         # The run's folders (logs/DAG/RUN/TASK), emptied, go too; never logs/ or a DAG's folder.
+        # A task that never ran left a folder with, at most, the empty exit-status file made
+        # ahead of its first try: those go with their run.
         root = os.path.abspath(self.logs_dir)
+        for run_folder in {os.path.dirname(os.path.abspath(f)) for f in folders}:
+            if not run_folder.startswith(root + os.sep) or os.path.dirname(run_folder) == root:
+                continue
+            try:
+                task_folders = [e.path for e in os.scandir(run_folder) if e.is_dir()]
+            except OSError:
+                continue
+            for task_folder in task_folders:
+                _remove_if_unused(task_folder)
+                folders.add(task_folder)
         for folder in sorted(folders, key=len, reverse=True):
             path = os.path.abspath(folder)
             for _ in range(2):  # the task's folder, then the run's
@@ -140,6 +152,19 @@ class Cleaner:
                 except OSError:
                     break
                 path = os.path.dirname(path)
+
+
+def _remove_if_unused(folder: str) -> None:
+    """Remove the empty exit-status files of a task folder no try wrote in (made ahead of a
+    first try that never came)."""
+    try:
+        entries = list(os.scandir(folder))
+        if all(e.name.endswith(".exit") and e.is_file() and e.stat().st_size == 0
+               for e in entries):
+            for entry in entries:
+                os.unlink(entry.path)
+    except OSError:
+        pass
 
 
 class DailyRetention:

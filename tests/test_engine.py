@@ -379,3 +379,34 @@ def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) ->
     while {t for t in threading.enumerate() if t.name == "flowtui-logdirs"} - before:
         assert time.monotonic() < deadline, "a log-folder thread outlived its engine"
         time.sleep(0.01)
+
+
+def test_a_first_try_s_exit_file_is_made_ahead_read_as_no_status_and_cleaned_with_its_run(
+        home: Path, pipelines: Path) -> None:
+    """Each task's first exit-status file is made, empty, with the run's log folders (ahead
+    of the task, off the path from one task's end to the next one's start): the try's shell
+    then writes its status into it; one that never ran reads as no status, as a missing file
+    does; and a run's clean removes the folders of its tasks that never ran too."""
+    from flowtui.runner import executor
+    from flowtui.runner.retention import Cleaner
+
+    write(pipelines, "c.yaml", """
+        dag_id: c
+        tasks:
+          a: {command: "exit 3"}
+          b: {command: "true", deps: [a]}
+    """)
+    store, engine, dag, run = engine_and_run(home, pipelines, "c")
+    engine.start_run(dag, run)
+    engine.run_until_done()
+    engine.close()
+    folder = home / "logs" / "c" / run.run_id
+    assert (folder / "a" / "1.exit").read_text().strip() == "3"
+    assert (folder / "b" / "1.exit").read_bytes() == b""  # made ahead; b never ran
+    assert executor.read_exit_status(str(folder / "b" / "1.exit")) is None
+    assert {t.task_id: t.state for t in store.task_instances(run.pk)} == \
+        {"a": "failed", "b": "upstream_failed"}
+    cleaned = Cleaner(store, home / "logs", time.time() + 86400).run()
+    assert cleaned.runs == 1 and not folder.exists()
+    store.close()
+
