@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
+CLOSE_WAIT = 5.0  # seconds the engine's close waits for its folder thread
 POOL_LOOK = 0.05  # seconds between looks at a pool other hosts hold
 SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
 SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
@@ -43,6 +44,7 @@ class Launcher:
         self._dirs_made: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._dir_queue: queue.SimpleQueue[list[str] | None] | None = None
+        self._dir_thread: threading.Thread | None = None
 
     # -- log folders -----------------------------------------------------------------------
     def make_log_dirs(self, live: LiveRun) -> None:
@@ -53,8 +55,9 @@ class Launcher:
         """
         if self._dir_queue is None:
             self._dir_queue = queue.SimpleQueue()
-            threading.Thread(target=self._dir_worker, name="flowtui-logdirs",
-                             daemon=True).start()
+            self._dir_thread = threading.Thread(target=self._dir_worker, name="flowtui-logdirs",
+                                                daemon=True)
+            self._dir_thread.start()
         self._dir_queue.put([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
 
     def _dir_worker(self) -> None:
@@ -75,9 +78,11 @@ class Launcher:
                     self._dirs_made.add(path)
 
     def close(self) -> None:
-        """End the folder thread (it held the engine, its store and runs while it lived)."""
-        if self._dir_queue is not None:
+        """End the folder thread (it held the engine, its store and runs while it lived) once
+        it has made what it was given, waiting a few seconds at most (a hung file system)."""
+        if self._dir_queue is not None and self._dir_thread is not None:
             self._dir_queue.put(None)
+            self._dir_thread.join(CLOSE_WAIT)
 
     def forget_log_dirs(self, live: LiveRun) -> None:
         prefix = live.log_base + os.sep
