@@ -429,9 +429,13 @@ class Daemon:
 
     def _can_advance(self, dag: DagSpec, run: Any) -> bool:
         """Whether this runner can take a run no live runner owns and do something for it: a
-        try of it to settle (its runner died), or a task in a queue served here that is due
-        or whose upstreams are all done."""
+        try of it to settle (its runner died), a task in a queue served here that is due or
+        whose upstreams are all done, or its dagrun_timeout to apply (it passed while the run
+        waited for a runner serving its next queue: its adoption times it out at once)."""
         if self.queues is None:
+            return True
+        if dag.dagrun_timeout and run.start_date is not None and \
+                self.clock.now() >= run.start_date + dag.dagrun_timeout and self._serves_any(dag):
             return True
         states = {t.task_id: TaskState(t.state) for t in self.store.task_instances(run.pk)}
         for task_id, state in states.items():

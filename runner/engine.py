@@ -392,6 +392,9 @@ class Engine:
             if live is None or live.state != RunState.RUNNING:
                 self.unserved.discard(run_pk)
                 continue
+            timeout = live.dag.dagrun_timeout
+            if timeout and self.now() >= live.started_at + timeout:
+                continue  # its timeout is due: it ends here, not on another runner
             if any(task.pid is not None or task.state in (TaskState.RUNNING, TaskState.QUEUED)
                    or (task.state not in TERMINAL and task.state != TaskState.NONE
                        and self.serves(task)) for task in live.tasks.values()):

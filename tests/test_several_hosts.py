@@ -470,6 +470,28 @@ tasks:
                          "new_state IN ('failed', 'success')") == [(1,)]  # ended once
 
 
+def test_a_run_waiting_for_a_queue_nobody_serves_still_times_out(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """Let go of by its runner (its next task is in a queue no live runner serves), a run has
+    no owner to apply its dagrun_timeout: a runner serving the DAG's other queues takes it
+    once the timeout has passed, and it ends failed, its waiting task skipped."""
+    write(pipelines, "far.yaml", """
+dag_id: far
+dagrun_timeout: 2s
+tasks:
+  prep: {command: 'true'}
+  shard: {command: 'true', queue: tpu, deps: [prep]}
+""")
+    cpu = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
+    hosts.append(cpu)
+    assert flowtui("trigger", "far", home=cpu.home, pipelines=pipelines,
+                   env=cpu.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("failed",)], 30,
+             "the run to time out", lambda: where_stuck(pg_url, hosts))
+    assert dict(query(pg_url, "SELECT task_id, state FROM task_instances")) == \
+        {"prep": "success", "shard": "skipped"}
+
+
 def test_a_kill_typed_on_another_host_ends_the_task_within_a_second(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
     write(pipelines, "stuck.yaml", """
