@@ -442,6 +442,17 @@ tasks:
     assert bad.returncode == 2 and "--queues is empty" in bad.stderr
 
 
+def timed_out_run(dag_id: str, pg_url: str, pipelines: Path, hosts: list[Host],
+                  timeout: float) -> dict[str, str]:
+    """Trigger ``dag_id`` on the first host, wait for its only run to fail (its
+    dagrun_timeout), and return its tasks' states."""
+    first = hosts[0]
+    assert flowtui("trigger", dag_id, home=first.home, pipelines=pipelines,
+                   env=first.env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("failed",)], timeout,
+             "the run to time out", lambda: where_stuck(pg_url, hosts))
+    return dict(query(pg_url, "SELECT task_id, state FROM task_instances"))
+
 
 def test_a_run_handed_between_hosts_times_out_once_by_its_owner(
         pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
@@ -460,11 +471,7 @@ tasks:
     cpu = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
     gpu = Host("gpu-1", tmp_path, pipelines, pg_url, args=("--queues", "gpu"))
     hosts += [cpu, gpu]
-    assert flowtui("trigger", "round", home=cpu.home, pipelines=pipelines,
-                   env=cpu.env).returncode == 0
-    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("failed",)], 40,
-             "the run to time out", lambda: where_stuck(pg_url, hosts))
-    states = dict(query(pg_url, "SELECT task_id, state FROM task_instances"))
+    states = timed_out_run("round", pg_url, pipelines, hosts, 40)
     assert states == {"prep": "success", "fit": "success", "report": "failed"}, states
     assert query(pg_url, "SELECT count(*) FROM events WHERE kind = 'run' AND "
                          "new_state IN ('failed', 'success')") == [(1,)]  # ended once
@@ -484,11 +491,7 @@ tasks:
 """)
     cpu = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
     hosts.append(cpu)
-    assert flowtui("trigger", "far", home=cpu.home, pipelines=pipelines,
-                   env=cpu.env).returncode == 0
-    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("failed",)], 30,
-             "the run to time out", lambda: where_stuck(pg_url, hosts))
-    assert dict(query(pg_url, "SELECT task_id, state FROM task_instances")) == \
+    assert timed_out_run("far", pg_url, pipelines, hosts, 30) == \
         {"prep": "success", "shard": "skipped"}
 
 
