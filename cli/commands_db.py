@@ -25,32 +25,40 @@ def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
     store = read_store(config)
     cutoff = store.now() - age
     if args.dry_run:
-        return _dry_run(store, cutoff, age, args)
+        return _dry_run(store, cutoff, age, args, Cleaner(store, config.logs_dir, cutoff))
     cleaner = Cleaner(store, config.logs_dir, cutoff, audit=args.audit, actor=current_user())
     done = cleaner.run()
     with store.transaction() as conn:
         store.audit(conn, "db clean", detail={
             "older_than": args.older_than, "cutoff": cutoff, "runs": done.runs,
             "tries": done.tries, "events": done.events, "alerts": done.alerts,
-            "dataset_events": done.dataset_events, "audit": done.audit, "files": done.files})
+            "dataset_events": done.dataset_events, "audit": done.audit, "files": done.files,
+            "unheld_log_folders": done.folders})
     if args.json:
         print(json.dumps({"cutoff": local_time(cutoff), "runs": done.runs, "tries": done.tries,
                           "events": done.events, "alerts": done.alerts,
                           "dataset_events": done.dataset_events,
                           "dataset_triggers": done.dataset_triggers,
                           "audit_entries": done.audit,
-                          "log_files": done.files, "log_bytes": done.bytes}, indent=2))
+                          "log_files": done.files, "log_bytes": done.bytes,
+                          "unheld_log_folders": done.folders}, indent=2))
         return EXIT_OK
     echo(f"removed {done.runs} finished runs that ended before {local_time(cutoff)}: "
          f"{done.tries} tries, {done.events} events, {done.alerts} resolved alerts, "
          f"{done.files} log files ({_size(done.bytes)}), {done.dataset_events} dataset "
          "events" + (f", {done.audit} audit entries" if args.audit else
                                     "; the audit log is kept (--audit removes it too)"))
+    if done.folders:
+        echo(f"and this host's log folders of {done.folders} runs another host's clean "
+             "removed from the database")
     return EXIT_OK
 
 
-def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
+def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace,
+             cleaner: Cleaner) -> int:
     runs = store.retention.old_runs(cutoff)
+    # a shared database (SPEC 10): this host's logs of runs another host's clean removed
+    unheld = cleaner.folders_unheld() if store.kind == "postgresql" else []
     tries, events = store.retention.counts(runs)
     audit = store.retention.old_audit(cutoff) if args.audit else 0
     dataset_events, _ = store.retention.old_dataset_rows(cutoff)
@@ -59,7 +67,7 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
             {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state,
              "end_date": local_time(r.end_date)} for r in runs],
             "tries": tries, "events": events, "dataset_events": dataset_events,
-            "audit_entries": audit}, indent=2))
+            "audit_entries": audit, "unheld_log_folders": unheld}, indent=2))
         return EXIT_OK
     echo(f"dry run: nothing removed. Finished runs that ended more than "
          f"{format_duration(age)} ago (before {local_time(cutoff)}), and nothing changed since:")
@@ -71,6 +79,10 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace) -> int:
              ", ".join(f"{dag} {n}" for dag, n in sorted(per_dag.items())))
     echo(f"would remove {len(runs)} runs, {tries} tries and their logs, {events} events, "
          f"{dataset_events} dataset events (each dataset's newest stays)" + (f", {audit} audit entries" if args.audit else "; the audit log is kept"))
+    if unheld:
+        echo(f"and this host's log folders of {len(unheld)} runs the database no longer holds "
+             f"(another host's clean removed them), untouched since the cutoff: "
+             f"{', '.join(unheld[:3])}{' ...' if len(unheld) > 3 else ''}")
     return EXIT_OK
 
 

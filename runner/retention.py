@@ -4,13 +4,17 @@
 applies it once a day) remove finished runs that nothing has touched since the cutoff, with their
 task instances, tries, events, resolved alerts and log files, and dataset events older than the
 cutoff (each dataset's newest stays); running and recent runs stay, and so does the audit log
-unless asked. The work goes in batches that each hold the write lock for at most about
+unless asked. On a database several hosts share (SPEC 10), each host keeps its own tries' logs,
+which the host whose clean removes a run cannot reach: every host's clean also removes the log
+folders of its runs that the database no longer holds, untouched since the cutoff. The work goes
+in batches that each hold the write lock for at most about
 ``BUDGET`` seconds, the batch size adapting to how fast this machine and store are."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +40,7 @@ class Cleaned:
     audit: int = 0
     files: int = 0
     bytes: int = 0
+    folders: int = 0  # this host's log folders of runs another host's clean removed
     batches: int = 0
     longest_batch: float = 0.0  # seconds the longest batch held the write lock
 
@@ -72,6 +77,9 @@ class Cleaner:
         self.done = Cleaned()
         self._runs_left = True
         self._datasets_left = True
+        # a shared database's other hosts remove runs whose logs are here (SPEC 10)
+        self._folders: Iterator[tuple[str, list[str]]] | None = (
+            self.unheld_folders() if store.kind == "postgresql" else None)
 
     def step(self) -> bool:
         """One batch; False once nothing is left to remove."""
@@ -85,6 +93,19 @@ class Cleaner:
             self.done.events += removed.events
             self.done.alerts += removed.alerts
             self._delete_files(removed.files)  # committed first: a kept run's log never goes
+        elif self._folders is not None:
+            chunk = next(self._folders, None)
+            took = 0.0
+            if chunk is None:
+                self._folders = None
+            else:
+                dag_id, names = chunk
+                held = self.store.retention.runs_held(dag_id, names)
+                took = time.perf_counter() - started
+                for name in names:
+                    if name not in held:
+                        self._delete_folder(os.path.join(self.logs_dir, dag_id, name))
+                        self.done.folders += 1
         elif self._datasets_left:
             events, triggers = self.store.retention.remove_dataset_batch(self.cutoff,
                                                                          self.batch * 20)
@@ -107,7 +128,44 @@ class Cleaner:
             self.batch = max(1, self.batch // 2)
         elif took < self.budget / 8:
             self.batch = min(self.batch * 2, 5000)
-        return self._runs_left or self._datasets_left or self.audit
+        return self._runs_left or self._folders is not None or self._datasets_left or self.audit
+
+    def unheld_folders(self) -> Iterator[tuple[str, list[str]]]:
+        """This host's run log folders (logs/DAG/RUN) untouched since the cutoff, a DAG's at a
+        time, in batches: those the store no longer holds go (another host's clean removed
+        their runs). A run folder's time is when its last task folder was made in it, as its
+        run started; a run that is still held stays, however old its folder."""
+        try:
+            dags = [e for e in os.scandir(self.logs_dir) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for dag in dags:
+            try:
+                names = [e.name for e in os.scandir(dag.path) if e.is_dir(follow_symlinks=False)
+                         and e.stat(follow_symlinks=False).st_mtime < self.cutoff]
+            except OSError:
+                continue
+            for start in range(0, len(names), 200):
+                yield dag.name, names[start:start + 200]
+
+    def folders_unheld(self) -> list[str]:
+        """What the folder pass would remove (a dry run's list)."""
+        return [os.path.join(self.logs_dir, dag_id, name)
+                for dag_id, names in self.unheld_folders()
+                for name in sorted(set(names) - self.store.retention.runs_held(dag_id, names))]
+
+    def _delete_folder(self, folder: str) -> None:
+        for base, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(base, name)
+                try:
+                    size = os.lstat(path).st_size
+                    os.unlink(path)
+                except OSError:
+                    continue  # what cannot be removed stays; its run is gone either way
+                self.done.files += 1
+                self.done.bytes += size
+        shutil.rmtree(folder, ignore_errors=True)
 
     def run(self, between: Callable[[], None] | None = None) -> Cleaned:
         while self.step():

@@ -3,6 +3,7 @@ instances, tries and events (the audit log only when asked). Each call is one sh
 transaction over a batch, so a clean never holds the write lock for long."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,17 @@ class RetentionRecords:
             events += conn.execute("SELECT count(*) FROM events WHERE dag_id = ? AND run_id = ?",
                                    (run.dag_id, run.run_id)).fetchone()[0]
         return tries, events
+
+    def runs_held(self, dag_id: str, run_ids: Sequence[str]) -> set[str]:
+        """Which of these runs of ``dag_id`` the store still holds."""
+        held: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            held.update(row[0] for row in self.store.conn.execute(
+                f"SELECT run_id FROM dag_runs WHERE dag_id = ? AND run_id IN ({marks})",
+                (dag_id, *chunk)))
+        return held
 
     def log_files(self, runs: list[OldRun]) -> list[str]:
         conn = self.store.conn

@@ -5,6 +5,7 @@ history, not rows written by hand."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
@@ -38,14 +39,14 @@ def record_runs(home: Path, pipelines: Path, ages_in_days: list[float]) -> None:
     now = time.time()
     for age in ages_in_days:
         clock = ManualClock(start=now - age * DAY)
-        store = Store.open(config.db_path, now=clock.now)
+        store = Store.open(config.database, now=clock.now)
         record_load(store, result)
         run = run_in_foreground(store, config, result.dags["etl"], logical_date=None, conf={},
                                 handle_signals=False, clock=clock)
         assert run.state == "success"
         store.close()
     clock = ManualClock(start=now - 300 * DAY)
-    store = Store.open(config.db_path, now=clock.now)
+    store = Store.open(config.database, now=clock.now)
     store.create_run(dag_id="etl", run_id="stuck", run_type="manual", logical_date=clock.now(),
                      data_interval_start=clock.now(), data_interval_end=clock.now(), conf={},
                      state="running", runner_id=None, tasks=[("extract", 1, "default", 1, 1)])
@@ -201,6 +202,46 @@ def test_the_runner_cleans_once_a_day_in_batches_when_retention_is_set(
     finally:
         daemon.close()
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_each_host_s_clean_removes_its_logs_of_runs_another_host_s_clean_removed(
+        pg_url: str, tmp_path: Path, pipelines: Path) -> None:
+    """SPEC 10: each host keeps its own tries' logs, which the host whose clean removes a run
+    cannot reach. Every host's clean (`db clean`, or its runner's retention) removes its own
+    log folders of runs the shared database no longer holds, untouched since the cutoff; the
+    folder of a run still held stays however old, and so does one touched since."""
+    write(pipelines, "etl.yaml", ETL)
+    here, there = tmp_path / "host-a", tmp_path / "host-b"
+    here.mkdir()
+    there.mkdir()
+    record_runs(there, pipelines, [200, 120, 1])  # run on host b, 200, 120 and 1 day ago
+    folders = {p.name: p for p in (there / "logs" / "etl").iterdir()}
+    by_age = sorted(folders, key=lambda name: name)  # manual__<date>: oldest first
+    assert len(by_age) == 3
+    oldest, middle, recent = (folders[name] for name in by_age)
+    for folder, age in ((oldest, 200), (recent, 1)):  # as old as their runs
+        stamp = time.time() - age * DAY
+        os.utime(folder, (stamp, stamp))
+    # middle's folder was touched today (a copy, an edit): it is not older than the cutoff
+    (there / "logs").rename(there / "away")  # host a's clean cannot reach host b's files
+    try:
+        done = flowtui("db", "clean", "--older-than", "90d", "--json", home=here,
+                       pipelines=pipelines)
+    finally:
+        (there / "away").rename(there / "logs")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 2
+    assert oldest.exists() and middle.exists()  # still on host b
+
+    dry = flowtui("db", "clean", "--older-than", "90d", "--dry-run", "--json", home=there,
+                  pipelines=pipelines)
+    assert json.loads(dry.stdout)["unheld_log_folders"] == [str(oldest)]
+    assert oldest.exists()
+    done = flowtui("db", "clean", "--older-than", "90d", home=there, pipelines=pipelines)
+    assert done.returncode == 0, done.stderr
+    assert "log folders of 1 runs another host's clean removed" in done.stdout, done.stdout
+    assert not oldest.exists()
+    assert middle.exists() and recent.exists()  # touched since the cutoff; still held
 
 
 def test_a_short_retention_is_cleaned_every_tenth_of_it_not_once_a_day(
