@@ -80,6 +80,7 @@ class Engine:
         self.unserved: set[int] = set()  # runs with a ready task in a queue not served here
         self.lifecycle = Lifecycle(self)
         self.launcher = launcher(self)
+        store.checkpoint_aside()  # no commit of the loop copies the whole log itself
 
     # -- public ----------------------------------------------------------------------------
     def now(self) -> float:
@@ -212,6 +213,7 @@ class Engine:
 
     def close(self) -> None:
         self.launcher.close()
+        self.store.checkpoint_inline()
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -358,17 +358,20 @@ def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
 
 
 def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) -> None:
-    """The thread that makes a run's log folders ahead of its tasks ends with its engine: it
-    held the engine, its store and its runs for as long as the process lived (a foreground
-    `flowtui run`, each backfill or operator action applied in a process that goes on)."""
+    """The threads an engine starts end with it: the one making a run's log folders ahead of
+    its tasks (it held the engine, its store and its runs for as long as the process lived: a
+    foreground `flowtui run`, each backfill or operator action applied in a process that goes
+    on) and the one copying the write-ahead log."""
     import threading
+
+    mine = ("flowtui-logdirs", "flowtui-checkpoint")
 
     write(pipelines, "c.yaml", """
         dag_id: c
         tasks:
           a: {command: "true"}
     """)
-    before = {t for t in threading.enumerate() if t.name == "flowtui-logdirs"}
+    before = {t for t in threading.enumerate() if t.name in mine}
     for _ in range(3):
         store, engine, dag, run = engine_and_run(home, pipelines, "c")
         engine.start_run(dag, run)
@@ -376,8 +379,8 @@ def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) ->
         engine.close()
         store.close()
     deadline = time.monotonic() + 10
-    while {t for t in threading.enumerate() if t.name == "flowtui-logdirs"} - before:
-        assert time.monotonic() < deadline, "a log-folder thread outlived its engine"
+    while {t for t in threading.enumerate() if t.name in mine} - before:
+        assert time.monotonic() < deadline, "a thread outlived its engine"
         time.sleep(0.01)
 
 

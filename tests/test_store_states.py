@@ -92,3 +92,43 @@ def test_an_older_home_keeps_its_history_through_the_upgrade(tmp_path: Path) -> 
     with store.transaction() as conn:
         conn.execute("DELETE FROM dag_runs WHERE id = 1")
     assert store.task_instances(1) == [] and store.tries(1) == []
+
+
+def _wal_frames(db: Path) -> tuple[int, int]:
+    """(frames in the write-ahead log, frames of it copied into the database), as SQLite's
+    shared index (the -shm file) holds them: mxFrame in its header, nBackfill after it."""
+    import struct
+
+    data = (db.parent / f"{db.name}-shm").read_bytes()[:100]
+    return struct.unpack_from("=I", data, 16)[0], struct.unpack_from("=I", data, 96)[0]
+
+
+def test_an_engine_s_commits_leave_copying_the_log_to_a_thread(tmp_path: Path) -> None:
+    """The commit that takes the write-ahead log past 1,000 pages copies it into the database
+    file (10-25 ms on a slow disk, once every hundred tasks, while the next task waits): with
+    an engine's store, a thread copies it every few dozen commits instead, so that commit finds
+    little left to copy; and the thread ends with ``checkpoint_inline`` (the engine's close)."""
+    import threading
+    import time
+
+    from flowtui.store import db
+
+    path = tmp_path / "flowtui.db"
+    store = Store.open(path)
+    runner = store.register_runner("run")
+    assert store.checkpoint()  # the log starts empty
+    store.checkpoint_aside()
+    for i in range(db.CHECKPOINT_EVERY):
+        changes = Changes()
+        changes.heartbeat(runner, 1000.0 + i, tries=False)
+        store.apply(changes)
+    frames, copied = _wal_frames(path)
+    assert 0 < frames < 1000  # SQLite's own checkpoint has not come
+    deadline = time.monotonic() + 10
+    while copied < frames:
+        assert time.monotonic() < deadline, f"{copied} of {frames} frames copied"
+        time.sleep(0.01)
+        frames, copied = _wal_frames(path)
+    store.checkpoint_inline()
+    assert not [t for t in threading.enumerate() if t.name == "flowtui-checkpoint"]
+    store.close()
