@@ -85,9 +85,11 @@ class Launcher:
             self._dir_thread.join(CLOSE_WAIT)
 
     def forget_log_dirs(self, live: LiveRun) -> None:
-        prefix = live.log_base + os.sep
+        """A run done here: its folders leave the set (its own, not a scan of every run's:
+        a year's backfill ended 365 runs over a set of 3,650 folders)."""
         with self._dirs_lock:  # the folder thread adds to this set
-            self._dirs_made -= {d for d in self._dirs_made if d.startswith(prefix)}
+            self._dirs_made.difference_update(os.path.join(live.log_base, t)
+                                              for t in live.dag.tasks)
 
     # -- windows ---------------------------------------------------------------------------
     def outside_window(self, task: LiveTask, now: float) -> bool:
