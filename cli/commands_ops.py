@@ -80,7 +80,7 @@ def _trigger_last_good(store: Store, args: argparse.Namespace, conf: dict) -> Ru
                                run_type="manual", logical_date=logical,
                                data_interval_start=logical, data_interval_end=logical,
                                conf=conf, state="queued", runner_id=None, tasks=[],
-                               cause="operator")
+                               cause="operator", unique=True)  # .2, .3: as any trigger
     except Exception as exc:
         raise RunError(str(exc)) from None
     echo(f"flowtui: warning: {args.dag_id}'s file has errors ('flowtui dags check'); the "

@@ -25,6 +25,7 @@ from flowtui.runner.loader import LoadError, load_folder, pipeline_files, record
 from flowtui.runner.model import DagSpec
 from flowtui.runner.freshness import FreshnessWatch
 from flowtui.runner.freshness import policies as freshness_policies
+from flowtui.runner.folderwatch import FolderWatch
 from flowtui.runner.retention import DailyRetention
 from flowtui.runner.runs import consumer_run_id, partition_day
 from flowtui.runner.sla import SlaWatch
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from flowtui.runner.notify import Sender
 
 SCAN_INTERVAL = 2.0
+FULL_SCAN = 30.0  # seconds between looks at every pipeline file while the folder is watched
 TURN_WAIT = 1.0  # seconds a queued run waits for the least busy runner before anyone takes it
 # A write waits this long for another process's lock before the loop backs off and retries
 # (tasks are reaped meanwhile); the CLI's writers wait longer, they have nothing else to do.
@@ -133,6 +135,8 @@ class Daemon:
         # DAGs whose scheduling raised: dag_id -> (file, its (mtime, size) then, the error).
         self._aside: dict[str, tuple[str, tuple[int, int] | None, str]] = {}
         self._rescan_at = 0.0
+        self.watch: FolderWatch | None = None  # the kernel's word on the pipelines folder
+        self._full_scan_at = 0.0
         self._armed: set[float] = set()  # times a tick timer is set for
         self.retention: DailyRetention | None = None
         self.listener: Any = None
@@ -163,6 +167,9 @@ class Daemon:
         self.listener = self.store.listen(self.engine.wake)  # PostgreSQL: other hosts' calls
         if self.listener is not None:
             self.listener.start()
+        self.watch = FolderWatch.open(self.config.pipelines)
+        if self.watch is not None:
+            self.engine.watch_fd(self.watch.fileno(), self._files_changed)
         self.engine.hook(self._start, self.clock.now())
 
     def run_until_idle(self) -> None:
@@ -193,6 +200,10 @@ class Daemon:
         if self.listener is not None:
             self.listener.stop()
             self.listener.join(5)  # before the loop's wake pipe it writes to is closed
+        if self.watch is not None:
+            self.engine.unwatch_fd(self.watch.fileno())
+            self.watch.close()
+            self.watch = None
         self.engine.close()
         try:
             self.store.stop_runner(self.runner_id)  # and folds the log into flowtui.db
@@ -204,6 +215,7 @@ class Daemon:
         self._record_aside(now)  # a new runner tries every DAG again: stale ones go
         self._reload(now, force=True)
         self._rescan_at = now + self.scan_interval
+        self._full_scan_at = now + FULL_SCAN
         self._adopt_orphans(now)
         self._on_wake(now)
         self._arm(self.tick(now))
@@ -219,7 +231,7 @@ class Daemon:
         again with a later ``now``)."""
         if now >= self._rescan_at - 1e-3:
             self._rescan_at = now + self.scan_interval
-            self._reload(now)
+            self._rescan_files(now)
             self._adopt_orphans(now)
             self._explain_unserved(now)
             if self.store.kind == "postgresql":  # queued by a runner on another host
@@ -279,6 +291,22 @@ class Daemon:
                 continue
             snapshot[str(path)] = (st.st_mtime_ns, st.st_size)
         return snapshot
+
+    def _files_changed(self, now: float) -> None:
+        """The folder watch has news: a pipeline file may have changed."""
+        if self.watch is not None and self.watch.changed():
+            self._reload(now)
+
+    def _rescan_files(self, now: float) -> None:
+        """Reload what changed in the pipelines folder: as the folder watch tells (its events
+        are queued as a file is written, before the command that follows an edit wakes the
+        runner), and every FULL_SCAN by looking at every file anyway, for changes the kernel
+        does not see (a network mount); without a watch, every file at every look."""
+        if self.watch is None or now >= self._full_scan_at:
+            self._full_scan_at = now + FULL_SCAN
+            self._reload(now)
+        elif self.watch.changed():
+            self._reload(now)
 
     def _reload(self, now: float, force: bool = False) -> None:
         snapshot = self._files_snapshot()
@@ -550,7 +578,7 @@ class Daemon:
 
     def _on_wake(self, now: float) -> None:
         self.engine.flush()  # what was applied last time is in the store before we look again
-        self._reload(now)  # a trigger right after an edit must see the edit (cheap: stats only)
+        self._rescan_files(now)  # a trigger right after an edit must see the edit
         self._wake_sender()  # an ack or resolve from the CLI may have queued deliveries
         for request in self.store.pending_requests():
             live = self.engine.runs.get(request.run_pk)

@@ -224,6 +224,17 @@ class Engine:
         self.running[task.pid] = task  # type: ignore[index]
         self.selector.register(pidfd, selectors.EVENT_READ, task)
 
+    def watch_fd(self, fd: int, readable: Callable[[float], None]) -> None:
+        """Call ``readable(now)`` from the loop whenever ``fd`` has something to read (it must
+        read it: the selector is level-triggered)."""
+        self.selector.register(fd, selectors.EVENT_READ, readable)
+
+    def unwatch_fd(self, fd: int) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
     def unwatch(self, task: LiveTask) -> None:
         if task.pidfd is not None:
             self.selector.unregister(task.pidfd)
@@ -303,10 +314,13 @@ class Engine:
                                        skip=skip)
         now = self.now()
         for key, _ in events:
-            if key.data is None:
+            data = key.data
+            if data is None:
                 self._drain_wake(now)
+            elif callable(data):  # a file descriptor a collaborator watches (watch_fd)
+                self.hook(data, now)
             else:
-                self.lifecycle.reap(key.data, now)
+                self.lifecycle.reap(data, now)
         self._fire_timers(now)
 
     def _drain_for_exit(self) -> None:

@@ -167,3 +167,49 @@ def test_a_wake_reads_the_dags_with_waiting_runs_not_every_dag(
         assert [r.state for r in _runs(daemon, "d150")] == ["success"]
     finally:
         daemon.close()
+
+
+def test_the_runner_reads_a_pipeline_file_as_it_is_written_not_at_its_next_scan(
+        home: Path, tmp_path: Path) -> None:
+    """The kernel tells the runner of a changed pipelines folder (inotify): an idle runner
+    does not stat every pipeline file every few seconds (with 1,000 DAG files that was nearly
+    all of its CPU), and still reads a new or edited file at once; a pipelines path that comes
+    to name another folder (a deploy swapping a symlink) is noticed at the next look."""
+    import threading
+    import time
+
+    releases = tmp_path / "releases"
+    (releases / "one").mkdir(parents=True)
+    (releases / "two").mkdir()
+    write(releases / "one", "a.yaml", "dag_id: a\ntasks:\n  t: {command: 'true'}\n")
+    write(releases / "two", "b.yaml", "dag_id: b\ntasks:\n  t: {command: 'true'}\n")
+    current = tmp_path / "pipelines"
+    current.symlink_to(releases / "one")
+    daemon = Daemon(load_config(home, current), scan_interval=0.5)
+    daemon.start()
+    assert daemon.watch is not None
+    loop = threading.Thread(target=daemon.engine.run_forever)
+    loop.start()
+
+    def wait_for_dags(expected: set[str], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while set(daemon.dags) != expected:
+            assert time.monotonic() < deadline, f"{what}: {sorted(daemon.dags)}"
+            time.sleep(0.02)
+
+    try:
+        wait_for_dags({"a"}, "the first load")
+        swap = tmp_path / "swap"
+        swap.symlink_to(releases / "two")
+        swap.replace(current)  # atomically: the path now names another folder
+        wait_for_dags({"b"}, "the swapped folder read at the next look")
+        daemon.scan_interval = 3600.0  # from the next look on, only the watch tells
+        time.sleep(0.6)
+        write(releases / "two", "c.yaml", "dag_id: c\ntasks:\n  t: {command: 'true'}\n")
+        wait_for_dags({"b", "c"}, "a new file read as it is written")
+        (releases / "two" / "b.yaml").unlink()
+        wait_for_dags({"c"}, "a removed file's DAG gone")
+    finally:
+        daemon.engine.request_stop()
+        loop.join(10)
+        daemon.close()
