@@ -33,7 +33,7 @@ def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
             "older_than": args.older_than, "cutoff": cutoff, "runs": done.runs,
             "tries": done.tries, "events": done.events, "alerts": done.alerts,
             "dataset_events": done.dataset_events, "audit": done.audit, "files": done.files,
-            "unheld_log_folders": done.folders})
+            "removed_runs_log_folders": done.folders})
     if args.json:
         print(json.dumps({"cutoff": local_time(cutoff), "runs": done.runs, "tries": done.tries,
                           "events": done.events, "alerts": done.alerts,
@@ -41,7 +41,9 @@ def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
                           "dataset_triggers": done.dataset_triggers,
                           "audit_entries": done.audit,
                           "log_files": done.files, "log_bytes": done.bytes,
-                          "unheld_log_folders": done.folders}, indent=2))
+                          "removed_runs_log_folders": done.folders,
+                          "removed_runs_log_files": done.folder_files,
+                          "removed_runs_log_bytes": done.folder_bytes}, indent=2))
         return EXIT_OK
     echo(f"removed {done.runs} finished runs that ended before {local_time(cutoff)}: "
          f"{done.tries} tries, {done.events} events, {done.alerts} resolved alerts, "
@@ -49,8 +51,8 @@ def cmd_db_clean(args: argparse.Namespace, config: Config) -> int:
          "events" + (f", {done.audit} audit entries" if args.audit else
                                     "; the audit log is kept (--audit removes it too)"))
     if done.folders:
-        echo(f"and this host's log folders of {done.folders} runs another host's clean "
-             "removed from the database")
+        echo(f"and this host's logs of {done.folders} runs a clean removed from the shared "
+             f"database before: {done.folder_files} files ({_size(done.folder_bytes)})")
     return EXIT_OK
 
 
@@ -58,7 +60,7 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace,
              cleaner: Cleaner) -> int:
     runs = store.retention.old_runs(cutoff)
     # a shared database (SPEC 10): this host's logs of runs another host's clean removed
-    unheld = cleaner.folders_unheld() if store.kind == "postgresql" else []
+    leftover = cleaner.folders_to_remove() if store.kind == "postgresql" else []
     tries, events = store.retention.counts(runs)
     audit = store.retention.old_audit(cutoff) if args.audit else 0
     dataset_events, _ = store.retention.old_dataset_rows(cutoff)
@@ -67,7 +69,8 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace,
             {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state,
              "end_date": local_time(r.end_date)} for r in runs],
             "tries": tries, "events": events, "dataset_events": dataset_events,
-            "audit_entries": audit, "unheld_log_folders": unheld}, indent=2))
+            "audit_entries": audit, "removed_runs_log_folders_to_remove": leftover},
+            indent=2))
         return EXIT_OK
     echo(f"dry run: nothing removed. Finished runs that ended more than "
          f"{format_duration(age)} ago (before {local_time(cutoff)}), and nothing changed since:")
@@ -79,10 +82,9 @@ def _dry_run(store, cutoff: float, age: float, args: argparse.Namespace,
              ", ".join(f"{dag} {n}" for dag, n in sorted(per_dag.items())))
     echo(f"would remove {len(runs)} runs, {tries} tries and their logs, {events} events, "
          f"{dataset_events} dataset events (each dataset's newest stays)" + (f", {audit} audit entries" if args.audit else "; the audit log is kept"))
-    if unheld:
-        echo(f"and this host's log folders of {len(unheld)} runs the database no longer holds "
-             f"(another host's clean removed them), untouched since the cutoff: "
-             f"{', '.join(unheld[:3])}{' ...' if len(unheld) > 3 else ''}")
+    if leftover:
+        echo(f"and this host's logs of {len(leftover)} runs a clean removed from the shared "
+             f"database before: {', '.join(leftover[:3])}{' ...' if len(leftover) > 3 else ''}")
     return EXIT_OK
 
 

@@ -5,13 +5,14 @@ applies it once a day) remove finished runs that nothing has touched since the c
 task instances, tries, events, resolved alerts and log files, and dataset events older than the
 cutoff (each dataset's newest stays); running and recent runs stay, and so does the audit log
 unless asked. On a database several hosts share (SPEC 10), each host keeps its own tries' logs,
-which the host whose clean removes a run cannot reach: every host's clean also removes the log
-folders of its runs that the database no longer holds, untouched since the cutoff. The work goes
-in batches that each hold the write lock for at most about
+which the host whose clean removes a run cannot reach: a clean records the runs it removes
+(``removed_runs``), and every host's clean removes its own log folders of those runs. The work
+goes in batches that each hold the write lock for at most about
 ``BUDGET`` seconds, the batch size adapting to how fast this machine and store are."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,9 @@ class Cleaned:
     audit: int = 0
     files: int = 0
     bytes: int = 0
-    folders: int = 0  # this host's log folders of runs another host's clean removed
+    folders: int = 0  # this host's log folders of runs other hosts' cleans removed
+    folder_files: int = 0
+    folder_bytes: int = 0
     batches: int = 0
     longest_batch: float = 0.0  # seconds the longest batch held the write lock
 
@@ -77,9 +80,10 @@ class Cleaner:
         self.done = Cleaned()
         self._runs_left = True
         self._datasets_left = True
-        # a shared database's other hosts remove runs whose logs are here (SPEC 10)
-        self._folders: Iterator[tuple[str, list[str]]] | None = (
-            self.unheld_folders() if store.kind == "postgresql" else None)
+        # A shared database (SPEC 10): this host's logs of runs other hosts' cleans removed.
+        self._folders: Iterator[tuple[str, str]] | None = (
+            self.removed_folders() if store.kind == "postgresql" else None)
+        self._forget_left = store.kind == "postgresql"
 
     def step(self) -> bool:
         """One batch; False once nothing is left to remove."""
@@ -94,18 +98,8 @@ class Cleaner:
             self.done.alerts += removed.alerts
             self._delete_files(removed.files)  # committed first: a kept run's log never goes
         elif self._folders is not None:
-            chunk = next(self._folders, None)
-            took = 0.0
-            if chunk is None:
-                self._folders = None
-            else:
-                dag_id, names = chunk
-                held = self.store.retention.runs_held(dag_id, names)
-                took = time.perf_counter() - started
-                for name in names:
-                    if name not in held:
-                        self._delete_folder(os.path.join(self.logs_dir, dag_id, name))
-                        self.done.folders += 1
+            self._folder_step()  # no write lock: the batch size is the database's business
+            return True
         elif self._datasets_left:
             events, triggers = self.store.retention.remove_dataset_batch(self.cutoff,
                                                                          self.batch * 20)
@@ -119,6 +113,13 @@ class Cleaner:
             self.done.audit += count
             if count < self.batch * 20:
                 self.audit = False
+        elif self._forget_left:
+            # A run removed is remembered a day at least (a host away that long still finds
+            # its logs to remove), and as long as the retention keeps runs.
+            count = self.store.retention.forget_removed(
+                min(self.cutoff, self.store.now() - DAY), self.batch * 20)
+            took = time.perf_counter() - started
+            self._forget_left = count == self.batch * 20
         else:
             return False
         self.done.batches += 1
@@ -128,44 +129,78 @@ class Cleaner:
             self.batch = max(1, self.batch // 2)
         elif took < self.budget / 8:
             self.batch = min(self.batch * 2, 5000)
-        return self._runs_left or self._folders is not None or self._datasets_left or self.audit
+        return True
 
-    def unheld_folders(self) -> Iterator[tuple[str, list[str]]]:
-        """This host's run log folders (logs/DAG/RUN) untouched since the cutoff, a DAG's at a
-        time, in batches: those the store no longer holds go (another host's clean removed
-        their runs). A run folder's time is when its last task folder was made in it, as its
-        run started; a run that is still held stays, however old its folder."""
+    def removed_folders(self) -> Iterator[tuple[str, str]]:
+        """This host's run log folders (logs/DAG/RUN) of runs a clean removed from the shared
+        database, and no run of the same id since (``removed_runs``): a folder the database
+        merely does not know (another home's, one from before a move to this database) is
+        never one of them. Names that cannot be a DAG's or a run's are passed over."""
         try:
-            dags = [e for e in os.scandir(self.logs_dir) if e.is_dir(follow_symlinks=False)]
+            dags = sorted(e.name for e in os.scandir(self.logs_dir)
+                          if e.is_dir(follow_symlinks=False) and _NAME.fullmatch(e.name))
         except OSError:
             return
-        for dag in dags:
+        for dag_id in dags:
             try:
-                names = [e.name for e in os.scandir(dag.path) if e.is_dir(follow_symlinks=False)
-                         and e.stat(follow_symlinks=False).st_mtime < self.cutoff]
+                names = sorted(e.name for e in os.scandir(os.path.join(self.logs_dir, dag_id))
+                               if e.is_dir(follow_symlinks=False) and _NAME.fullmatch(e.name))
             except OSError:
                 continue
             for start in range(0, len(names), 200):
-                yield dag.name, names[start:start + 200]
+                chunk = names[start:start + 200]
+                for name in sorted(self.store.retention.removed_and_gone(dag_id, chunk)):
+                    yield dag_id, name
 
-    def folders_unheld(self) -> list[str]:
+    def _folder_step(self) -> None:
+        """Remove removed runs' folders for about ``budget`` seconds (a runner's loop waits)."""
+        assert self._folders is not None
+        started = time.perf_counter()
+        while time.perf_counter() - started < self.budget:
+            found = next(self._folders, None)
+            if found is None:
+                self._folders = None
+                return
+            self._remove_folder(*found)
+
+    def _remove_folder(self, dag_id: str, name: str) -> None:
+        """Move the folder aside first, then ask again: a run made under the same id from now
+        on gets a folder of its own. One made meanwhile, or written in since the cutoff, goes
+        back untouched."""
+        folder = os.path.join(self.logs_dir, dag_id, name)
+        aside = os.path.join(self.logs_dir, dag_id, f".removing-{name}")
+        try:
+            os.rename(folder, aside)
+        except OSError:
+            return
+        if not self.store.retention.removed_and_gone(dag_id, [name]) or _touched_since(
+                aside, self.cutoff):
+            try:
+                os.rename(aside, folder)
+            except OSError:
+                self.store.health.report(f"retention: left {aside} (a run {name} was made "
+                                         "again while its old logs were being removed)")
+            return
+        files = size = 0
+        for base, _, names in os.walk(aside):
+            for entry in names:
+                try:
+                    size += os.lstat(os.path.join(base, entry)).st_size
+                    files += 1
+                except OSError:
+                    pass
+        shutil.rmtree(aside, ignore_errors=True)
+        if os.path.lexists(aside):
+            self.store.health.report(f"retention: could not remove all of {aside}")
+            return
+        self.done.folders += 1
+        self.done.folder_files += files
+        self.done.folder_bytes += size
+
+    def folders_to_remove(self) -> list[str]:
         """What the folder pass would remove (a dry run's list)."""
         return [os.path.join(self.logs_dir, dag_id, name)
-                for dag_id, names in self.unheld_folders()
-                for name in sorted(set(names) - self.store.retention.runs_held(dag_id, names))]
-
-    def _delete_folder(self, folder: str) -> None:
-        for base, _, names in os.walk(folder):
-            for name in names:
-                path = os.path.join(base, name)
-                try:
-                    size = os.lstat(path).st_size
-                    os.unlink(path)
-                except OSError:
-                    continue  # what cannot be removed stays; its run is gone either way
-                self.done.files += 1
-                self.done.bytes += size
-        shutil.rmtree(folder, ignore_errors=True)
+                for dag_id, name in self.removed_folders()]
 
     def run(self, between: Callable[[], None] | None = None) -> Cleaned:
         while self.step():
@@ -210,6 +245,21 @@ class Cleaner:
                 except OSError:
                     break
                 path = os.path.dirname(path)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+=\-]*")  # a DAG id's or a run id's characters
+
+
+def _touched_since(folder: str, cutoff: float) -> bool:
+    """Whether anything in the folder was made or written at or after ``cutoff``."""
+    for base, dirs, names in os.walk(folder):
+        for entry in (*dirs, *names):
+            try:
+                if os.lstat(os.path.join(base, entry)).st_mtime >= cutoff:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _remove_if_unused(folder: str) -> None:

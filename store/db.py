@@ -157,6 +157,7 @@ class Store:
         self.now = now  # the injected clock's ``now``: every time the store records
         self.kind = "sqlite"  # or "postgresql" (SPEC 10); ``path`` is then the URL, redacted
         self._checkpointer: Checkpointer | None = None
+        self._checkpointer_lock = threading.Lock()
 
     # -- query groups (each a repository a second backend implements with its own SQL) ------
     @cached_property
@@ -319,13 +320,15 @@ class Store:
     def checkpoint_aside(self) -> None:
         """From now on a thread copies the write-ahead log every few dozen ``apply`` commits
         (an engine's hot path), until ``checkpoint_inline``."""
-        if self.kind == "sqlite" and not self.readonly and self._checkpointer is None:
-            self._checkpointer = Checkpointer(self.path)
+        with self._checkpointer_lock:
+            if self.kind == "sqlite" and not self.readonly and self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.path)
 
     def checkpoint_inline(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+        with self._checkpointer_lock:
+            checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
 
     def checkpoint(self, wait: float = 2.0) -> bool:
         """Copy the write-ahead log into the database file and empty it, so that flowtui.db
@@ -485,8 +488,9 @@ class Store:
         except BaseException:
             _rollback(conn)
             raise
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        checkpointer = self._checkpointer  # once: a close on another thread may clear it
+        if checkpointer is not None:
+            checkpointer.committed()
         return lost
 
     @staticmethod

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 TABLES = ("dags", "import_errors", "runners", "events", "audit_log", "backfills", "dag_runs",
           "task_instances", "tries", "requests", "alerts", "deliveries", "delivery_attempts",
           "dataset_events", "dataset_consumers", "dataset_triggers", "dataset_stats",
-          "log_chunks")
+          "log_chunks", "removed_runs")
 BATCH = 5000
 
 

@@ -268,4 +268,8 @@ CREATE INDEX dataset_triggers_at ON dataset_triggers(at);
 ALTER TABLE runners ADD COLUMN queues TEXT COLLATE "C";
 """), (("0013_runner_channels",), """
 ALTER TABLE runners ADD COLUMN channels TEXT COLLATE "C";
+"""), (("0014_removed_runs",), """
+CREATE TABLE removed_runs (dag_id TEXT COLLATE "C" NOT NULL, run_id TEXT COLLATE "C" NOT NULL,
+                           removed_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (dag_id, run_id));
+CREATE INDEX removed_runs_at ON removed_runs (removed_at);
 """)]

@@ -98,16 +98,26 @@ class RetentionRecords:
                                    (run.dag_id, run.run_id)).fetchone()[0]
         return tries, events
 
-    def runs_held(self, dag_id: str, run_ids: Sequence[str]) -> set[str]:
-        """Which of these runs of ``dag_id`` the store still holds."""
-        held: set[str] = set()
+    def removed_and_gone(self, dag_id: str, run_ids: Sequence[str]) -> set[str]:
+        """Which of these runs of ``dag_id`` a clean removed (on any host sharing the store),
+        and that no run of the same id has come back since: only their log folders may go."""
+        gone: set[str] = set()
         for start in range(0, len(run_ids), 500):
             chunk = list(run_ids[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            held.update(row[0] for row in self.store.conn.execute(
-                f"SELECT run_id FROM dag_runs WHERE dag_id = ? AND run_id IN ({marks})",
-                (dag_id, *chunk)))
-        return held
+            gone.update(row[0] for row in self.store.conn.execute(
+                f"SELECT x.run_id FROM removed_runs x WHERE x.dag_id = ? AND x.run_id IN "
+                f"({marks}) AND NOT EXISTS (SELECT 1 FROM dag_runs r WHERE r.dag_id = x.dag_id "
+                "AND r.run_id = x.run_id)", (dag_id, *chunk)))
+        return gone
+
+    def forget_removed(self, before: float, limit: int) -> int:
+        """Forget up to ``limit`` runs removed before ``before`` (their logs on a host that
+        was away that long stay there)."""
+        with self.store.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM removed_runs WHERE (dag_id, run_id) IN (SELECT dag_id, run_id "
+                "FROM removed_runs WHERE removed_at < ? LIMIT ?)", (before, limit)).rowcount
 
     def log_files(self, runs: list[OldRun]) -> list[str]:
         conn = self.store.conn
@@ -136,6 +146,11 @@ class RetentionRecords:
                 removed.alerts += conn.execute(  # resolved ones only (see _OLD)
                     "DELETE FROM alerts WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).rowcount
             conn.executemany("DELETE FROM dag_runs WHERE id = ?", [(row[0],) for row in rows])
+            if self.store.kind == "postgresql":
+                # other hosts remove their logs of these runs (SPEC 10): nobody reaches them here
+                conn.executemany("INSERT OR IGNORE INTO removed_runs (dag_id, run_id, removed_at) "
+                                 "VALUES (?, ?, ?)",
+                                 [(d, r, self.store.now()) for _, d, r in rows])
             removed.runs = len(rows)
             if rows:  # readers refetch when the newest event moves: a removal is news to them
                 conn.execute(EVENT, (self.store.now(), "retention", "", "", None, None, None,

@@ -393,6 +393,15 @@ def _runner_channels(db: Connection) -> None:
     db.execute("ALTER TABLE runners ADD COLUMN channels TEXT")
 
 
+@migrations(name="0014_removed_runs")
+def _removed_runs(db: Connection) -> None:
+    # SPEC 10: the runs a clean removed, so each host removes its own logs of those runs (and
+    # never a folder of a run the database merely does not know: another home's, for one).
+    db.execute("CREATE TABLE removed_runs (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, "
+               "removed_at REAL NOT NULL, PRIMARY KEY (dag_id, run_id))")
+    db.execute("CREATE INDEX removed_runs_at ON removed_runs (removed_at)")
+
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

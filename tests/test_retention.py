@@ -204,25 +204,37 @@ def test_the_runner_cleans_once_a_day_in_batches_when_retention_is_set(
         signal.signal(signal.SIGUSR1, previous)
 
 
+def _age(folder: Path, days: float) -> None:
+    """Every file and folder under ``folder`` as last written ``days`` ago."""
+    stamp = time.time() - days * DAY
+    for path in [*folder.rglob("*"), folder]:
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+
+
 def test_each_host_s_clean_removes_its_logs_of_runs_another_host_s_clean_removed(
         pg_url: str, tmp_path: Path, pipelines: Path) -> None:
     """SPEC 10: each host keeps its own tries' logs, which the host whose clean removes a run
-    cannot reach. Every host's clean (`db clean`, or its runner's retention) removes its own
-    log folders of runs the shared database no longer holds, untouched since the cutoff; the
-    folder of a run still held stays however old, and so does one touched since."""
+    cannot reach. A clean records the runs it removes; every host's clean (`db clean`, or its
+    runner's retention) then removes its own log folders of those runs. Never a folder of a run
+    the database merely does not know (another home's, one from before a move), nor one
+    written in since the cutoff, nor one whose name cannot be a run's."""
     write(pipelines, "etl.yaml", ETL)
     here, there = tmp_path / "host-a", tmp_path / "host-b"
     here.mkdir()
     there.mkdir()
     record_runs(there, pipelines, [200, 120, 1])  # run on host b, 200, 120 and 1 day ago
-    folders = {p.name: p for p in (there / "logs" / "etl").iterdir()}
-    by_age = sorted(folders, key=lambda name: name)  # manual__<date>: oldest first
-    assert len(by_age) == 3
-    oldest, middle, recent = (folders[name] for name in by_age)
-    for folder, age in ((oldest, 200), (recent, 1)):  # as old as their runs
-        stamp = time.time() - age * DAY
-        os.utime(folder, (stamp, stamp))
-    # middle's folder was touched today (a copy, an edit): it is not older than the cutoff
+    logs = there / "logs" / "etl"
+    oldest, middle, recent = (logs / name for name in sorted(p.name for p in logs.iterdir()))
+    for folder, age in ((oldest, 200), (middle, 120), (recent, 1)):
+        _age(folder, age)
+    (middle / "extract" / "notes.txt").write_text("written today\n")  # touched since
+    unknown = logs / "manual__1999-01-01T00:00:00+00:00"  # never in this database
+    (unknown / "extract").mkdir(parents=True)
+    (unknown / "extract" / "1.log").write_text("another home's\n")
+    _age(unknown, 9000)
+    odd = logs / os.fsdecode(b"run-\xff")  # a name no run id has
+    odd.mkdir()
+    _age(odd, 9000)
     (there / "logs").rename(there / "away")  # host a's clean cannot reach host b's files
     try:
         done = flowtui("db", "clean", "--older-than", "90d", "--json", home=here,
@@ -235,13 +247,20 @@ def test_each_host_s_clean_removes_its_logs_of_runs_another_host_s_clean_removed
 
     dry = flowtui("db", "clean", "--older-than", "90d", "--dry-run", "--json", home=there,
                   pipelines=pipelines)
-    assert json.loads(dry.stdout)["unheld_log_folders"] == [str(oldest)]
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["removed_runs_log_folders_to_remove"] == [str(oldest),
+                                                                             str(middle)]
     assert oldest.exists()
-    done = flowtui("db", "clean", "--older-than", "90d", home=there, pipelines=pipelines)
+    done = flowtui("db", "clean", "--older-than", "90d", "--json", home=there,
+                   pipelines=pipelines)
     assert done.returncode == 0, done.stderr
-    assert "log folders of 1 runs another host's clean removed" in done.stdout, done.stdout
+    report = json.loads(done.stdout)
+    assert (report["runs"], report["removed_runs_log_folders"],
+            report["removed_runs_log_files"]) == (0, 1, 4), report
     assert not oldest.exists()
-    assert middle.exists() and recent.exists()  # touched since the cutoff; still held
+    assert (middle / "extract" / "notes.txt").exists()  # touched since: put back as it was
+    assert recent.exists() and unknown.exists() and odd.exists()
+    assert not [p for p in logs.iterdir() if p.name.startswith(".removing")]
 
 
 def test_a_short_retention_is_cleaned_every_tenth_of_it_not_once_a_day(
