@@ -313,6 +313,10 @@ class Engine:
             events = self.clock.select(self.selector, timeout, busy=bool(self.running),
                                        skip=skip)
         now = self.now()
+        self._dispatch(events, now)
+        self._fire_timers(now)
+
+    def _dispatch(self, events: list, now: float) -> None:
         for key, _ in events:
             data = key.data
             if data is None:
@@ -321,7 +325,6 @@ class Engine:
                 self.hook(data, now)
             else:
                 self.lifecycle.reap(data, now)
-        self._fire_timers(now)
 
     def _drain_for_exit(self) -> None:
         """A foreground run is over once what it recorded, and what hooks an outage held back
@@ -341,9 +344,10 @@ class Engine:
 
     def _wait_for_store(self) -> None:
         delay = max(0.0, self.store.health.retry_at - self.now())
-        for key, _ in self.clock.select(self.selector, delay, busy=bool(self.running)):
-            if key.data is None:
-                self._drain_wake(self.now())  # a second stop request gives up
+        # Whatever is readable is read (a task's end is reaped, a second stop request gives
+        # up): a descriptor left readable would have the wait spin until the retry.
+        self._dispatch(self.clock.select(self.selector, delay, busy=bool(self.running)),
+                       self.now())
 
     def _timeout(self, heartbeat: bool = True) -> float:
         """Seconds to the next thing the loop must do (without ``heartbeat``: the next thing
