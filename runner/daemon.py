@@ -10,6 +10,7 @@ import fcntl
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from flowtui.runner.notify import Sender
 
 SCAN_INTERVAL = 2.0
+LOCK_GRACE = 2.0  # seconds a dead runner's lock is waited for before the home counts as taken
 FULL_SCAN = 30.0  # seconds between looks at every pipeline file while the folder is watched
 TURN_WAIT = 1.0  # seconds a queued run waits for the least busy runner before anyone takes it
 # A write waits this long for another process's lock before the loop backs off and retries
@@ -61,6 +63,7 @@ def acquire_lock(home: Path) -> IO[str]:
     runners table: see ``refuse_second_daemon``.)"""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "runner.lock"
+    deadline = time.monotonic() + LOCK_GRACE
     while True:
         handle = open(path, "a+")
         try:
@@ -69,6 +72,11 @@ def acquire_lock(home: Path) -> IO[str]:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
+            if not _alive(holder) and time.monotonic() < deadline:
+                # Its runner is gone (kill -9): the kernel lets go of a dead process's lock a
+                # moment after it is reaped (20 ms seen here), not always before.
+                time.sleep(0.01)
+                continue
             raise RunnerError(f"a runner is already alive for {home} (pid {holder}); "
                               "stop it first or use another --home") from None
         try:
@@ -83,6 +91,17 @@ def acquire_lock(home: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process the lock file names is alive (a zombie is not)."""
+    if not pid.isdigit():
+        return True  # nobody named: someone holds it
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def refuse_second_daemon(home: Path, store: Store) -> Callable[[sqlite3.Connection], None]:

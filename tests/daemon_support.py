@@ -36,7 +36,16 @@ class Runner:
             ["--home", str(home), "--pipelines", str(pipelines), "runner"], dict(os.environ),
             home / "runner.out", session=True)
         wait_for(lambda: (home / "runner.lock").exists() and self._registered(), 15,
-                 "the runner to start")
+                 "the runner to start", self._said)
+
+    def _said(self) -> str:
+        """What the runner printed, and whether it still lives (a test that waited in vain)."""
+        state = "alive" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+        try:
+            out = (self.home / "runner.out").read_text()[-2000:]
+        except OSError:
+            out = ""
+        return f"runner pid {self.proc.pid} {state}; it printed:\n{out}"
 
     def _registered(self) -> bool:
         import sqlite3

@@ -126,3 +126,37 @@ def test_a_dag_whose_scheduling_fails_is_set_aside(home: Path, pipelines: Path) 
         daemon.store.stop_runner(daemon.runner_id)
         daemon.lock.close()
 
+
+
+def test_a_runner_started_right_after_a_kill_9_waits_for_the_dead_one_s_lock(
+        home: Path) -> None:
+    """The kernel lets go of a killed runner's lock a moment after the process is reaped, not
+    always before (20 ms seen here with a folder watch open): a runner started at once after
+    a kill -9 waits for it, instead of calling the dead runner alive. A live holder is refused
+    at once."""
+    import fcntl
+    import os
+    import threading
+
+    from flowtui.runner.daemon import RunnerError, acquire_lock
+
+    home.mkdir(parents=True, exist_ok=True)
+    lingering = open(home / "runner.lock", "a+")  # the dead runner's, not yet let go of
+    fcntl.flock(lingering, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lingering.write("999999999")  # a pid no process has
+    lingering.flush()
+    threading.Timer(0.3, lingering.close).start()
+    started = time.monotonic()
+    handle = acquire_lock(home)
+    assert 0.25 <= time.monotonic() - started < 2.0
+    assert (home / "runner.lock").read_text() == str(os.getpid())
+    # a live runner holds it (this process, named in the file): refused at once
+    started = time.monotonic()
+    try:
+        acquire_lock(home)
+    except RunnerError as exc:
+        assert "already alive" in str(exc) and str(os.getpid()) in str(exc)
+    else:
+        raise AssertionError("a second lock was granted")
+    assert time.monotonic() - started < 0.2
+    handle.close()
