@@ -116,7 +116,9 @@ time.sleep(60)
             cpu_before, wall_before = me.cpu_times(), time.monotonic()
             gate.touch()
             # The app answers keys during the flood: pausing shows at once, following resumes.
-            await until(pilot, lambda: screen.lines[-1].startswith("flood line"), what="flood")
+            # (a deadline, not a budget: the CPU and memory bounds below are the budget)
+            await until(pilot, lambda: screen.lines[-1].startswith("flood line"), timeout=60,
+                        what="flood")
             await pilot.press("F")
             await until(pilot, lambda: "paused" in screen_text(app), timeout=5, what="pause")
             await pilot.press("F")
