@@ -16,7 +16,6 @@ import os
 import struct
 from pathlib import Path
 
-_IN_MODIFY = 0x2
 _IN_ATTRIB = 0x4
 _IN_CLOSE_WRITE = 0x8
 _IN_MOVED_FROM = 0x40
@@ -27,8 +26,11 @@ _IN_DELETE_SELF = 0x400
 _IN_MOVE_SELF = 0x800
 _IN_IGNORED = 0x8000
 _IN_ISDIR = 0x40000000
-_MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO
-         | _IN_CREATE | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF)
+# A file is news once written and closed, moved in or out, removed, or touched: not while it is
+# being written (IN_MODIFY), nor as it is made (IN_CREATE, before its first byte), when the
+# runner would read half a file and record an error that is not there. A folder made counts.
+_MASK = (_IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
+         | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
 
@@ -79,8 +81,8 @@ class FolderWatch:
             while offset < len(data):
                 _, mask, _, length = _EVENT.unpack_from(data, offset)
                 offset += _EVENT.size + length
-                if mask & _IN_IGNORED:
-                    continue  # a watch went with its folder
+                if mask & _IN_IGNORED or (mask & _IN_CREATE and not mask & _IN_ISDIR):
+                    continue  # a watch went with its folder; a file made is news once closed
                 changed = True
                 if mask & _IN_ISDIR and mask & (_IN_CREATE | _IN_MOVED_TO):
                     grew = True

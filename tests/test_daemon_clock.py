@@ -209,6 +209,24 @@ def test_the_runner_reads_a_pipeline_file_as_it_is_written_not_at_its_next_scan(
         wait_for_dags({"b", "c"}, "a new file read as it is written")
         (releases / "two" / "b.yaml").unlink()
         wait_for_dags({"c"}, "a removed file's DAG gone")
+        # A file is read once written and closed, never half-written (an error that is not there)
+        import sqlite3
+
+        def errors() -> list:
+            conn = sqlite3.connect(home / "flowtui.db")
+            try:
+                return conn.execute("SELECT fileloc, message FROM import_errors").fetchall()
+            finally:
+                conn.close()
+
+        with open(releases / "two" / "d.yaml", "w") as half:
+            half.write("dag_id: d\n")
+            half.flush()
+            time.sleep(1.0)  # the runner would have read it by now, were it looking
+            assert not errors()
+            half.write("tasks:\n  t: {command: 'true'}\n")
+        wait_for_dags({"c", "d"}, "a file read once closed")
+        assert not errors()
     finally:
         daemon.engine.request_stop()
         loop.join(10)
