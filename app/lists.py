@@ -404,9 +404,10 @@ class DagsScreen(DagActions, TableScreen):
             for state in row.last_states:
                 glyphs.append(GLYPHS.get(state, "?") + " ", style=f"{_run_colour(self.app, state)}")
             problems = []
-            if row.has_error:
-                problems.append("file has errors")
-            if not row.is_active:
+            if row.has_error:  # its file is there, and broken
+                problems.append("file has errors: " + ("last good kept" if row.is_active
+                                                       else "not loaded"))
+            elif not row.is_active:
                 problems.append("file gone")
             paused = ("⏸ " + (row.paused_reason or "paused")) if row.paused else ""
             if row.running:

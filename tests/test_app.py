@@ -400,3 +400,37 @@ def test_the_other_screens_are_built_while_the_first_is_read(world) -> None:
                         what="the built datasets screen shown")
 
     run_async(go())
+
+
+def test_the_dags_list_says_a_broken_file_is_there_and_a_removed_one_gone(
+        home: Path, pipelines: Path) -> None:
+    """A DAG whose file broke is "not loaded" when no runner holds its last good definition
+    (one started after the file broke), never "file gone": its file is right there, broken.
+    A DAG whose file was removed is gone."""
+    from flowtui.commands import sync
+    from flowtui.runner.loader import load_folder
+    from flowtui.store import Store
+
+    write(pipelines, "shop.yaml", PIPE)
+    write(pipelines, "fine.yaml", GOOD)
+    store = Store.open(home / "flowtui.db")
+    sync(store, load_folder(pipelines))
+    write(pipelines, "fine.yaml", "dag_id: fine\ntasks:\n  a: {command: 'x', deps: [nope]}\n")
+    (pipelines / "shop.yaml").unlink()
+    # What a runner started now records: its import errors, and the DAGs it has (neither).
+    sync(store, load_folder(pipelines))
+    store.set_active({})
+    store.close()
+
+    async def go() -> None:
+        app = app_for((home, pipelines), start_mode="dags")
+        async with app.run_test(size=(160, 30)) as pilot:
+            def row(dag_id: str) -> str:
+                return next((line for line in screen_text(app).splitlines()
+                             if line.startswith(dag_id + " ")), "")
+
+            await until(pilot, lambda: "not loaded" in row("fine"), what="fine's problem")
+            assert "file gone" not in row("fine")
+            assert "file gone" in row("shop") and "errors" not in row("shop")
+
+    run_async(go())
