@@ -565,12 +565,22 @@ class Store:
                      json.dumps(d.tags), int(d.paused), d.task_count, now, now),
                 )
             files = list(parsed_files)
+            parsed = set(files)
+            errors = list(errors)
+            before = {row for row in conn.execute(
+                "SELECT fileloc, line, message FROM import_errors WHERE origin = 'load'")
+                if row[0] in parsed}
             conn.executemany("DELETE FROM import_errors WHERE fileloc = ? AND origin = 'load'",
                              [(f,) for f in files])
             conn.executemany(
                 "INSERT INTO import_errors (fileloc, line, message, created_at) VALUES (?, ?, ?, ?)",
                 [(e.fileloc, e.line, e.message, now) for e in errors],
             )
+            if before != {(e.fileloc, e.line, e.message) for e in errors}:
+                # readers refetch when the newest event moves: a file that broke (or was
+                # mended) is news to a screen open on the DAGs
+                conn.execute(changes.EVENT, (now, "load", "", "", None, None, None, "changed",
+                                             "load", "", f"{len(errors)} import errors"))
 
     def dags(self) -> list[DagRecord]:
         rows = self.conn.execute(

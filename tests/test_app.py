@@ -434,3 +434,31 @@ def test_the_dags_list_says_a_broken_file_is_there_and_a_removed_one_gone(
             assert "file gone" in row("shop") and "errors" not in row("shop")
 
     run_async(go())
+
+
+def test_a_file_that_breaks_while_the_dags_list_is_open_shows_at_once(
+        home: Path, pipelines: Path) -> None:
+    """Recording a load whose import errors changed moves the store's change mark, so a screen
+    open on the DAGs shows the broken file at the next poll (before, only the next task event
+    or runner heartbeat refreshed it; with no runner, never)."""
+    from flowtui.commands import sync
+    from flowtui.runner.loader import load_folder
+    from flowtui.store import Store
+
+    write(pipelines, "fine.yaml", GOOD)
+    store = Store.open(home / "flowtui.db")
+    sync(store, load_folder(pipelines))
+
+    async def go() -> None:
+        app = app_for((home, pipelines), start_mode="dags")
+        async with app.run_test(size=(160, 30)) as pilot:
+            await until(pilot, lambda: "fine" in screen_text(app), what="the DAGs list")
+            write(pipelines, "fine.yaml", "dag_id: fine\ntasks:\n  a: {deps: [nope]}\n")
+            sync(store, load_folder(pipelines))  # a runner's or a command's load
+            await until(pilot, lambda: "1 import error" in screen_text(app), timeout=5,
+                        what="the broken file")
+
+    try:
+        run_async(go())
+    finally:
+        store.close()
