@@ -72,6 +72,8 @@ def _resume(engine: Engine, task: LiveTask, now: float, attempts: dict,
             leaders: dict[str, int]) -> None:
     lifecycle = engine.lifecycle
     state = task.state
+    if state == S.QUEUED and engine.remote.adopt(task, None, now):
+        return  # offered to every runner (SPEC 10): followed until one claims it
     if state in (S.RUNNING, S.QUEUED):
         _resume_running(engine, task, now, attempts.get((task.task_id, task.try_number)),
                         leaders)
@@ -101,6 +103,8 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
     task.log_path, task.exit_path = attempt.log_path, attempt.exit_path
     task.started_at = attempt.start_date
     task.state = S.RUNNING
+    if engine.remote.adopt(task, attempt, now):
+        return  # claimed by a runner (SPEC 10): it runs the try, this runner follows it
     if engine.store.kind == "postgresql" and attempt.runner_id not in (None, engine.runner_id) \
             and engine.host_of(attempt.runner_id) not in (None, host_name()):
         # Its process ran on a host declared lost (SPEC 10): nothing here can watch it, and

@@ -139,6 +139,10 @@ class Daemon:
             channels=self.alert_config.channels)
         self.engine = Engine(self.store, config, self.runner_id, clock=clock)
         self.engine.queues = queues
+        if self.store.kind == "postgresql":  # SPEC 10: tasks offered to and claimed from all
+            self.engine.remote.enable(lambda dag_id: self.dags.get(dag_id),
+                                      lambda: list(self.dags))
+            self.engine.remote.on_host_lost = self._executor_lost
         self.engine.on_wake = self._on_wake
         self.engine.on_run_finished = self._on_run_finished
         self.dags: dict[str, DagSpec] = {}
@@ -466,8 +470,8 @@ class Daemon:
 
     def _serves(self, dag: DagSpec) -> bool:
         """Whether this runner may start the DAG's runs: it serves the queue of one of its
-        first tasks (a task in a queue it does not serve is handed, with its run, to a runner
-        that serves it: ``Engine._hand_over``)."""
+        first tasks (a later task in a queue it does not serve is offered to the runners that
+        serve it: ``Remote.offer``)."""
         return self.queues is None or bool(_root_queues(dag) & self.queues)
 
     def _serves_any(self, dag: DagSpec) -> bool:
@@ -572,11 +576,17 @@ class Daemon:
                     claim(self.store, run, self.runner_id):
                 self._per_dag(dag.dag_id, f"adopting run {run.run_id}", self.engine.adopt_run,
                               dag, run, now)
-                self._host_lost(run.runner_id, run, now)
+                self._host_lost(run.runner_id, f"its runs are taken over here (first: "
+                                               f"{run.dag_id} {run.run_id})", now)
 
-    def _host_lost(self, runner_id: int | None, run: Any, now: float) -> None:
-        """A run taken from a runner on another host that went silent past its lease: page
-        (SPEC 10), once while the host stays away."""
+    def _executor_lost(self, runner_id: int, task: Any, now: float) -> None:
+        live = task.run
+        self._host_lost(runner_id, f"its tries are retried (first: {live.dag.dag_id} "
+                                   f"{live.run_id} {task.task_id})", now)
+
+    def _host_lost(self, runner_id: int | None, what: str, now: float) -> None:
+        """A run or try taken from a runner on another host that went silent past its lease:
+        page (SPEC 10), once while the host stays away."""
         record = self.store.runner(runner_id) if runner_id is not None else None
         if self.store.kind != "postgresql" or record is None or record.stopped_at is not None \
                 or record.hostname == host_name():
@@ -585,7 +595,7 @@ class Daemon:
             "host_lost", "", task_id=record.hostname, now=now,
             summary=f"host {record.hostname} lost: its runner was silent for "
                     f"{now - record.heartbeat_at:.0f} s (lease {record.lease or 60:g} s); "
-                    f"its runs are taken over here (first: {run.dag_id} {run.run_id})")
+                    f"{what}")
 
     def _hosts_back(self, now: float) -> None:
         """A lost host whose runner beats again (or a new one there) resolves its alert."""

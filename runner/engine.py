@@ -27,6 +27,7 @@ from flowtui.runner.config import Config
 from flowtui.runner.launching import Launcher
 from flowtui.runner.lifecycle import Lifecycle
 from flowtui.runner.live import LiveRun, LiveTask, Slots, run_context
+from flowtui.runner.remote import LOOK_INTERVAL, Remote
 from flowtui.runner.model import DagSpec
 from flowtui.store import TERMINAL, RunState, Store, TaskState
 from flowtui.store.changes import Changes
@@ -74,12 +75,12 @@ class Engine:
         self.on_run_finished: Callable[[LiveRun], None] | None = None
         self.on_task_end: Callable[[LiveTask, Any, str | None], None] | None = None
         self.on_wake: Callable[[float], None] | None = None
-        # SPEC 10, `runner --queues`: the queues whose tasks this runner runs (None: all). A run
-        # whose ready tasks are all in other queues is handed to a runner that serves them.
+        # SPEC 10, `runner --queues`: the queues whose tasks this runner runs (None: all); a
+        # ready task in another queue is offered to the runners that serve it.
         self.queues: frozenset[str] | None = None
-        self.unserved: set[int] = set()  # runs with a ready task in a queue not served here
         self.lifecycle = Lifecycle(self)
         self.launcher = launcher(self)
+        self.remote = Remote(self)
         store.checkpoint_aside()  # no commit of the loop copies the whole log itself
 
     # -- public ----------------------------------------------------------------------------
@@ -137,6 +138,8 @@ class Engine:
         self._serving = True
         while not self._stopping:
             self.turn()
+        if self.remote.executing:
+            self.remote.stop(self.now())
         told = False
         while self.changes:
             try:
@@ -179,8 +182,9 @@ class Engine:
         with no owner, and their running tasks keep running."""
         now = self.now()
         for live in list(self.runs.values()):
+            self.remote.forget_run(live.pk)
             for task in live.tasks.values():
-                if task.pid is not None:
+                if task.pid is not None and not live.foreign:
                     self.unwatch(task)
             self.lifecycle.move_run(live, RunState.RUNNING, RunState.QUEUED, now, "scheduler",
                                     detail="left for the next runner", runner_id=None,
@@ -292,9 +296,12 @@ class Engine:
         and react to it."""
         health = self.store.health
         if not health.waiting(self.now()):  # no try is prepared while its row cannot be written
+            remote = self.remote
+            if remote.follow_due:
+                self.hook(remote.before_launch, self.now())
             self.launcher.launch_ready(self.now())
-            if self.unserved:
-                self._hand_over()
+            if remote.enabled:
+                self.hook(remote.after_launch, self.now())
         events = None
         if self.changes and self.running:
             # What is left to write here (pids of tasks just started) may wait a moment to ride
@@ -359,6 +366,8 @@ class Engine:
             deadline = min(deadline, self._routine[0][0])
         if self.running:
             deadline = min(deadline, self.launcher.next_scan)
+        if self.remote.enabled:
+            deadline = min(deadline, self.remote.next_look)
         if not self.runs and not self._serving:
             # Only a killed tree's grace is left: look again soon, it usually ends at SIGTERM.
             deadline = min(deadline, self.now() + 0.05)
@@ -372,7 +381,9 @@ class Engine:
             pass
         if self._stopping and not self._serving:
             self.lifecycle.stop_everything(now, force=self._stopping > 1)
-        elif self.on_wake is not None:
+            return
+        self.remote.woken()
+        if self.on_wake is not None:
             self.hook(self.on_wake, now)
 
     def _next_at(self) -> float:
@@ -386,12 +397,17 @@ class Engine:
                 self.hook(callback, now)
         if self.running and now >= self.launcher.next_scan:
             self.launcher.scan(now)
+        if self.remote.enabled and now >= self.remote.next_look:
+            self.remote.woken()  # what a lost notification would have said
+            self.remote.next_look = now + LOOK_INTERVAL
         if now >= self._next_heartbeat:
             self.changes.heartbeat(self.runner_id, now, tries=bool(self.running)) \
                 if self.runner_id is not None else None
             if self.store.kind == "postgresql" and self.runner_id is not None and self.runs:
                 # Back from a partition, a lost runner finds its runs taken: it lets go of them.
                 self.hook(self._let_go_of_taken_runs, now)
+            if self.remote.executing:  # and the tries it ran for others ended by their owners
+                self.hook(self.remote.check, now)
             if self.running:
                 self.launcher.sample(now)
             # a third of the lease at most: two heartbeats may be lost before it runs out
@@ -400,35 +416,6 @@ class Engine:
     def serves(self, task: LiveTask) -> bool:
         """Whether this runner runs the task (its queue is one it serves)."""
         return self.queues is None or task.spec.queue in self.queues
-
-    def _hand_over(self) -> None:
-        """Let go of each run whose next steps are all in queues other runners serve, once
-        nothing of it is left to do here (no try of it running, retrying or ready in a queue
-        served here): the run goes back to no owner, and a runner serving the waiting task's
-        queue takes it over (its adoption carries on from the store). A run moves between
-        hosts this way as its tasks need, never with a try of it running on two."""
-        for run_pk in sorted(self.unserved):
-            live = self.runs.get(run_pk)
-            if live is None or live.state != RunState.RUNNING:
-                self.unserved.discard(run_pk)
-                continue
-            timeout = live.dag.dagrun_timeout
-            if timeout and self.now() >= live.started_at + timeout:
-                continue  # its timeout is due: it ends here, not on another runner
-            if any(task.pid is not None or task.state in (TaskState.RUNNING, TaskState.QUEUED)
-                   or (task.state not in TERMINAL and task.state != TaskState.NONE
-                       and self.serves(task)) for task in live.tasks.values()):
-                continue  # a try of it runs here (whatever its queue) or is due: look again
-            self.hook(self._let_go, live)
-
-    def _let_go(self, live: LiveRun) -> None:
-        self.flush()  # what was decided here is in the store before another runner looks
-        self.unserved.discard(live.pk)
-        if self.store.release_run(live.pk, self.runner_id):  # type: ignore[arg-type]
-            self.runs.pop(live.pk, None)
-            live.superseded = True  # its timers here do nothing any more
-            self.launcher.forget_log_dirs(live)
-            self.store.notify_runners()
 
     def _let_go_of_taken_runs(self, now: float) -> None:
         for run_pk in self.store.taken_from(self.runner_id, list(self.runs)):  # type: ignore[arg-type]
@@ -441,6 +428,7 @@ class Engine:
         if live is None:
             return
         live.superseded = True
+        self.remote.forget_run(run_pk)
         health_line = f"run {live.dag.dag_id} {live.run_id} was taken over by another runner"
         for task in live.tasks.values():
             if task.pid is not None:
@@ -459,7 +447,7 @@ class Engine:
             raise StoreUnavailable(health.error)
         taken = self.changes.take()
         try:
-            lost = self.store.apply(taken, fence=self.runner_id)
+            lost = self.store.apply(taken, fence=self.runner_id, foreign=self.remote.fence())
         except BaseException as exc:
             self.changes.put_back(taken)  # nothing recorded is dropped: the next flush retries
             message = outage(exc)
@@ -469,8 +457,12 @@ class Engine:
             if line:
                 health.report(f"{line}; {len(self.changes)} changes kept")
             raise StoreUnavailable(message) from None
-        for run_pk in lost:
-            self.supersede(run_pk)
+        self.remote.committed()
+        for key in lost:
+            if isinstance(key, tuple):  # a try run here for another runner's run
+                self.remote.supersede(key)
+            else:
+                self.supersede(key)
         ended = health.succeeded()
         if ended is None:
             return

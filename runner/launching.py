@@ -118,9 +118,10 @@ class Launcher:
             # Several hosts share named pools: one runner at a time decides its launches from
             # what every host holds, and commits them before the next one looks.
             with engine.store.launch_lock():
-                engine.slots.elsewhere = {
+                engine.slots.elsewhere = {  # the default pool is each runner's own
                     pool: max(0, used - engine.slots.pool_used.get(pool, 0))
-                    for pool, used in engine.store.views.pool_slots_used().items()}
+                    for pool, used in engine.store.views.pool_slots_used().items()
+                    if pool != "default"}
                 now = engine.now()  # the tries start now, after the wait for the lock
                 self._launch_ready(now)
             if any(engine.slots.elsewhere.get(entry[4].pool) for entry in ready) and \
@@ -131,32 +132,11 @@ class Launcher:
             return
         self._launch_ready(now)
 
-    def _set_aside_unserved(self, now: float) -> None:
-        """`runner --queues`: ready tasks in queues other runners serve leave the ready list
-        and mark their runs for hand-over (``Engine._hand_over``), all of them, also while
-        this runner's own slots are full."""
-        engine = self.engine
-        ready = self.lifecycle.ready
-        unserved = [entry for entry in ready if not engine.serves(entry[4])]
-        if not unserved:
-            return
-        ready[:] = [entry for entry in ready if engine.serves(entry[4])]
-        heapq.heapify(ready)
-        for *_, task in unserved:
-            if task.state != S.SCHEDULED or task.run.superseded:
-                continue
-            reason = (f"waiting for a runner serving queue {task.spec.queue} "
-                      f"('flowtui runner --queues {task.spec.queue}' on a host)")
-            if task.reason != reason:
-                self.lifecycle.set_reason(task, reason, now)
-            engine.unserved.add(task.run.pk)
-
     def _launch_ready(self, now: float) -> None:
         engine = self.engine
         ready = self.lifecycle.ready
         slots = engine.slots
-        if engine.queues is not None:
-            self._set_aside_unserved(now)
+        offers = engine.remote.enabled  # SPEC 10: what cannot start here, another runner may
         blocked: list[tuple[int, int, int, int, LiveTask]] = []
         launching: list[LiveTask] = []
         while ready:
@@ -166,12 +146,22 @@ class Launcher:
                 continue
             if task.spec.window and self.outside_window(task, now):
                 continue
-            reason = slots.block(task)
+            served = engine.serves(task)
+            if offers and (not served or slots.full()):
+                reason = slots.block_dag(task)
+                if reason is None:
+                    engine.remote.offer(task, now)
+                    continue
+            elif not served:
+                reason = (f"waiting for a runner serving queue {task.spec.queue} "
+                          f"('flowtui runner --queues {task.spec.queue}' on a host)")
+            else:
+                reason = slots.block(task)
             if reason is not None:
                 if task.reason != reason:
                     self.lifecycle.set_reason(task, reason, now)
                 blocked.append(entry)
-                if slots.full():
+                if slots.full() and not offers:
                     break
                 continue
             self.prepare(task, now)

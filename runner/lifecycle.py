@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flowtui.runner import executor, protocol
 from flowtui.runner.clock import local_hms
-from flowtui.runner.endings import CAUSES, outcome, retry_delay
+from flowtui.runner.endings import CAUSES, RUNNER_STOPPED, outcome, retry_delay
 from flowtui.runner.launching import ship_log
 from flowtui.runner.live import LiveRun, LiveTask, run_context
 from flowtui.runner.model import DagSpec
@@ -108,6 +108,7 @@ class Lifecycle:
             return  # over, or let go of (a timer of this copy; a copy taken back has its own)
         live.timed_out = True
         for task in live.tasks.values():
+            self.engine.remote.settle(task, now)  # an offer is taken back, or it runs now
             if task.state == S.RUNNING:
                 self.kill(task, "dagrun_timeout", now)
             elif task.state not in TERMINAL:
@@ -250,12 +251,19 @@ class Lifecycle:
                 now: float) -> None:
         engine = self.engine
         live = task.run
+        if live.foreign:  # run here for another runner's run: that runner decides (SPEC 10)
+            engine.remote.exited(task, code, kill_reason, now)
+            return
         spec = task.spec
-        if engine.ships_logs:  # the log's last bytes reach the database with the try's end
+        remote, task.remote_result = task.remote_result, None  # a try another runner ran
+        if engine.ships_logs and remote is None:  # the log's last bytes go with the try's end
             ship_log(self.changes, task, now)
         watch = task.watch
         if watch is not None:
             protocol.finish(watch, now)
+            progress, metadata = watch.progress, watch.metadata
+        else:
+            progress, metadata = remote if remote is not None else (None, {})
         task.exit_code = code
         task.proc = None
         new, reason, retry_allowed = outcome(spec, code, kill_reason)
@@ -267,14 +275,15 @@ class Lifecycle:
             task.override = None
             retry_allowed = False
         elif new == S.FAILED:
+            if kill_reason == RUNNER_STOPPED and not engine.stopping and not live.timed_out:
+                task.max_tries += 1  # cut short by its runner's stop: tried again, uncounted
             if retry_allowed and task.try_number < task.max_tries and not engine.stopping \
                     and not live.timed_out:
                 new = S.UP_FOR_RETRY
         pid = self.changes.pending_pid(live.pk, task.task_id, task.try_number)
         self.changes.try_ended(live.pk, task.task_id, task.try_number,
                                _TRY_STATE.get(new, "failed"), now, code, reason,
-                               watch.progress if watch else None,
-                               watch.metadata if watch else {}, pid=pid)
+                               progress, metadata, pid=pid)
         next_try_at = None
         ti_reason = reason
         if new == S.UP_FOR_RETRY:
@@ -291,12 +300,11 @@ class Lifecycle:
                                      "next_try_at": next_try_at}
         if pid is not None:
             fields["pid"] = pid[0]
-        if new == S.UP_FOR_RESCHEDULE:
+        if new == S.UP_FOR_RESCHEDULE or kill_reason == RUNNER_STOPPED:
             fields["max_tries"] = task.max_tries
         self.move(task, new, cause, ti_reason, now, actor=actor, operator=cause == "operator",
                   detail=reason, **fields)
         if new == S.SUCCESS and spec.outlets:  # SPEC 9: in the success's own transaction
-            metadata = watch.metadata if watch else {}
             for dataset in spec.outlets:
                 self.changes.dataset_event(
                     dataset, live.base_context["partition"], now, source="task", dag_id=live.dag.dag_id,
@@ -329,8 +337,11 @@ class Lifecycle:
 
     # -- kills -----------------------------------------------------------------------------
     def kill(self, task: LiveTask, reason: str, now: float) -> None:
-        """SIGTERM to the task's tree now, SIGKILL to what is left after its kill_grace."""
+        """SIGTERM to the task's tree now, SIGKILL to what is left after its kill_grace (a
+        try running on another runner: that runner is asked to)."""
         if task.pid is None:
+            if task.remote is not None:
+                self.engine.remote.stop_try(task, reason)
             return
         task.kill_reason = reason
         task.kill_members = executor.terminate_tree(task.pid, task.exit_path)

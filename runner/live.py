@@ -49,6 +49,15 @@ class LiveTask:
     pool_override: str | None = None  # a backfill's --pool
     shipped: int = 0  # bytes of this try's log sent to the database (several hosts)
     ship_seq: int = 0
+    # SPEC 10: the runner running this try for this run's runner (None: here, or none), and
+    # what it said of the try's progress when it ended.
+    remote: int | None = None
+    remote_result: tuple[float | None, dict[str, Any]] | None = None
+
+    @property
+    def executing(self) -> bool:
+        """A process of its current try runs, here or on another runner."""
+        return self.pid is not None or self.remote is not None
 
     @property
     def pool(self) -> str:
@@ -82,6 +91,7 @@ class LiveRun:
     cancelled: bool = False
     partition: str | None = None
     superseded: bool = False  # another runner owns it now (SPEC 10): nothing more is done here
+    foreign: bool = False  # another runner's run: only tries it offered run here (SPEC 10)
 
 
 class Slots:
@@ -118,11 +128,24 @@ class Slots:
         self.active += sign
         pool = task.pool
         self.pool_used[pool] = self.pool_used.get(pool, 0) + sign * task.spec.pool_slots
-        dag_id = task.run.dag.dag_id
-        self.dag_active[dag_id] = self.dag_active.get(dag_id, 0) + sign
+        if not task.run.foreign:  # another runner's run: its owner counts it (take_dag)
+            dag_id = task.run.dag.dag_id
+            self.dag_active[dag_id] = self.dag_active.get(dag_id, 0) + sign
 
     def give_back(self, task: LiveTask) -> None:
         self.take(task, -1)
+
+    def block_dag(self, task: LiveTask) -> str | None:
+        """Why the task cannot start on any runner now (its DAG's max_active_tasks)."""
+        active = self.dag_active.get(task.run.dag.dag_id, 0)
+        if active >= task.run.dag.max_active_tasks:
+            return f"max_active_tasks reached ({active}/{task.run.dag.max_active_tasks})"
+        return None
+
+    def take_dag(self, task: LiveTask, sign: int = 1) -> None:
+        """A task offered to, or running on, another runner holds its DAG's slot here."""
+        dag_id = task.run.dag.dag_id
+        self.dag_active[dag_id] = self.dag_active.get(dag_id, 0) + sign
 
 
 def run_context(dag: DagSpec, live: Any) -> dict[str, Any]:

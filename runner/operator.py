@@ -35,8 +35,10 @@ def apply_request(engine: Engine, live: LiveRun, request: Request, now: float) -
         task = live.tasks.get(task_id)
         if task is None:
             continue
+        if action in ("clear", "mark"):
+            engine.remote.settle(task, now)  # an offered task is taken back first (SPEC 10)
         if action == "kill":
-            if task.state == S.RUNNING and task.pid is not None:
+            if task.state == S.RUNNING and task.executing:
                 lifecycle.kill(task, f"killed by {user}", now)
                 done.append(task_id)
         elif action == "retry":
@@ -75,7 +77,7 @@ def _reset(engine: Engine, task: LiveTask, target: TaskState, reason: str, user:
     """Force a task to ``target`` (the operator's word); a running process is killed first and
     the task takes ``target`` once it has ended."""
     lifecycle = engine.lifecycle
-    if task.state == S.RUNNING and task.pid is not None:
+    if task.state == S.RUNNING and task.executing:
         # The try ends as failed with the operator's reason; the task keeps the new state.
         task.override = (target, reason, user)
         lifecycle.kill(task, reason, now)
@@ -111,7 +113,8 @@ def cancel_run(engine: Engine, live: LiveRun, reason: str, user: str, now: float
     """End a run now: running trees are killed and fail, tasks not started are skipped."""
     lifecycle = engine.lifecycle
     for task in live.tasks.values():
-        if task.state == S.RUNNING and task.pid is not None:
+        engine.remote.settle(task, now)  # an offered task is taken back first (SPEC 10)
+        if task.state == S.RUNNING and task.executing:
             task.override = (S.FAILED, reason, user)
             lifecycle.kill(task, reason, now)
         elif task.state not in TERMINAL and task.state != S.RUNNING:

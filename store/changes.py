@@ -30,7 +30,7 @@ RUN_MOVES: dict[RunState | None, frozenset[RunState]] = {
 
 # Columns a task move may set besides its state (named, never SQL from outside the store).
 _TASK_FIELDS = frozenset({"try_number", "start_date", "end_date", "exit_code", "pid",
-                          "next_try_at", "max_tries", "first_poke_at"})
+                          "next_try_at", "max_tries", "first_poke_at", "queue"})
 _RUN_FIELDS = frozenset({"start_date", "end_date", "runner_id"})
 
 # The one column list of an event: what moved, from and to, why (cause) and who (actor).
@@ -77,6 +77,19 @@ _DATASET_STATS = (  # right after _DATASET_EVENT: last_insert_rowid() is that ev
 _LOG_CHUNK = ("INSERT INTO log_chunks (run_pk, task_id, try_number, seq, at, data) "
               "VALUES (?, ?, ?, ?, ?, ?)")
 _REQUEST_DONE = "UPDATE requests SET done_at = ?, result = ? WHERE id = ?"
+# A try run for another runner's run (SPEC 10): its runner says how it ended; the run's runner
+# decides what that means (``end_try``) and writes the try's state.
+_TRY_EXITED = ("UPDATE tries SET exited_at = ?, exit_code = ?, kill = ?, progress = ?, "
+               "metadata = ?, pid = COALESCE(?, pid) WHERE run_pk = ? AND task_id = ? AND "
+               "try_number = ? AND end_date IS NULL")
+_TRY_STOP = ("UPDATE tries SET stop = ? WHERE run_pk = ? AND task_id = ? AND try_number = ? "
+             "AND end_date IS NULL AND exited_at IS NULL")
+_NOTIFY = "NOTIFY flowtui_wake"  # PostgreSQL: delivered to every runner when the commit lands
+_WITHDRAW = ("UPDATE task_instances SET state = 'scheduled', reason = ?, updated_at = ? "
+             "WHERE run_pk = ? AND task_id = ? AND state = 'queued'")
+_OFFERED = ("SELECT run_pk, task_id, dag_id, run_id, try_number, pool, pool_slots, first_poke_at "
+            "FROM task_instances WHERE state = 'queued' AND dag_id = ANY(?) {queues}"
+            "ORDER BY priority DESC, updated_at, run_pk LIMIT ? FOR UPDATE SKIP LOCKED")
 
 _task_sql: dict[tuple[str, ...], str] = {}
 _run_sql: dict[tuple[str, ...], str] = {}
@@ -121,24 +134,34 @@ def check_run_move(old: RunState | None, new: RunState) -> None:
 class Changes:
     """Writes queued, in order, for one transaction."""
 
-    __slots__ = ("ops", "runs", "_pids")
+    __slots__ = ("ops", "runs", "tries", "_pids")
 
     def __init__(self) -> None:
         self.ops: list[tuple[str, Sequence[Any]] | None] = []  # None: a write taken back
         self.runs: list[int | None] = []  # the run each write is for (None: no run's)
+        # The try each write is for (run_pk, task_id, try_number), None when not a try's:
+        # a try run here for another runner's run is fenced by its own row (SPEC 10).
+        self.tries: list[tuple[int, str, int] | None] = []
         # Where each try's pid write waits in ``ops``, until the commit takes it.
         self._pids: dict[tuple[int, str, int], int] = {}
 
-    def _op(self, run_pk: int | None, op: tuple[str, Sequence[Any]]) -> None:
+    def _op(self, run_pk: int | None, op: tuple[str, Sequence[Any]],
+            attempt: tuple[int, str, int] | None = None) -> None:
         self.ops.append(op)
         self.runs.append(run_pk)
+        self.tries.append(attempt)
 
-    def without(self, lost: set[int]) -> "Changes":
-        """These writes but those for ``lost`` runs (another runner owns them now)."""
+    def without(self, lost: set[Any], foreign: set[tuple[int, str, int]] = frozenset()
+                ) -> "Changes":
+        """These writes but those for ``lost`` runs (another runner owns them now) or lost
+        tries (``foreign`` ones: run here for another runner's run, fenced by their own row)."""
         kept = Changes()
-        for op, run_pk in zip(self.ops, self.runs):
-            if run_pk not in lost and op is not None:
-                kept._op(run_pk, op)
+        for op, run_pk, attempt in zip(self.ops, self.runs, self.tries):
+            if op is None or attempt in lost:
+                continue
+            if attempt not in foreign and run_pk in lost:
+                continue
+            kept._op(run_pk, op, attempt)
         return kept
 
     def __len__(self) -> int:
@@ -155,6 +178,7 @@ class Changes:
         taken = Changes()
         taken.ops, self.ops = self.ops, []
         taken.runs, self.runs = self.runs, []
+        taken.tries, self.tries = self.tries, []
         self._pids = {}
         return taken
 
@@ -162,6 +186,7 @@ class Changes:
         """A commit that failed: its writes go back in front, in order, to be retried."""
         self.ops = taken.ops + self.ops
         self.runs = taken.runs + self.runs
+        self.tries = taken.tries + self.tries
         self._pids = {}  # their places moved; the pid writes are simply done as queued
 
     # -- the transition functions ----------------------------------------------------------
@@ -228,17 +253,39 @@ class Changes:
     def log_chunk(self, run_pk: int, task_id: str, try_number: int, seq: int, at: float,
                   data: bytes) -> None:
         """Bytes of a try's log, for readers on other hosts (SPEC 10)."""
-        self._op(run_pk, (_LOG_CHUNK, (run_pk, task_id, try_number, seq, at, data)))
+        self._op(run_pk, (_LOG_CHUNK, (run_pk, task_id, try_number, seq, at, data)),
+                 (run_pk, task_id, try_number))
 
     def try_forgotten(self, run_pk: int, task_id: str, try_number: int) -> None:
         """A try recorded whose process never started: it did not happen."""
         self._op(run_pk, (_TRY_FORGET, (run_pk, task_id, try_number)))
 
+    def try_exited(self, run_pk: int, task_id: str, try_number: int, at: float,
+                   exit_code: int | None, kill: str | None, progress: float | None,
+                   metadata: dict[str, Any], pid: int | None) -> None:
+        """A try run here for another runner's run ended (SPEC 10): how, for that runner to
+        decide; and a wake-up for it once committed."""
+        self._op(run_pk, (_TRY_EXITED, (at, exit_code, kill, progress,
+                                        json.dumps(metadata) if metadata else "{}", pid,
+                                        run_pk, task_id, try_number)),
+                 (run_pk, task_id, try_number))
+        self.notify()
+
+    def try_stop(self, run_pk: int, task_id: str, try_number: int, reason: str) -> None:
+        """Ask the runner running this try for the run's runner to end it (SPEC 10)."""
+        self._op(run_pk, (_TRY_STOP, (reason, run_pk, task_id, try_number)))
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every runner on the database once this commits (PostgreSQL only)."""
+        self._op(None, (_NOTIFY, ()))
+
     # -- what is not a state ---------------------------------------------------------------
     def try_pid(self, run_pk: int, task_id: str, try_number: int, pid: int, at: float) -> None:
         self._pids[(run_pk, task_id, try_number)] = len(self.ops)
-        self._op(run_pk, (_TRY_PID, (pid, at, run_pk, task_id, try_number)))
-        self._op(run_pk, (_TI_PID, (pid, run_pk, task_id)))
+        attempt = (run_pk, task_id, try_number)
+        self._op(run_pk, (_TRY_PID, (pid, at, run_pk, task_id, try_number)), attempt)
+        self._op(run_pk, (_TI_PID, (pid, run_pk, task_id)), attempt)
 
     def pending_pid(self, run_pk: int, task_id: str, try_number: int
                     ) -> tuple[int, float] | None:
@@ -255,7 +302,8 @@ class Changes:
 
     def try_pid_start(self, run_pk: int, task_id: str, try_number: int,
                       pid_start: float | None) -> None:
-        self._op(run_pk, (_TRY_PID_START, (pid_start, run_pk, task_id, try_number)))
+        self._op(run_pk, (_TRY_PID_START, (pid_start, run_pk, task_id, try_number)),
+                 (run_pk, task_id, try_number))
 
     def try_adopted(self, run_pk: int, task_id: str, try_number: int, runner_id: int | None,
                     pid: int, pid_start: float | None) -> None:
@@ -266,11 +314,12 @@ class Changes:
     def try_progress(self, run_pk: int, task_id: str, try_number: int,
                      progress: float | None, metadata: dict[str, Any]) -> None:
         self._op(run_pk, (_TRY_PROGRESS, (progress, json.dumps(metadata), run_pk, task_id,
-                                         try_number)))
+                                         try_number)), (run_pk, task_id, try_number))
 
     def try_sample(self, run_pk: int, task_id: str, try_number: int, cpu: float,
                    rss: int) -> None:
-        self._op(run_pk, (_TRY_SAMPLE, (cpu, rss, run_pk, task_id, try_number)))
+        self._op(run_pk, (_TRY_SAMPLE, (cpu, rss, run_pk, task_id, try_number)),
+                 (run_pk, task_id, try_number))
 
     def task_reason(self, run_pk: int, task_id: str, reason: str, at: float) -> None:
         self._op(run_pk, (_TI_REASON, (reason, at, run_pk, task_id)))
@@ -340,3 +389,50 @@ def add_task_instances(conn: Any, run_pk: int, dag_id: str, run_id: str,
         "max_tries, pool, pool_slots, priority, updated_at) "
         "VALUES (?, ?, ?, ?, 'none', ?, ?, ?, ?, ?)",
         [(run_pk, dag_id, run_id, t[0], t[1], t[2], t[3], t[4], at) for t in tasks])
+
+
+def withdraw_offer(conn: Any, run_pk: int, dag_id: str, run_id: str, task_id: str,
+                   try_number: int, *, at: float, actor: str, reason: str) -> bool:
+    """Take back a task offered to every runner (SPEC 10), in the caller's transaction: False
+    when a runner claimed it first (it is running there now)."""
+    if conn.execute(_WITHDRAW, (reason, at, run_pk, task_id)).rowcount != 1:
+        return False
+    conn.execute(EVENT, (at, "task", dag_id, run_id, task_id, try_number or None, T.QUEUED.value,
+                         T.SCHEDULED.value, "scheduler", actor, reason))
+    return True
+
+
+def claim_offers(conn: Any, runner_id: int, *, at: float, actor: str, dag_ids: Sequence[str],
+                 queues: Sequence[str] | None, limit: int,
+                 fits: Any, paths: Any) -> list[tuple[Any, ...]]:
+    """Claim offered tasks for this runner, in the caller's transaction (SPEC 10): up to
+    ``limit`` of those in ``queues`` (None: any) of DAGs it has loaded, the highest priority
+    first, each only if ``fits(pool, slots)`` (a global pool's room, counted by the caller).
+    Each claimed task moves to running with a new try of this runner's, whose log is at
+    ``paths(dag_id, run_id, task_id, try_number)`` -> (log, exit). Rows another claimer holds
+    are skipped, not waited for. Returns the claimed rows (``_OFFERED``'s columns, the try
+    number already the new one's)."""
+    sql = _OFFERED.format(queues="AND queue = ANY(?) " if queues is not None else "")
+    params: tuple = (list(dag_ids),) + ((list(queues),) if queues is not None else ()) + (
+        limit * 4,)
+    claimed = []
+    for row in conn.execute(sql, params).fetchall():
+        if len(claimed) >= limit:
+            break
+        run_pk, task_id, dag_id, run_id, try_number, pool, slots, first_poke = row
+        if not fits(pool, slots):
+            continue
+        number = try_number + 1
+        log_path, exit_path = paths(dag_id, run_id, task_id, number)
+        conn.execute(_task_update(("try_number", "start_date", "end_date", "exit_code", "pid",
+                                   "next_try_at")),
+                     (T.RUNNING.value, "", at, number, at, None, None, None, None, run_pk,
+                      task_id))
+        conn.execute(EVENT, (at, "task", dag_id, run_id, task_id, number, T.QUEUED.value,
+                             T.RUNNING.value, "scheduler", actor, "claimed"))
+        conn.execute(_TRY_START, (run_pk, task_id, number, at, log_path, exit_path, runner_id))
+        claimed.append((run_pk, task_id, dag_id, run_id, number, pool, slots, first_poke,
+                        log_path, exit_path))
+    if claimed:
+        conn.execute(_NOTIFY)  # the runs' runners learn their tasks started
+    return claimed

@@ -185,6 +185,12 @@ class Store:
         return RetentionRecords(self)
 
     @cached_property
+    def offers(self) -> "Offers":
+        from flowtui.store.offers import Offers
+
+        return Offers(self)
+
+    @cached_property
     def views(self) -> "Views":
         from flowtui.store.views import Views
 
@@ -413,14 +419,6 @@ class Store:
         with self.transaction() as conn:
             return conn.execute(sql, params).rowcount == 1
 
-    def release_run(self, run_pk: int, runner_id: int) -> bool:
-        """This runner lets go of a running run it owns (its next tasks are in queues other
-        runners serve): no owner, for one that serves them to take (``claim_run``)."""
-        with self.transaction() as conn:
-            return conn.execute("UPDATE dag_runs SET runner_id = NULL WHERE id = ? AND "
-                                "runner_id = ? AND state = 'running'",
-                                (run_pk, runner_id)).rowcount == 1
-
     def runner_loads(self, now: float) -> dict[int, int]:
         """Runs each live daemon holds (running, or queued and taken), by runner id: daemons
         that beat within their lease, with none counted as 0."""
@@ -466,20 +464,27 @@ class Store:
             _rollback(conn)
             raise
 
-    def apply(self, changes: Any, fence: int | None = None) -> set[int]:
+    def apply(self, changes: Any, fence: int | None = None,
+              foreign: set[tuple[int, str, int]] = frozenset()) -> set[Any]:
         """Commit a ``Changes`` in one transaction: the engine's hot path. On PostgreSQL, with
         ``fence`` (the writing runner's id), the writes for runs another runner owns now are
-        refused, under the same lock that took them over: those runs are returned (SPEC 10:
-        a runner back from a partition never writes over the newer owner's tries)."""
+        refused, under the same lock that took them over, and so are the writes for
+        ``foreign`` tries (run here for another runner's run) that runner ended: the runs and
+        tries refused are returned (SPEC 10: a runner back from a partition never writes over
+        a newer try)."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
-        lost: set[int] = set()
+        lost: set[Any] = set()
         try:
             if self.kind == "postgresql":
                 if fence is not None:
-                    lost = self.taken_from(fence, {pk for pk in changes.runs if pk is not None})
+                    mine = {key for key in changes.tries if key in foreign}
+                    lost = self.taken_from(fence, {
+                        pk for pk, key in zip(changes.runs, changes.tries)
+                        if pk is not None and key not in mine})
+                    lost |= self.offers.lost(fence, mine, lock=True)
                     if lost:
-                        changes = changes.without(lost)
+                        changes = changes.without(lost, mine)
                 conn.execute_all(changes)
             else:
                 for sql, params in changes:

@@ -272,4 +272,10 @@ ALTER TABLE runners ADD COLUMN channels TEXT COLLATE "C";
 CREATE TABLE removed_runs (dag_id TEXT COLLATE "C" NOT NULL, run_id TEXT COLLATE "C" NOT NULL,
                            removed_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (dag_id, run_id));
 CREATE INDEX removed_runs_at ON removed_runs (removed_at);
+"""), (("0015_task_offers",), """
+ALTER TABLE task_instances ADD COLUMN queue TEXT COLLATE "C" NOT NULL DEFAULT 'default';
+ALTER TABLE tries ADD COLUMN stop TEXT;
+ALTER TABLE tries ADD COLUMN exited_at DOUBLE PRECISION;
+ALTER TABLE tries ADD COLUMN kill TEXT;
+CREATE INDEX task_instances_offered ON task_instances (queue, priority) WHERE state = 'queued';
 """)]

@@ -402,6 +402,20 @@ def _removed_runs(db: Connection) -> None:
     db.execute("CREATE INDEX removed_runs_at ON removed_runs (removed_at)")
 
 
+@migrations(name="0015_task_offers")
+def _task_offers(db: Connection) -> None:
+    # SPEC 10: a task its run's runner cannot start (no free slot there, or a queue it does
+    # not serve) is offered, ``queued`` with its queue, to every runner; the one that claims it
+    # runs the try and says on its row how it ended (``exited_at``, ``exit_code``, ``kill``);
+    # the run's runner asks it to stop a try through ``stop``.
+    db.execute("ALTER TABLE task_instances ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'")
+    db.execute("ALTER TABLE tries ADD COLUMN stop TEXT")
+    db.execute("ALTER TABLE tries ADD COLUMN exited_at REAL")
+    db.execute("ALTER TABLE tries ADD COLUMN kill TEXT")
+    db.execute("CREATE INDEX task_instances_offered ON task_instances (queue, priority) "
+               "WHERE state = 'queued'")
+
+
 # Most written first (see 0007).
 TASK_STATES = ("running", "success", "scheduled", "none", "failed", "up_for_retry",
                "upstream_failed", "skipped", "queued", "up_for_reschedule")

@@ -8,4 +8,4 @@ MIGRATION_NAMES = frozenset({"0001_initial", "0002_runner", "0003_backfills", "0
                              "0007_state_checks", "0008_datasets", "0009_run_partition",
                              "0010_host_lease", "0011_log_chunks",
                              "0012_runner_queues", "0013_runner_channels",
-                             "0014_removed_runs"})
+                             "0014_removed_runs", "0015_task_offers"})

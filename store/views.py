@@ -179,8 +179,8 @@ class Views:
 
     # -- pools -----------------------------------------------------------------------------
     def pool_slots_used(self) -> dict[str, int]:
-        """Slots taken in each pool by running and queued tasks."""
+        """Slots taken in each pool by running tasks (a queued one is only offered)."""
         rows = self.store.conn.execute(
-            "SELECT pool, sum(pool_slots) FROM task_instances WHERE state IN ('running', "
-            "'queued') GROUP BY pool").fetchall()
+            "SELECT pool, sum(pool_slots) FROM task_instances WHERE state = 'running' "
+            "GROUP BY pool").fetchall()
         return {pool: int(used) for pool, used in rows}

@@ -737,3 +737,124 @@ tasks:
     spans = query(pg_url, "SELECT start_date, end_date FROM dag_runs WHERE backfill_id IS NOT "
                           "NULL")
     assert most_at_once(spans) <= 2, most_at_once(spans)
+
+
+def _barrier(out: Path, n: int) -> str:
+    """A task's command: say it started, hold until ``n`` tasks have started (a minute at
+    most, then fail), say it is done."""
+    return (f'echo "$FLOWTUI_TASK_ID start $FLOWTUI_HOSTNAME" >> {out}; i=0; '
+            f'while [ "$(grep -c " start " {out})" -lt {n} ]; do i=$((i+1)); '
+            f'[ $i -gt 1200 ] && exit 1; sleep 0.05; done; '
+            f'echo "$FLOWTUI_TASK_ID done $FLOWTUI_HOSTNAME" >> {out}')
+
+
+@pytest.mark.long(6)
+def test_one_wide_run_runs_on_every_host_at_once(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """SPEC 10: tasks, not runs, are what hosts claim. Three hosts of two slots each run the
+    six tasks of one run at the same time (each task holds until all six have started, so
+    the run ends only if they did), each task once; its last task starts on the run's owner
+    as soon as the others end, wherever they ran."""
+    out = tmp_path / "ran.txt"
+    tasks = "\n".join(f"  w{i}: {{command: '{_barrier(out, 6)}'}}" for i in range(6))
+    write(pipelines, "wide.yaml", f"""
+dag_id: wide
+tasks:
+{tasks}
+  last: {{command: 'echo "last start $FLOWTUI_HOSTNAME" >> {out}', deps: [{", ".join(f"w{i}" for i in range(6))}]}}
+""")
+    for name in ("h1", "h2", "h3"):
+        hosts.append(Host(name, tmp_path, pipelines, pg_url, toml="parallelism = 2\n"))
+    assert flowtui("trigger", "wide", home=hosts[0].home, pipelines=pipelines,
+                   env=hosts[0].env).returncode == 0
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("success",)], 60,
+             "the wide run to succeed", lambda: where_stuck(pg_url, hosts))
+    lines = [line.split() for line in out.read_text().splitlines()]
+    assert Counter(w[0] for w in lines if w[1] == "start") == {
+        **{f"w{i}": 1 for i in range(6)}, "last": 1}
+    ran_on = Counter(w[2] for w in lines if w[1] == "start" and w[0] != "last")
+    assert ran_on == {"h1": 2, "h2": 2, "h3": 2}, ran_on  # two slots a host, all at once
+    rows = query(pg_url, "SELECT t.task_id, r.hostname, t.state, t.start_date, t.end_date "
+                         "FROM tries t JOIN runners r ON r.id = t.runner_id")
+    assert len(rows) == 7 and {row[2] for row in rows} == {"success"}, rows
+    owner = query(pg_url, "SELECT r.hostname FROM dag_runs d JOIN runners r ON "
+                          "r.id = d.runner_id")[0][0]
+    last = next(row for row in rows if row[0] == "last")
+    assert last[1] == owner
+    waited = last[3] - max(row[4] for row in rows if row[0] != "last")
+    assert waited < 0.5, waited  # the ends elsewhere reached the owner by notification
+    states = query(pg_url, "SELECT DISTINCT e.old_state, e.new_state FROM events e WHERE "
+                           "e.kind = 'task' AND e.task_id LIKE 'w%%'")
+    assert ("queued", "running") in states, states  # offered, then claimed
+
+
+@pytest.mark.long(10)
+def test_a_try_claimed_by_another_host_is_killed_from_anywhere_and_retried_when_lost(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """A try running on a host other than its run's owner: a kill typed on a third machine
+    ends it within a second; when that host is paused past its lease, the owner fails the
+    try `host lost` and retries it on a live host, and the paused host, back, kills its
+    stale tree and writes nothing of it."""
+    out = tmp_path / "ran.txt"
+    write(pipelines, "pair.yaml", f"""
+dag_id: pair
+defaults: {{kill_grace: 1}}
+tasks:
+  hold: {{command: 'echo "hold start $FLOWTUI_HOSTNAME" >> {out}; sleep 300'}}
+  away: {{command: 'echo "away start $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out};
+                    sleep 8; echo "away done $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out}',
+          retries: 1, retry_delay: 0}}
+  spin: {{command: 'echo "spin start $FLOWTUI_HOSTNAME" >> {out}; sleep 300'}}
+""")
+    lease = 'host_lease = "3s"\nparallelism = 1\n'
+    owner = Host("h1", tmp_path, pipelines, pg_url, toml=lease)
+    hosts.append(owner)
+    assert flowtui("trigger", "pair", home=owner.home, pipelines=pipelines,
+                   env=owner.env).returncode == 0
+    wait_for(lambda: out.exists() and " start h1" in out.read_text(), 30, "h1 to start one")
+    for name in ("h2", "h3"):
+        hosts.append(Host(name, tmp_path, pipelines, pg_url, toml=lease))
+
+    def host_of(task: str) -> str | None:
+        words = [line.split() for line in out.read_text().splitlines()]
+        return next((w[2] for w in words if w[0] == task and w[1] == "start"), None)
+
+    wait_for(lambda: all(host_of(t) for t in ("hold", "away", "spin")), 30,
+             "the three tasks to run, one a host", lambda: where_stuck(pg_url, hosts))
+    by_name = {h.name: h for h in hosts}
+    # a kill typed on a laptop reaches the host running the try, through its run's owner
+    spinner = host_of("spin")
+    killed = flowtui("kill", "pair", "latest", "spin", home=tmp_path / "laptop",
+                     pipelines=pipelines, env={"FLOWTUI_HOSTNAME": "laptop"})
+    assert killed.returncode == 0, killed.stderr
+    wait_for(lambda: query(pg_url, "SELECT state FROM task_instances WHERE task_id = 'spin'")
+             == [("failed",)], 10, "the kill to end spin")
+    asked = query(pg_url, "SELECT at FROM requests")[0][0]
+    ended = query(pg_url, "SELECT exited_at FROM tries WHERE task_id = 'spin'")[0][0]
+    assert ended - asked < 1.0, ended - asked
+    assert not by_name[spinner].task_pids() or spinner == "h1"
+    # the host running `away` (h1 holds `hold`, its only slot) is paused past its lease
+    away_host = by_name[host_of("away")]
+    assert away_host is not owner
+    stale = away_host.task_pids()
+    assert stale
+    os.kill(away_host.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "away start" in out.read_text() and
+                 sum(" start " in line and line.startswith("away") for line in
+                     out.read_text().splitlines()) == 2, 30,
+                 "the owner to retry away on a live host", lambda: where_stuck(pg_url, hosts))
+    finally:
+        os.kill(away_host.proc.pid, signal.SIGCONT)
+    wait_for(lambda: not any(_alive(pid) for pid in stale), 10, "the stale tree to end")
+    wait_for(lambda: query(pg_url, "SELECT state FROM task_instances WHERE task_id = 'away'")
+             == [("success",)], 30, "the retry to succeed", lambda: where_stuck(pg_url, hosts))
+    text = out.read_text()
+    assert f"away done {away_host.name} 1" not in text and "away done" in text
+    tries = query(pg_url, "SELECT t.try_number, t.state, t.reason, r.hostname, t.exited_at "
+                          "FROM tries t JOIN runners r ON r.id = t.runner_id WHERE "
+                          "t.task_id = 'away' ORDER BY t.try_number")
+    assert [(n, s, h) for n, s, _, h, _ in tries][0] == (1, "failed", away_host.name), tries
+    assert "host lost" in tries[0][2] and tries[0][4] is None, tries  # nothing of it written
+    assert tries[1][1] == "success" and tries[1][3] != away_host.name, tries
+    assert "was ended by its run's runner" in (away_host.home / "runner.out").read_text()
