@@ -143,8 +143,11 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
                        for i in range(8))
     write(pipelines, "work.yaml", WORK.format(start=start, out=out, middle=middle,
                                                deps=", ".join(f"t{i}" for i in range(8))))
+    # four slots a host: a run's eight-wide middle does not fit on its runner, which offers
+    # the rest to every host
     for name in ("h1", "h2", "h3"):
-        hosts.append(Host(name, tmp_path, pipelines, pg_url, toml="[pools]\nnarrow = 3\n"))
+        hosts.append(Host(name, tmp_path, pipelines, pg_url,
+                          toml="parallelism = 4\n[pools]\nnarrow = 3\n"))
     wait_for(lambda: query(pg_url, "SELECT count(*) FROM dag_runs WHERE state = 'success'")
              [0][0] == DAYS, 180, f"{DAYS} runs to succeed", lambda: where_stuck(pg_url, hosts))
     lines = out.read_text().splitlines()
@@ -152,6 +155,8 @@ def test_three_hosts_run_a_thousand_tasks_each_exactly_once(
     assert len(ran) == DAYS * 10 and set(ran.values()) == {1}, ran.most_common(3)
     by_host = Counter(line.split()[2] for line in lines)
     assert len(by_host) >= 2, by_host  # the work was shared
+    assert query(pg_url, "SELECT count(*) FROM tries t JOIN dag_runs d ON d.id = t.run_pk "
+                         "WHERE t.runner_id <> d.runner_id")[0][0] > 0  # within runs too
     # the pool's 3 slots were never exceeded across hosts (the tries' recorded times)
     spans = query(pg_url, "SELECT t.start_date, t.end_date FROM tries t JOIN task_instances i "
                           "ON i.run_pk = t.run_pk AND i.task_id = t.task_id WHERE i.pool = "
