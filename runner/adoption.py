@@ -86,6 +86,20 @@ def _resume(engine: Engine, task: LiveTask, now: float, attempts: dict,
         lifecycle.evaluate(task, now)
 
 
+def resume_running(engine: Engine, task: LiveTask, now: float) -> None:
+    """A running task of a run held here whose try's runner is gone (SPEC 10: a runner of
+    this host that ran it for this run's runner died): read again from the try's row, its
+    process watched here, or its end read, as an adoption does."""
+    attempt = next((a for a in engine.store.tries(task.run.pk, task.task_id)
+                    if a.try_number == task.try_number), None)
+    leaders: dict[str, int] = {}
+    if attempt is not None and not (attempt.pid and attempt.pid_start and
+                                    executor.same_process(attempt.pid, attempt.pid_start)):
+        leaders = executor.find_leaders({attempt.exit_path})
+    task.state = S.RUNNING
+    _resume_running(engine, task, now, attempt, leaders)
+
+
 def _start_afresh(engine: Engine, task: LiveTask, now: float) -> None:
     """A try recorded as running whose process never started: it did not happen."""
     task.state = S.SCHEDULED

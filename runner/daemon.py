@@ -239,6 +239,7 @@ class Daemon:
         self._reload(now, force=True)
         self._rescan_at = now + self.scan_interval
         self._full_scan_at = now + FULL_SCAN
+        self.engine.remote.sweep(now)  # what earlier runners here claimed (SPEC 10)
         self._adopt_orphans(now)
         self._on_wake(now)
         self._arm(self.tick(now))

@@ -11,6 +11,8 @@ S = TaskState
 SENSOR_TIMED_OUT = 124  # exit codes of flowtui.runner.sensor
 SENSOR_RESCHEDULE = 125
 RUNNER_STOPPED = "runner stopped"  # a try cut short by its claimer's stop (SPEC 10)
+CLAIM_LOST = "claim lost"  # a try claimed by a runner that lost track of it unstarted
+UNCOUNTED = frozenset({RUNNER_STOPPED, CLAIM_LOST})  # tried again at once, using no retry
 MAX_RETRY_DELAY = 24 * 3600.0  # no retry waits longer than a day, whatever the backoff says
 # The cause an event records for a try ended by a kill of this reason (else "operator").
 CAUSES = {"timeout": "timeout", "hung": "hung", "zombie": "zombie", "signal": "signal",
@@ -34,6 +36,9 @@ def outcome(spec: TaskSpec, code: int | None,
         return S.FAILED, "dagrun_timeout exceeded", False
     if kill_reason == RUNNER_STOPPED:
         return (S.FAILED, "the runner running it stopped before it ended; it runs again", True)
+    if kill_reason == CLAIM_LOST:
+        return (S.FAILED, "the runner that claimed it lost track of it before starting it; it "
+                          "runs again", True)
     if kill_reason == "signal":
         return S.FAILED, "killed: the runner was asked to stop", False
     if kill_reason:

@@ -406,7 +406,7 @@ class Engine:
             if self.store.kind == "postgresql" and self.runner_id is not None and self.runs:
                 # Back from a partition, a lost runner finds its runs taken: it lets go of them.
                 self.hook(self._let_go_of_taken_runs, now)
-            if self.remote.executing:  # and the tries it ran for others ended by their owners
+            if self.remote.executing or self.remote.enabled:  # its tries for other runs
                 self.hook(self.remote.check, now)
             if self.running:
                 self.launcher.sample(now)

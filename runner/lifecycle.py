@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flowtui.runner import executor, protocol
 from flowtui.runner.clock import local_hms
-from flowtui.runner.endings import CAUSES, RUNNER_STOPPED, outcome, retry_delay
+from flowtui.runner.endings import CAUSES, UNCOUNTED, outcome, retry_delay
 from flowtui.runner.launching import ship_log
 from flowtui.runner.live import LiveRun, LiveTask, run_context
 from flowtui.runner.model import DagSpec
@@ -275,7 +275,7 @@ class Lifecycle:
             task.override = None
             retry_allowed = False
         elif new == S.FAILED:
-            if kill_reason == RUNNER_STOPPED and not engine.stopping and not live.timed_out:
+            if kill_reason in UNCOUNTED and not engine.stopping and not live.timed_out:
                 task.max_tries += 1  # cut short by its runner's stop: tried again, uncounted
             if retry_allowed and task.try_number < task.max_tries and not engine.stopping \
                     and not live.timed_out:
@@ -287,7 +287,8 @@ class Lifecycle:
         next_try_at = None
         ti_reason = reason
         if new == S.UP_FOR_RETRY:
-            next_try_at = now + retry_delay(spec, task.try_number)
+            next_try_at = now + (0.0 if kill_reason in UNCOUNTED else
+                                 retry_delay(spec, task.try_number))
             ti_reason = (f"{reason}; retry at {local_hms(next_try_at)} "
                          f"(try {task.try_number + 1} of {task.max_tries})")
         elif new == S.UP_FOR_RESCHEDULE:
@@ -300,7 +301,7 @@ class Lifecycle:
                                      "next_try_at": next_try_at}
         if pid is not None:
             fields["pid"] = pid[0]
-        if new == S.UP_FOR_RESCHEDULE or kill_reason == RUNNER_STOPPED:
+        if new == S.UP_FOR_RESCHEDULE or kill_reason in UNCOUNTED:
             fields["max_tries"] = task.max_tries
         self.move(task, new, cause, ti_reason, now, actor=actor, operator=cause == "operator",
                   detail=reason, **fields)

@@ -37,6 +37,8 @@ def apply_request(engine: Engine, live: LiveRun, request: Request, now: float) -
             continue
         if action in ("clear", "mark"):
             engine.remote.settle(task, now)  # an offered task is taken back first (SPEC 10)
+        elif action == "kill" and task.state == S.QUEUED:
+            engine.remote.follow(now, {live.pk})  # claimed since the owner last looked?
         if action == "kill":
             if task.state == S.RUNNING and task.executing:
                 lifecycle.kill(task, f"killed by {user}", now)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flowtui.runner import executor, protocol
-from flowtui.runner.endings import RUNNER_STOPPED
+from flowtui.runner.endings import CLAIM_LOST, RUNNER_STOPPED
 from flowtui.runner.launching import ship_log
-from flowtui.store import TaskState
-from flowtui.store.offers import Elsewhere, TryKey
+from flowtui.store import TaskState, host_name
+from flowtui.store.offers import Elsewhere, Orphan, TryKey
 
 if TYPE_CHECKING:
     from flowtui.runner.engine import Engine
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 S = TaskState
 LOOK_INTERVAL = 1.0  # seconds between looks at the store when no notification came
+STOP_WAIT = 10.0  # seconds a stopping runner gives the tries it ran for others to end
+ORPHAN_WINDOW = 86400.0  # how far back a starting runner looks for its host's orphaned tries
 
 
 class Remote:
@@ -80,10 +82,14 @@ class Remote:
         else:
             reason = (f"waiting for a runner serving queue {queue} "
                       f"('flowtui runner --queues {queue}' on a host)")
+        fields: dict[str, object] = {}
+        if task.spec.sensor is not None and task.first_poke_at is None:
+            task.first_poke_at = now  # a sensor's timeout counts from its first poke, anywhere
+            fields["first_poke_at"] = now
         engine.slots.take_dag(task)
         self.elsewhere[(task.run.pk, task.task_id)] = task
         engine.lifecycle.move(task, S.QUEUED, "scheduler", reason, now, queue=queue,
-                              next_try_at=None)
+                              next_try_at=None, **fields)
         engine.changes.notify()
 
     def settle(self, task: LiveTask, now: float) -> None:
@@ -106,11 +112,12 @@ class Remote:
 
     def follow(self, now: float, runs: set[int] | None = None) -> None:
         """Read what became of the owner's tasks offered or running elsewhere: claimed, ended,
-        or lost with their runner's host."""
+        or left by a runner that is gone."""
         self.follow_due = False
         if not self.elsewhere:
             return
         engine = self.engine
+        engine.flush()  # the store holds what was decided here: a row read is never older
         pks = runs if runs is not None else {pk for pk, _ in self.elsewhere}
         found = engine.store.offers.elsewhere(pks)
         for key, task in list(self.elsewhere.items()):
@@ -123,16 +130,32 @@ class Remote:
             if row is None or row.state != "running" or row.runner_id is None:
                 continue  # still offered
             if task.state == S.QUEUED:
+                if row.try_number != task.try_number + 1:
+                    continue  # not a claim of this offer (a row older than it)
                 self._claimed(task, row)
             if task.remote is None or row.try_number != task.try_number:
                 continue
             if row.exited_at is not None:
                 self._ended(task, row.exit_code, row.kill, min(row.exited_at, now), row)
-            elif self._lost(row, now):
-                runner = task.remote
-                self._ended(task, None, "host lost", now, row)
-                if self.on_host_lost is not None:
-                    engine.hook(self.on_host_lost, runner, task, now)
+            elif self._gone(row, now):
+                self._left(task, row, now)
+
+    def _left(self, task: LiveTask, row: Elsewhere, now: float) -> None:
+        """The runner running the try is gone: on this host its process is looked for and
+        watched (or its end read) as an adopted try's; on another, the host is lost."""
+        engine = self.engine
+        runner = task.remote
+        self._forget((task.run.pk, task.task_id), task)
+        task.remote = None
+        if row.hostname == host_name():
+            from flowtui.runner.adoption import resume_running
+
+            resume_running(engine, task, now)
+            return
+        task.remote_result = (row.progress, row.metadata)
+        engine.lifecycle.end_try(task, None, "host lost", now)
+        if self.on_host_lost is not None and runner is not None:
+            engine.hook(self.on_host_lost, runner, task, now)
 
     def adopt(self, task: LiveTask, attempt: object, now: float) -> bool:
         """An adopted run's task the store says is offered or running: True when it is (or
@@ -155,8 +178,8 @@ class Remote:
         row = engine.store.offers.elsewhere({live.pk}).get(key)
         if row is None or row.try_number != task.try_number or row.runner_id != runner:
             return False
-        if row.exited_at is None and runner != engine.runner_id and self._lost(row, now):
-            return False  # its runner is gone: the adoption ends it as a lost host's try
+        if row.exited_at is None and self._gone(row, now):
+            return False  # its runner is gone: adopted as such (watched here, or host lost)
         engine.slots.take_dag(task)
         self.elsewhere[key] = task
         self._claimed(task, row)
@@ -193,12 +216,15 @@ class Remote:
             kill = task.kill_reason  # the stop asked for reached it as a signal
         self.engine.lifecycle.end_try(task, code, kill, at)
 
-    def _lost(self, row: Elsewhere, now: float) -> bool:
-        """Whether the runner running a try stopped renewing its lease (or stopped)."""
+    def _gone(self, row: Elsewhere, now: float) -> bool:
+        """Whether the runner running a try is gone: stopped, dead (on this host, where its
+        process can be asked), or silent past its lease (on another)."""
         if row.runner_id == self.engine.runner_id:
             return False
         if row.stopped_at is not None:
             return True
+        if row.hostname == host_name():
+            return not executor.same_process(row.runner_pid or 0, row.runner_pid_start)
         return now - (row.heartbeat_at or 0.0) >= (row.lease or 60.0)
 
     def stop_try(self, task: LiveTask, reason: str) -> None:
@@ -226,49 +252,67 @@ class Remote:
             folder = os.path.join(logs, dag_id, run_id, task_id)
             return f"{folder}/{number}.log", f"{folder}/{number}.exit"
 
+        config = engine.config
         claimed = store.offers.claim(
             engine.runner_id, actor=engine.actor, dag_ids=self.dag_ids(),  # type: ignore[arg-type]
-            queues=engine.queues, limit=free, pool_size=self._pool_size, paths=paths)
+            queues=engine.queues, limit=free,
+            pools={name: size for name, size in config.pools.items() if name != "default"},
+            default_room=(config.pool_size("default") or 0)
+            - engine.slots.pool_used.get("default", 0),
+            has_task=self._has_task, paths=paths)
         self.offers_seen = len(claimed) == free  # there may be more: look again once free
         for offer in claimed:
-            self._run(offer, now)
+            key = (offer.run_pk, offer.task_id, offer.try_number)
+            try:
+                self._run(offer, now)
+            except Exception as exc:  # nothing of it started: its owner decides (retry)
+                held = self.executing.pop(key, None)
+                if held is not None:
+                    engine.slots.give_back(held)
+                if key not in self.reported:
+                    self._could_not_start(offer, f"could not start on this host: {exc}", now)
 
-    def _pool_size(self, pool: str) -> float | None:
-        """A pool's slots across every host; the default pool is each runner's own (its
-        parallelism, counted by the free slots a look claims within)."""
-        return float("inf") if pool == "default" else self.engine.config.pool_size(pool)
+    def _has_task(self, dag_id: str, task_id: str) -> bool:
+        dag = self.dags(dag_id)
+        return dag is not None and task_id in dag.tasks
+
+    def _could_not_start(self, offer: Claimed, why: str, now: float) -> None:
+        key = (offer.run_pk, offer.task_id, offer.try_number)
+        self.reported.add(key)
+        self.engine.changes.try_exited(*key, now, None, why, None, {}, None)
 
     def _run(self, offer: Claimed, now: float) -> None:
         engine = self.engine
         dag = self.dags(offer.dag_id)
         live = self.foreign.get(offer.run_pk)
-        run = None if live is not None or dag is None else \
-            engine.store.get_run_by_pk(offer.run_pk)
-        if live is None and dag is not None and run is not None:
-            live = engine.lifecycle.new_live_run(dag, run, now)
+        if live is None and dag is not None and offer.run is not None:
+            live = engine.lifecycle.new_live_run(dag, offer.run, now)
             live.foreign = True
             self.foreign[offer.run_pk] = live
         task = live.tasks.get(offer.task_id) if live is not None else None
-        key = (offer.run_pk, offer.task_id, offer.try_number)
-        if task is None:  # the DAG here lost the task since the owner's version had it
-            self.reported.add(key)
-            engine.changes.try_exited(offer.run_pk, offer.task_id, offer.try_number, now, None,
-                                      f"could not start on this host: its DAG {offer.dag_id} "
-                                      f"here has no task {offer.task_id}", None, {}, None)
+        if task is None:  # the DAG here changed between the claim's look and now
+            self._could_not_start(offer, f"could not start on this host: its DAG "
+                                         f"{offer.dag_id} here has no task {offer.task_id}", now)
             return
+        self._hold(task, (offer.run_pk, offer.task_id, offer.try_number), offer.log_path,
+                   offer.exit_path, offer.pool, now)
+        task.first_poke_at = offer.first_poke_at
+        engine.launcher.spawn(task, now)
+
+    def _hold(self, task: LiveTask, key: TryKey, log_path: str, exit_path: str, pool: str,
+              now: float) -> None:
+        """The try is this runner's to run (claimed, or taken over from a dead one)."""
         task.state = task.recorded = S.RUNNING
-        task.try_number = offer.try_number
-        task.log_path, task.exit_path = offer.log_path, offer.exit_path
+        task.try_number = key[2]
+        task.log_path, task.exit_path = log_path, exit_path
         task.kill_reason = None
         task.kill_members = set()
         task.exit_code = None
         task.started_at = now
         task.shipped = task.ship_seq = 0
-        task.first_poke_at = offer.first_poke_at
-        task.pool_override = offer.pool if offer.pool != task.spec.pool else None
-        engine.slots.take(task)
+        task.pool_override = pool if pool != task.spec.pool else None
+        self.engine.slots.take(task)
         self.executing[key] = task
-        engine.launcher.spawn(task, now)
 
     def exited(self, task: LiveTask, code: int | None, kill_reason: str | None,
                now: float) -> None:
@@ -308,10 +352,24 @@ class Remote:
 
     def check(self, now: float) -> None:
         """At each heartbeat: the tries run here for others are still this runner's (back
-        from a partition, they may have been ended and retried elsewhere)."""
+        from a partition, they may have been ended and retried elsewhere), and every try the
+        store says this runner runs is one it knows (a claim whose commit was not heard back
+        would otherwise hold its task running for ever)."""
+        engine = self.engine
+        store = engine.store
         if self.executing:
-            for key in self.engine.store.offers.lost(self.engine.runner_id, list(self.executing)):
+            for key in store.offers.lost(engine.runner_id, list(self.executing)):  # type: ignore[arg-type]
                 self.supersede(key)
+        if self.enabled:
+            known = set(self.executing) | self.reported | {
+                (t.run.pk, t.task_id, t.try_number) for t in engine.running.values()}
+            for key in store.offers.open_tries(engine.runner_id) - known:  # type: ignore[arg-type]
+                owned = engine.runs.get(key[0])
+                task = owned.tasks.get(key[1]) if owned is not None else None
+                if task is not None and task.try_number == key[2] and task.remote is None:
+                    continue  # one of this runner's own tries (starting, or being killed)
+                self.reported.add(key)
+                engine.changes.try_exited(*key, now, None, CLAIM_LOST, None, {}, None)
         self.stops_asked(now)
 
     def supersede(self, key: TryKey) -> None:
@@ -329,16 +387,97 @@ class Remote:
         self._drop(live)
 
     def stop(self, now: float) -> None:
-        """This runner stops: the tries it runs for other runs end now (nobody else could
-        watch them), and their owners try them again."""
+        """This runner stops. Tries it runs for its own runs keep running, as its other tasks
+        do, for the next runner here to adopt. Those it runs for other runners' runs end (no
+        other runner could watch them): SIGTERM, SIGKILL after their kill_grace (ten seconds at
+        most in all), and their owners run them again at once, not counting the try."""
         engine = self.engine
-        for task in list(self.executing.values()):
+        ending = []
+        for key, task in list(self.executing.items()):
+            if key[0] in engine.runs:
+                del self.executing[key]  # adopted as this run's own by the next runner here
+                if task.pid is not None:
+                    engine.unwatch(task)
+                continue
             if task.pid is not None:
-                executor.kill_tree(task.pid, task.exit_path, task.kill_members)
-                engine.unwatch(task)
-                engine.slots.give_back(task)
-                task.pid = None
-            self.exited(task, None, RUNNER_STOPPED, now)
+                if task.kill_reason is None:
+                    task.kill_members = executor.terminate_tree(task.pid, task.exit_path)
+                ending.append(task)
+            else:
+                self.exited(task, None, task.kill_reason or RUNNER_STOPPED, now)
+        deadline = engine.now() + min(STOP_WAIT, max((t.spec.kill_grace for t in ending),
+                                                     default=0.0))
+        while ending:
+            for task in list(ending):
+                try:
+                    done = os.waitpid(task.pid, os.WNOHANG)[0] != 0  # type: ignore[arg-type]
+                except ChildProcessError:
+                    done = True
+                if done or engine.now() >= deadline:
+                    executor.kill_tree(task.pid, task.exit_path, task.kill_members)
+                    engine.unwatch(task)
+                    engine.slots.give_back(task)
+                    task.pid = None
+                    ending.remove(task)
+                    self.exited(task, None, task.kill_reason or RUNNER_STOPPED, engine.now())
+            if ending:
+                engine.clock.sleep(0.02)
+
+    def sweep(self, now: float) -> None:
+        """At start: tries that earlier runners of this host (killed, crashed) claimed for
+        other runners' runs. One still open is carried on here: its process watched, or its
+        end read. One its run's runner ended meanwhile (the host was declared lost) must not
+        run beside its retry: what is left of its tree is killed."""
+        engine = self.engine
+        if not self.enabled:
+            return
+        orphans = engine.store.offers.orphans(host_name(), engine.runner_id,  # type: ignore[arg-type]
+                                              now - ORPHAN_WINDOW)
+        leaders = executor.find_leaders({o.exit_path for o in orphans})
+        for orphan in orphans:
+            if executor.same_process(orphan.runner_pid, orphan.runner_pid_start):
+                continue  # its runner lives (another home on this host)
+            pid = None if orphan.ended else executor.locate(
+                orphan.pid, orphan.pid_start, orphan.exit_path, leaders)
+            if orphan.ended or orphan.owner_host == host_name() or not self._carry_on(
+                    orphan, pid, now):
+                executor.kill_tree(pid, orphan.exit_path)  # a retry runs, or its owner adopts
+
+    def _carry_on(self, orphan: Orphan, pid: int | None, now: float) -> bool:
+        engine = self.engine
+        run_pk, task_id, number = orphan.key
+        run = engine.store.get_run_by_pk(run_pk)
+        dag = self.dags(run.dag_id) if run is not None else None
+        if run is None or dag is None or task_id not in dag.tasks:
+            return False
+        pidfd = None
+        start = executor.process_start_time(pid) if pid is not None else None
+        if pid is not None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pid = None
+        if not engine.store.offers.take_over(orphan.key, orphan.runner_id,
+                                             engine.runner_id, pid, start):  # type: ignore[arg-type]
+            if pidfd is not None:
+                os.close(pidfd)
+            return False
+        live = self.foreign.get(run_pk)
+        if live is None:
+            live = engine.lifecycle.new_live_run(dag, run, now)
+            live.foreign = True
+            self.foreign[run_pk] = live
+        task = live.tasks[task_id]
+        self._hold(task, orphan.key, orphan.log_path, orphan.exit_path, task.spec.pool, now)
+        if pid is not None and pidfd is not None:
+            task.pid, task.pidfd, task.pid_start = pid, pidfd, start
+            task.watch = protocol.LogWatch(task.log_path, last_activity=now)
+            engine.watch(task, pidfd)
+            return True
+        code = executor.read_exit_status(orphan.exit_path)
+        engine.slots.give_back(task)
+        self.exited(task, code, None if code is not None else "zombie", now)
+        return True
 
     # -- the loop --------------------------------------------------------------------------
     def before_launch(self, now: float) -> None:

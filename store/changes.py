@@ -88,8 +88,11 @@ _NOTIFY = "NOTIFY flowtui_wake"  # PostgreSQL: delivered to every runner when th
 _WITHDRAW = ("UPDATE task_instances SET state = 'scheduled', reason = ?, updated_at = ? "
              "WHERE run_pk = ? AND task_id = ? AND state = 'queued'")
 _OFFERED = ("SELECT run_pk, task_id, dag_id, run_id, try_number, pool, pool_slots, first_poke_at "
-            "FROM task_instances WHERE state = 'queued' AND dag_id = ANY(?) {queues}"
-            "ORDER BY priority DESC, updated_at, run_pk LIMIT ? FOR UPDATE SKIP LOCKED")
+            "FROM task_instances WHERE state = 'queued' AND dag_id = ANY(?) AND pool = ANY(?) "
+            "{queues}ORDER BY priority DESC, updated_at, run_pk LIMIT ? FOR UPDATE SKIP LOCKED")
+_TAKE_OVER = ("UPDATE tries SET runner_id = ?, pid = ?, pid_start = ? WHERE run_pk = ? AND "
+              "task_id = ? AND try_number = ? AND runner_id = ? AND end_date IS NULL AND "
+              "exited_at IS NULL")
 
 _task_sql: dict[tuple[str, ...], str] = {}
 _run_sql: dict[tuple[str, ...], str] = {}
@@ -403,24 +406,25 @@ def withdraw_offer(conn: Any, run_pk: int, dag_id: str, run_id: str, task_id: st
 
 
 def claim_offers(conn: Any, runner_id: int, *, at: float, actor: str, dag_ids: Sequence[str],
-                 queues: Sequence[str] | None, limit: int,
+                 pools: Sequence[str], queues: Sequence[str] | None, limit: int,
                  fits: Any, paths: Any) -> list[tuple[Any, ...]]:
     """Claim offered tasks for this runner, in the caller's transaction (SPEC 10): up to
-    ``limit`` of those in ``queues`` (None: any) of DAGs it has loaded, the highest priority
-    first, each only if ``fits(pool, slots)`` (a global pool's room, counted by the caller).
-    Each claimed task moves to running with a new try of this runner's, whose log is at
-    ``paths(dag_id, run_id, task_id, try_number)`` -> (log, exit). Rows another claimer holds
-    are skipped, not waited for. Returns the claimed rows (``_OFFERED``'s columns, the try
-    number already the new one's)."""
+    ``limit`` of those in ``queues`` (None: any) of DAGs it has loaded, in ``pools`` (those
+    with room), the highest priority first, each only if ``fits(dag_id, task_id, pool,
+    slots)`` (the task is in its DAG here, its pool's room holds it). Each claimed task moves
+    to running with a new try of this runner's, whose log is at ``paths(dag_id, run_id,
+    task_id, try_number)`` -> (log, exit). Rows another claimer holds are skipped, not waited
+    for. Returns the claimed rows (``_OFFERED``'s columns, the try number already the new
+    one's, then the log and exit paths)."""
     sql = _OFFERED.format(queues="AND queue = ANY(?) " if queues is not None else "")
-    params: tuple = (list(dag_ids),) + ((list(queues),) if queues is not None else ()) + (
-        limit * 4,)
+    params: tuple = (list(dag_ids), list(pools)) + (
+        (list(queues),) if queues is not None else ()) + (limit * 4 + 50,)
     claimed = []
     for row in conn.execute(sql, params).fetchall():
         if len(claimed) >= limit:
             break
         run_pk, task_id, dag_id, run_id, try_number, pool, slots, first_poke = row
-        if not fits(pool, slots):
+        if not fits(dag_id, task_id, pool, slots):
             continue
         number = try_number + 1
         log_path, exit_path = paths(dag_id, run_id, task_id, number)
@@ -436,3 +440,10 @@ def claim_offers(conn: Any, runner_id: int, *, at: float, actor: str, dag_ids: S
     if claimed:
         conn.execute(_NOTIFY)  # the runs' runners learn their tasks started
     return claimed
+
+
+def take_over_try(conn: Any, key: tuple[int, str, int], dead: int, runner_id: int,
+                  pid: int | None, pid_start: float | None) -> bool:
+    """A try a dead runner of this host claimed becomes this runner's (in the caller's
+    transaction), unless its run's runner ended it meanwhile: False then."""
+    return conn.execute(_TAKE_OVER, (runner_id, pid, pid_start, *key, dead)).rowcount == 1

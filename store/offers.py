@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowtui.store import changes
+from flowtui.store.models import RUN_COLUMNS, Run
 
 if TYPE_CHECKING:
     from flowtui.store.db import Store
@@ -37,6 +38,7 @@ class Claimed:
     first_poke_at: float | None
     log_path: str
     exit_path: str
+    run: Run | None = None  # read in the claim's transaction: starting it needs no more reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,23 @@ class Elsewhere:
     stopped_at: float | None
     pid: int | None
     pid_start: float | None
+    runner_pid: int | None
+    runner_pid_start: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A try a runner of this host that is gone had claimed for another runner's run."""
+    key: TryKey
+    runner_id: int
+    runner_pid: int
+    runner_pid_start: float | None
+    pid: int | None
+    pid_start: float | None
+    log_path: str
+    exit_path: str
+    ended: bool  # the run's runner ended it already (the host was declared lost meanwhile)
+    owner_host: str | None
 
 
 class Offers:
@@ -77,29 +96,37 @@ class Offers:
         return row is not None
 
     def claim(self, runner_id: int, *, actor: str, dag_ids: Sequence[str],
-              queues: Iterable[str] | None, limit: int,
-              pool_size: Callable[[str], float | None],
+              queues: Iterable[str] | None, limit: int, pools: dict[str, int],
+              default_room: int, has_task: Callable[[str, str], bool],
               paths: Callable[[str, str, str, int], tuple[str, str]]) -> list[Claimed]:
-        """Claim up to ``limit`` offered tasks for this runner (``changes.claim_offers``),
-        within each pool's room across every host."""
+        """Claim up to ``limit`` offered tasks for this runner (``changes.claim_offers``):
+        named ``pools`` (name -> size) within their room across every host, the default pool
+        within ``default_room`` (each runner's own), tasks its DAGs here have."""
         store = self.store
         with store.launch_lock(), store.transaction() as conn:
-            used = dict(conn.execute(
+            used = {pool: int(n or 0) for pool, n in conn.execute(
                 "SELECT pool, sum(pool_slots) FROM task_instances WHERE state = 'running' "
-                "GROUP BY pool").fetchall())
+                "GROUP BY pool").fetchall()}
+            room = {pool: size - used.get(pool, 0) for pool, size in pools.items()}
+            room["default"] = default_room
 
-            def fits(pool: str, slots: int) -> bool:
-                size = pool_size(pool)
-                if size is None or int(used.get(pool) or 0) + slots > size:
+            def fits(dag_id: str, task_id: str, pool: str, slots: int) -> bool:
+                if room.get(pool, 0) < slots or not has_task(dag_id, task_id):
                     return False
-                used[pool] = int(used.get(pool) or 0) + slots
+                room[pool] -= slots
                 return True
 
             rows = changes.claim_offers(
                 conn, runner_id, at=store.now(), actor=actor, dag_ids=dag_ids,
+                pools=[pool for pool, free in room.items() if free > 0],
                 queues=None if queues is None else sorted(queues), limit=limit, fits=fits,
                 paths=paths)
-        return [Claimed(*row) for row in rows]
+            runs = {}
+            if rows:
+                runs = {r[0]: Run.from_row(r) for r in conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM dag_runs WHERE id = ANY(?)",
+                    (sorted({row[0] for row in rows}),))}
+        return [Claimed(*row, run=runs.get(row[0])) for row in rows]
 
     def withdraw(self, run_pk: int, dag_id: str, run_id: str, task_id: str, try_number: int,
                  *, actor: str, reason: str) -> bool:
@@ -118,7 +145,8 @@ class Offers:
         rows = self.store.conn.execute(
             "SELECT i.run_pk, i.task_id, i.state, i.try_number, t.runner_id, t.start_date, "
             "t.log_path, t.exit_path, t.exited_at, t.exit_code, t.kill, t.progress, t.metadata, "
-            "r.hostname, r.heartbeat_at, r.lease, r.stopped_at, t.pid, t.pid_start "
+            "r.hostname, r.heartbeat_at, r.lease, r.stopped_at, t.pid, t.pid_start, r.pid, "
+            "r.pid_start "
             "FROM task_instances i LEFT JOIN tries t ON t.run_pk = i.run_pk AND "
             "t.task_id = i.task_id AND t.try_number = i.try_number LEFT JOIN runners r ON "
             "r.id = t.runner_id WHERE i.run_pk = ANY(?) AND i.state IN ('queued', 'running')",
@@ -157,3 +185,29 @@ class Offers:
                 f"AND ({where})" + (" FOR UPDATE OF t" if lock else ""),
                 (runner_id, *[v for key in chunk for v in key]))}
         return set(keys) - held
+
+    def open_tries(self, runner_id: int) -> set[TryKey]:
+        """The tries the store says this runner is running (not ended, no end said)."""
+        return {(r[0], r[1], r[2]) for r in self.store.conn.execute(
+            "SELECT run_pk, task_id, try_number FROM tries WHERE runner_id = ? AND "
+            "end_date IS NULL AND exited_at IS NULL", (runner_id,))}
+
+    def orphans(self, hostname: str, runner_id: int, since: float) -> list[Orphan]:
+        """Tries claimed for other runners' runs by earlier runners of this host (any but
+        ``runner_id``, heard from since ``since``): open, or ended by the run's runner."""
+        rows = self.store.conn.execute(
+            "SELECT t.run_pk, t.task_id, t.try_number, t.runner_id, r.pid, r.pid_start, t.pid, "
+            "t.pid_start, t.log_path, t.exit_path, t.end_date IS NOT NULL, o.hostname "
+            "FROM runners r JOIN tries t ON t.runner_id = r.id JOIN dag_runs d ON "
+            "d.id = t.run_pk LEFT JOIN runners o ON o.id = d.runner_id WHERE r.hostname = ? "
+            "AND r.id <> ? AND r.heartbeat_at > ? AND t.exited_at IS NULL AND "
+            "(d.runner_id IS NULL OR d.runner_id <> t.runner_id) AND "
+            "(t.end_date IS NULL OR t.end_date > ?)", (hostname, runner_id, since, since))
+        return [Orphan((r[0], r[1], r[2]), *r[3:]) for r in rows]
+
+    def take_over(self, key: TryKey, dead: int, runner_id: int, pid: int | None,
+                  pid_start: float | None) -> bool:
+        """This runner carries on a try a dead runner of its host claimed (SPEC 10); False
+        when the run's runner ended it first."""
+        with self.store.transaction() as conn:
+            return changes.take_over_try(conn, key, dead, runner_id, pid, pid_start)

@@ -278,4 +278,5 @@ ALTER TABLE tries ADD COLUMN stop TEXT;
 ALTER TABLE tries ADD COLUMN exited_at DOUBLE PRECISION;
 ALTER TABLE tries ADD COLUMN kill TEXT;
 CREATE INDEX task_instances_offered ON task_instances (queue, priority) WHERE state = 'queued';
+CREATE INDEX tries_open ON tries (runner_id) WHERE end_date IS NULL;
 """)]

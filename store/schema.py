@@ -414,6 +414,7 @@ def _task_offers(db: Connection) -> None:
     db.execute("ALTER TABLE tries ADD COLUMN kill TEXT")
     db.execute("CREATE INDEX task_instances_offered ON task_instances (queue, priority) "
                "WHERE state = 'queued'")
+    db.execute("CREATE INDEX tries_open ON tries (runner_id) WHERE end_date IS NULL")
 
 
 # Most written first (see 0007).

@@ -48,17 +48,26 @@ class Host:
         self.home.mkdir()
         (self.home / "flowtui.toml").write_text(toml)
         self.env = {**os.environ, "FLOWTUI_HOSTNAME": name, "FLOWTUI_DATABASE_URL": url}
+        self.pipelines, self.args = pipelines, args
         self.proc = cli_zygote.client().start(
             ["--home", str(self.home), "--pipelines", str(pipelines), "runner", *args],
             self.env, self.home / "runner.out", session=True)
         wait_for(self._registered, 20, f"the runner on {name} to start")
+
+    def restart(self) -> None:
+        """A new runner on the same host, with the same home (after a crash or a stop)."""
+        self.proc = cli_zygote.client().start(
+            ["--home", str(self.home), "--pipelines", str(self.pipelines), "runner",
+             *self.args], self.env, self.home / "runner.out", session=True)
+        wait_for(self._registered, 20, f"the runner on {self.name} to start again")
 
     def _registered(self) -> bool:
         assert self.proc.poll() is None, (self.home / "runner.out").read_text()
         try:
             with psycopg.connect(self.url) as conn:
                 return conn.execute("SELECT count(*) FROM runners WHERE hostname = %s AND "
-                                    "stopped_at IS NULL", (self.name,)).fetchone()[0] > 0
+                                    "stopped_at IS NULL AND pid = %s",
+                                    (self.name, self.proc.pid)).fetchone()[0] > 0
         except psycopg.errors.UndefinedTable:
             return False  # the first runner is creating the schema
 
@@ -863,3 +872,78 @@ tasks:
     assert "host lost" in tries[0][2] and tries[0][4] is None, tries  # nothing of it written
     assert tries[1][1] == "success" and tries[1][3] != away_host.name, tries
     assert "was ended by its run's runner" in (away_host.home / "runner.out").read_text()
+
+
+@pytest.mark.long(8)
+def test_a_runner_restarted_at_once_carries_on_what_its_predecessor_ran(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """kill -9 of a runner, restarted at once on the same host (well within its lease): the
+    new runner finds the tries the dead one ran, for its own run and for another host's, and
+    watches them to their end. Nothing is run again, nothing is declared lost."""
+    out = tmp_path / "ran.txt"
+    job = ('echo "{name} start $FLOWTUI_TRY_NUMBER" >> %s; sleep 4; '
+           'echo "{name} done $FLOWTUI_TRY_NUMBER" >> %s' % (out, out))
+    write(pipelines, "both.yaml", f"""
+dag_id: both
+tasks:
+  solo: {{command: '{job.format(name="solo")}'}}
+  fit: {{command: '{job.format(name="fit")}', queue: gpu}}
+""")
+    lease = 'host_lease = "30s"\n'
+    owner = Host("cpu-1", tmp_path, pipelines, pg_url, toml=lease, args=("--queues", "default"))
+    gpu = Host("gpu-1", tmp_path, pipelines, pg_url, toml=lease, args=("--queues", "gpu"))
+    hosts += [owner, gpu]
+    assert flowtui("trigger", "both", home=owner.home, pipelines=pipelines,
+                   env=owner.env).returncode == 0
+    wait_for(lambda: out.exists() and "solo start" in out.read_text() and
+             "fit start" in out.read_text(), 30, "both tasks to start")
+    for host in (gpu, owner):  # each runner dies and is started again at once
+        os.kill(host.proc.pid, signal.SIGKILL)
+        host.proc.wait(10)
+        host.restart()
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("success",)], 30,
+             "the run to succeed", lambda: where_stuck(pg_url, hosts))
+    assert sorted(out.read_text().splitlines()) == [
+        "fit done 1", "fit start 1", "solo done 1", "solo start 1"]
+    tries = query(pg_url, "SELECT t.task_id, t.try_number, t.state, r.hostname FROM tries t "
+                          "JOIN runners r ON r.id = t.runner_id ORDER BY 1")
+    assert tries == [("fit", 1, "success", "gpu-1"), ("solo", 1, "success", "cpu-1")], tries
+    assert not query(pg_url, "SELECT 1 FROM alerts WHERE kind = 'host_lost'")
+
+
+@pytest.mark.long(6)
+def test_a_runner_stopped_on_purpose_hands_back_the_tries_it_ran_for_others(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """SIGTERM to a runner running a try for another host's run: the try ends (its tree
+    goes, nobody else could watch it) and runs again at once on a host still up, using no
+    retry."""
+    out = tmp_path / "ran.txt"
+    write(pipelines, "train.yaml", f"""
+dag_id: train
+tasks:
+  prep: {{command: 'true'}}
+  fit: {{command: 'echo "fit start $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out};
+                   [ "$FLOWTUI_TRY_NUMBER" = 1 ] && sleep 300; true', queue: gpu,
+         deps: [prep]}}
+""")
+    owner = Host("cpu-1", tmp_path, pipelines, pg_url, args=("--queues", "default"))
+    first = Host("gpu-1", tmp_path, pipelines, pg_url, args=("--queues", "gpu"))
+    hosts += [owner, first]
+    assert flowtui("trigger", "train", home=owner.home, pipelines=pipelines,
+                   env=owner.env).returncode == 0
+    wait_for(lambda: out.exists() and "fit start gpu-1 1" in out.read_text(), 30,
+             "gpu-1 to run fit")
+    stale = first.task_pids()
+    hosts.append(Host("gpu-2", tmp_path, pipelines, pg_url, args=("--queues", "gpu")))
+    first.stop()
+    assert not any(_alive(pid) for pid in stale)
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("success",)], 15,
+             "fit to run again on gpu-2", lambda: where_stuck(pg_url, hosts))
+    tries = query(pg_url, "SELECT t.try_number, t.state, t.reason, r.hostname FROM tries t "
+                          "JOIN runners r ON r.id = t.runner_id WHERE t.task_id = 'fit' "
+                          "ORDER BY 1")
+    assert [(n, s, h) for n, s, _, h in tries] == [(1, "failed", "gpu-1"),
+                                                   (2, "success", "gpu-2")], tries
+    assert "stopped before it ended" in tries[0][2]
+    assert query(pg_url, "SELECT max_tries FROM task_instances WHERE task_id = 'fit'") == [
+        (2,)]  # no retry used up
