@@ -437,11 +437,12 @@ class Remote:
         for orphan in orphans:
             if executor.same_process(orphan.runner_pid, orphan.runner_pid_start):
                 continue  # its runner lives (another home on this host)
+            if not orphan.ended and orphan.owner_host == host_name():
+                continue  # its run's runner, on this host too, watches it (``_left``)
             pid = None if orphan.ended else executor.locate(
                 orphan.pid, orphan.pid_start, orphan.exit_path, leaders)
-            if orphan.ended or orphan.owner_host == host_name() or not self._carry_on(
-                    orphan, pid, now):
-                executor.kill_tree(pid, orphan.exit_path)  # a retry runs, or its owner adopts
+            if orphan.ended or not self._carry_on(orphan, pid, now):
+                executor.kill_tree(pid, orphan.exit_path)  # it must not run beside a retry
 
     def _carry_on(self, orphan: Orphan, pid: int | None, now: float) -> bool:
         engine = self.engine

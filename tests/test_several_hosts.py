@@ -947,3 +947,36 @@ tasks:
     assert "stopped before it ended" in tries[0][2]
     assert query(pg_url, "SELECT max_tries FROM task_instances WHERE task_id = 'fit'") == [
         (2,)]  # no retry used up
+
+
+@pytest.mark.long(10)
+def test_a_runner_restarted_on_purpose_keeps_its_tasks_from_other_hosts(
+        pg_url: str, pipelines: Path, tmp_path: Path, hosts: list[Host]) -> None:
+    """A stop leaves a runner's tasks running for the next runner (a deploy's restart). On
+    a database several hosts share, another host must not take the stopped runner's runs
+    while its tasks run on: it would fail them as a lost host's and run them again beside
+    the ones still running. For the runner's lease only a runner on its own host takes them;
+    the restart does, and watches them to their end."""
+    out = tmp_path / "ran.txt"
+    write(pipelines, "long.yaml", f"""
+dag_id: long
+tasks:
+  work: {{command: 'echo "start $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out}; sleep 8;
+                    echo "done $FLOWTUI_TRY_NUMBER" >> {out}', retries: 1, retry_delay: 0}}
+""")
+    lease = 'host_lease = "12s"\n'
+    first = Host("h1", tmp_path, pipelines, pg_url, toml=lease)
+    hosts.append(first)
+    assert flowtui("trigger", "long", home=first.home, pipelines=pipelines,
+                   env=first.env).returncode == 0
+    wait_for(lambda: out.exists() and "start h1 1" in out.read_text(), 30, "h1 to start it")
+    hosts.append(Host("h2", tmp_path, pipelines, pg_url, toml=lease))
+    first.stop()
+    stopped = query(pg_url, "SELECT stopped_at FROM runners WHERE hostname = 'h1'")[0][0]
+    # h2 looks for runs to adopt every 2 s: give it two looks at the stopped runner's run
+    wait_for(lambda: time.time() - stopped > 4.5, 10, "two of h2's looks")
+    first.restart()
+    wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("success",)], 30,
+             "the run to succeed", lambda: where_stuck(pg_url, hosts))
+    assert out.read_text().splitlines() == ["start h1 1", "done 1"]
+    assert query(pg_url, "SELECT try_number, state FROM tries") == [(1, "success")]
