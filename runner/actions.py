@@ -86,7 +86,16 @@ def live_owner(store: Store, runner_id: int | None,
     if runner_id is None:
         return None
     record = store.runner(runner_id)
-    if record is None or record.stopped_at is not None:
+    if record is None:
+        return None
+    if record.stopped_at is not None:
+        # A runner on another host stopped on purpose leaves its tasks running for the next
+        # runner there (a restart): for its lease its runs stay its own, or another host would
+        # fail those tasks as a lost host's and run them again beside themselves (SPEC 10).
+        if store.kind == "postgresql" and record.hostname != host_name() and \
+                clock.now() - record.stopped_at < (record.lease or HEARTBEAT_STALE) and \
+                store.offers.open_tries(runner_id):
+            return runner_id, record.pid
         return None
     if store.kind == "sqlite" or record.hostname == host_name():  # a SQLite file is local
         return (runner_id, record.pid) if executor.same_process(record.pid, record.pid_start) \

@@ -101,9 +101,13 @@ def resume_running(engine: Engine, task: LiveTask, now: float) -> None:
 
 
 def _start_afresh(engine: Engine, task: LiveTask, now: float) -> None:
-    """A try recorded as running whose process never started: it did not happen."""
-    task.state = S.SCHEDULED
+    """A try recorded as running whose process never started: it did not happen. The task
+    is recorded as scheduled again, with the try number it had before, and starts as soon as
+    a slot allows (here, or offered to another runner)."""
     task.try_number = max(0, task.try_number - 1)
+    engine.lifecycle.move(task, S.SCHEDULED, "scheduler", "its try never started (its runner "
+                          "stopped first): it starts again", now, try_number=task.try_number,
+                          pid=None, start_date=None, notify=False)
     engine.lifecycle.schedule(task, now)
 
 

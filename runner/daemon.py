@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from flowtui.runner.actions import HEARTBEAT_STALE, claim, live_owner
+from flowtui.runner.actions import claim, live_owner
 from flowtui.runner.alerting import Alerts, dag_policy_errors, parse_alerting
 from flowtui.runner.backfill import finish_if_done, start_backfill_runs
 from flowtui.runner.clock import SYSTEM, Clock, iso
@@ -570,8 +570,7 @@ class Daemon:
         for run in self.store.list_runs(state="running"):
             if run.pk in self.engine.runs or run.runner_id == self.runner_id:
                 continue
-            if live_owner(self.store, run.runner_id) is not None or \
-                    self._left_running_elsewhere(run.runner_id, now):
+            if live_owner(self.store, run.runner_id) is not None:
                 continue
             dag = self.dags.get(run.dag_id)
             if dag is not None and self._can_advance(dag, run) and \
@@ -580,19 +579,6 @@ class Daemon:
                               dag, run, now)
                 self._host_lost(run.runner_id, f"its runs are taken over here (first: "
                                                f"{run.dag_id} {run.run_id})", now)
-
-    def _left_running_elsewhere(self, runner_id: int | None, now: float) -> bool:
-        """A runner on another host stopped on purpose with tries of its runs still running
-        there (a stop leaves them to the next runner): for its lease, only a runner on that
-        host (a restart) may take its runs and watch them. Taken from here, they would be
-        failed as a lost host's and run again beside the ones still running."""
-        if self.store.kind != "postgresql" or runner_id is None:
-            return False
-        record = self.store.runner(runner_id)
-        if record is None or record.stopped_at is None or record.hostname == host_name() or \
-                now - record.stopped_at >= (record.lease or HEARTBEAT_STALE):
-            return False
-        return bool(self.store.offers.open_tries(runner_id))
 
     def _executor_lost(self, runner_id: int, task: Any, now: float) -> None:
         live = task.run

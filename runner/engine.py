@@ -299,7 +299,7 @@ class Engine:
             remote = self.remote
             if remote.follow_due:
                 self.hook(remote.before_launch, self.now())
-            self.launcher.launch_ready(self.now())
+            self.hook(self.launcher.launch_ready, self.now())
             if remote.enabled:
                 self.hook(remote.after_launch, self.now())
         events = None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flowtui.runner import executor, protocol
-from flowtui.runner.endings import CLAIM_LOST, RUNNER_STOPPED
+from flowtui.runner.endings import CLAIM_LOST, RUNNER_STOPPED, UNCOUNTED
 from flowtui.runner.launching import ship_log
 from flowtui.store import TaskState, host_name
 from flowtui.store.offers import Elsewhere, Orphan, TryKey
@@ -212,8 +212,9 @@ class Remote:
         self._forget((task.run.pk, task.task_id), task)
         task.remote = None
         task.remote_result = (row.progress, row.metadata)
-        if kill is None and task.kill_reason is not None and code is not None and code < 0:
-            kill = task.kill_reason  # the stop asked for reached it as a signal
+        if task.kill_reason is not None and (kill in UNCOUNTED or (
+                kill is None and code is not None and code < 0)):
+            kill = task.kill_reason  # the kill asked for here is why it ended
         self.engine.lifecycle.end_try(task, code, kill, at)
 
     def _gone(self, row: Elsewhere, now: float) -> bool:
@@ -389,9 +390,12 @@ class Remote:
     def stop(self, now: float) -> None:
         """This runner stops. Tries it runs for its own runs keep running, as its other tasks
         do, for the next runner here to adopt. Those it runs for other runners' runs end (no
-        other runner could watch them): SIGTERM, SIGKILL after their kill_grace (ten seconds at
-        most in all), and their owners run them again at once, not counting the try."""
+        other runner could watch them): one that ended already says how; the others get
+        SIGTERM, SIGKILL after their kill_grace (ten seconds at most in all), and their owners
+        run them again at once, not counting the try (unless the owner had asked for the
+        kill, or the try ended well within its grace)."""
         engine = self.engine
+        self.stops_asked(now)  # a kill the owner asked for is the reason, not this stop
         ending = []
         for key, task in list(self.executing.items()):
             if key[0] in engine.runs:
@@ -399,29 +403,51 @@ class Remote:
                 if task.pid is not None:
                     engine.unwatch(task)
                 continue
-            if task.pid is not None:
-                if task.kill_reason is None:
-                    task.kill_members = executor.terminate_tree(task.pid, task.exit_path)
-                ending.append(task)
-            else:
+            if task.pid is None:
                 self.exited(task, None, task.kill_reason or RUNNER_STOPPED, now)
+                continue
+            done, code = self._ended_now(task)
+            if done:
+                self._release(task)
+                self.exited(task, code, task.kill_reason, now)
+                continue
+            if task.kill_reason is None:
+                task.kill_reason = RUNNER_STOPPED
+                task.kill_members = executor.terminate_tree(task.pid, task.exit_path)
+            ending.append(task)
         deadline = engine.now() + min(STOP_WAIT, max((t.spec.kill_grace for t in ending),
                                                      default=0.0))
         while ending:
             for task in list(ending):
-                try:
-                    done = os.waitpid(task.pid, os.WNOHANG)[0] != 0  # type: ignore[arg-type]
-                except ChildProcessError:
-                    done = True
-                if done or engine.now() >= deadline:
-                    executor.kill_tree(task.pid, task.exit_path, task.kill_members)
-                    engine.unwatch(task)
-                    engine.slots.give_back(task)
-                    task.pid = None
-                    ending.remove(task)
-                    self.exited(task, None, task.kill_reason or RUNNER_STOPPED, engine.now())
+                done, code = self._ended_now(task)
+                if not done and engine.now() < deadline:
+                    continue
+                executor.kill_tree(task.pid, task.exit_path, task.kill_members)
+                self._release(task)
+                ending.remove(task)
+                self.exited(task, code, None if code == 0 else task.kill_reason, engine.now())
             if ending:
                 engine.clock.sleep(0.02)
+
+    @staticmethod
+    def _ended_now(task: LiveTask) -> tuple[bool, int | None]:
+        """Whether the try's process has ended, and its exit code when known."""
+        pid = task.pid
+        assert pid is not None
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not a child (taken over from a dead runner): ask /proc
+            if task.pid_start is not None and executor.same_process(pid, task.pid_start):
+                return False, None
+            return True, executor.read_exit_status(task.exit_path)
+        if reaped == 0:
+            return False, None
+        return True, os.waitstatus_to_exitcode(status)
+
+    def _release(self, task: LiveTask) -> None:
+        self.engine.unwatch(task)
+        self.engine.slots.give_back(task)
+        task.pid = None
 
     def sweep(self, now: float) -> None:
         """At start: tries that earlier runners of this host (killed, crashed) claimed for
@@ -437,8 +463,9 @@ class Remote:
         for orphan in orphans:
             if executor.same_process(orphan.runner_pid, orphan.runner_pid_start):
                 continue  # its runner lives (another home on this host)
-            if not orphan.ended and orphan.owner_host == host_name():
-                continue  # its run's runner, on this host too, watches it (``_left``)
+            if not orphan.ended and orphan.owner_pid is not None and \
+                    executor.same_process(orphan.owner_pid, orphan.owner_pid_start):
+                continue  # its run's runner, alive on this host too, watches it (``_left``)
             pid = None if orphan.ended else executor.locate(
                 orphan.pid, orphan.pid_start, orphan.exit_path, leaders)
             if orphan.ended or not self._carry_on(orphan, pid, now):
@@ -477,7 +504,11 @@ class Remote:
             return True
         code = executor.read_exit_status(orphan.exit_path)
         engine.slots.give_back(task)
-        self.exited(task, code, None if code is not None else "zombie", now)
+        executor.kill_tree(None, orphan.exit_path)  # a child that outlived its shell
+        if code is None and not os.path.exists(orphan.log_path):
+            self.exited(task, None, CLAIM_LOST, now)  # its process never started
+        else:
+            self.exited(task, code, None if code is not None else "zombie", now)
         return True
 
     # -- the loop --------------------------------------------------------------------------

@@ -77,7 +77,8 @@ class Orphan:
     log_path: str
     exit_path: str
     ended: bool  # the run's runner ended it already (the host was declared lost meanwhile)
-    owner_host: str | None
+    owner_pid: int | None  # the run's runner's process, when on this host
+    owner_pid_start: float | None
 
 
 class Offers:
@@ -197,7 +198,9 @@ class Offers:
         ``runner_id``, heard from since ``since``): open, or ended by the run's runner."""
         rows = self.store.conn.execute(
             "SELECT t.run_pk, t.task_id, t.try_number, t.runner_id, r.pid, r.pid_start, t.pid, "
-            "t.pid_start, t.log_path, t.exit_path, t.end_date IS NOT NULL, o.hostname "
+            "t.pid_start, t.log_path, t.exit_path, t.end_date IS NOT NULL, "
+            "CASE WHEN o.hostname = r.hostname AND o.stopped_at IS NULL THEN o.pid END, "
+            "o.pid_start "
             "FROM runners r JOIN tries t ON t.runner_id = r.id JOIN dag_runs d ON "
             "d.id = t.run_pk LEFT JOIN runners o ON o.id = d.runner_id WHERE r.hostname = ? "
             "AND r.id <> ? AND r.heartbeat_at > ? AND t.exited_at IS NULL AND "

@@ -54,9 +54,10 @@ _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     ),
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FAILED, TaskState.SKIPPED,
                                  TaskState.SCHEDULED}),
+    # Back to scheduled: a try recorded whose process never started is forgotten (adoption).
     TaskState.RUNNING: frozenset(
         {TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UP_FOR_RETRY,
-         TaskState.UP_FOR_RESCHEDULE}
+         TaskState.UP_FOR_RESCHEDULE, TaskState.SCHEDULED}
     ),
     TaskState.UP_FOR_RETRY: frozenset(
         {TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED,

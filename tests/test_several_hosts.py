@@ -963,6 +963,7 @@ dag_id: long
 tasks:
   work: {{command: 'echo "start $FLOWTUI_HOSTNAME $FLOWTUI_TRY_NUMBER" >> {out}; sleep 8;
                     echo "done $FLOWTUI_TRY_NUMBER" >> {out}', retries: 1, retry_delay: 0}}
+  other: {{command: 'true'}}
 """)
     lease = 'host_lease = "12s"\n'
     first = Host("h1", tmp_path, pipelines, pg_url, toml=lease)
@@ -970,13 +971,21 @@ tasks:
     assert flowtui("trigger", "long", home=first.home, pipelines=pipelines,
                    env=first.env).returncode == 0
     wait_for(lambda: out.exists() and "start h1 1" in out.read_text(), 30, "h1 to start it")
-    hosts.append(Host("h2", tmp_path, pipelines, pg_url, toml=lease))
+    second = Host("h2", tmp_path, pipelines, pg_url, toml=lease)
+    hosts.append(second)
     first.stop()
     stopped = query(pg_url, "SELECT stopped_at FROM runners WHERE hostname = 'h1'")[0][0]
+    # an operator's clear from h2 meanwhile is left for the run's runner too (h2 applying it
+    # would take the run)
+    cleared = flowtui("clear", "long", "latest", "other", "--yes", home=second.home,
+                      pipelines=pipelines, env=second.env)
+    assert not query(pg_url, "SELECT result FROM requests WHERE done_at IS NOT NULL"), \
+        cleared.stdout
     # h2 looks for runs to adopt every 2 s: give it two looks at the stopped runner's run
     wait_for(lambda: time.time() - stopped > 4.5, 10, "two of h2's looks")
     first.restart()
     wait_for(lambda: query(pg_url, "SELECT state FROM dag_runs") == [("success",)], 30,
              "the run to succeed", lambda: where_stuck(pg_url, hosts))
     assert out.read_text().splitlines() == ["start h1 1", "done 1"]
-    assert query(pg_url, "SELECT try_number, state FROM tries") == [(1, "success")]
+    assert query(pg_url, "SELECT task_id, try_number, state FROM tries ORDER BY 1, 2") == [
+        ("other", 1, "success"), ("other", 2, "success"), ("work", 1, "success")]

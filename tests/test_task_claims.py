@@ -7,6 +7,7 @@ test_several_hosts.py."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import flowtui, write
+from daemon_support import wait_for
 
 from flowtui.runner.clock import ManualClock
 from flowtui.runner.config import load_config
@@ -76,6 +78,29 @@ def pair_of(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield make
     for pair in made:
         pair.close()
+
+
+def answer_lost(pair: Pair, monkeypatch: pytest.MonkeyPatch, *,
+                claims_after: bool = True) -> list[int]:
+    """The gpu runner's first claim commits but its answer never comes back (the store
+    raises as on a dropped connection); with ``claims_after`` false it claims nothing more
+    (it died). Returns a list that holds the lost claim's size once it happened."""
+    offers = pair.gpu.store.offers
+    real = offers.claim
+    lost: list[int] = []
+
+    def claim(*args: Any, **kwargs: Any) -> list:
+        if lost and not claims_after:
+            return []
+        found = real(*args, **kwargs)
+        if found and not lost:
+            lost.append(len(found))
+            raise sqlite3.OperationalError("database unavailable: server closed the "
+                                           "connection unexpectedly")
+        return found
+
+    monkeypatch.setattr(offers, "claim", claim)
+    return lost
 
 
 def trigger(pair: Pair, dag_id: str, pipelines: Path) -> None:
@@ -203,20 +228,7 @@ tasks:
   fit: {command: 'true', queue: gpu, deps: [prep]}
 """)
     pair = pair_of(pipelines)
-    offers = pair.gpu.store.offers
-    real = offers.claim
-    lost: list[int] = []
-
-    def claim_then_drop(*args: Any, **kwargs: Any) -> list:
-        claimed = real(*args, **kwargs)
-        if claimed and not lost:
-            lost.append(len(claimed))
-            # what the store raises when the server's answer never came (store/pg.py)
-            raise sqlite3.OperationalError("database unavailable: server closed the "
-                                           "connection unexpectedly")
-        return claimed
-
-    monkeypatch.setattr(offers, "claim", claim_then_drop)
+    lost = answer_lost(pair, monkeypatch)
     trigger(pair, "train", pipelines)
     pair.drive(lambda: lost, "the claim")
     pair.clock.advance(6)  # past a heartbeat
@@ -227,3 +239,74 @@ tasks:
     assert [t[:2] for t in tries] == [(1, "failed"), (2, "success")], tries
     assert "lost track of it before starting it" in tries[0][2]
     assert q(pg_url, "SELECT max_tries FROM task_instances WHERE task_id = 'fit'") == [(2,)]
+
+
+def test_a_claim_whose_claimer_died_before_starting_it_starts_again(
+        pair_of: Callable[..., Pair], pg_url: str, pipelines: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claimer (on the owner's host) claimed the task and died before its process
+    started. The owner finds the try never started (no process, no log), forgets it, and
+    offers the task again, its try number back where it was."""
+    write(pipelines, "train.yaml", """
+dag_id: train
+tasks:
+  prep: {command: 'true'}
+  fit: {command: 'true', queue: gpu, deps: [prep]}
+""")
+    pair = pair_of(pipelines)
+    claimed = answer_lost(pair, monkeypatch, claims_after=False)
+    trigger(pair, "train", pipelines)
+    pair.drive(lambda: claimed, "the claim")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # the claimer's row now names a process that no longer exists
+    q(pg_url, "UPDATE runners SET pid = %s WHERE id = %s RETURNING id", gone.pid,
+      pair.gpu.runner_id)
+    pair.drive(lambda: q(pg_url, "SELECT state, try_number FROM task_instances WHERE "
+                                 "task_id = 'fit'") == [("queued", 0)],
+               "fit to be offered again", daemons=(pair.owner,))
+    assert not q(pg_url, "SELECT 1 FROM tries WHERE task_id = 'fit'")  # it never happened
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return False
+
+
+def test_a_stopping_claimer_says_what_its_tries_did_and_why_they_ended(
+        pair_of: Callable[..., Pair], pg_url: str, pipelines: Path, tmp_path: Path) -> None:
+    """A claimer stops with one try that already ended well (not yet reaped by its loop) and
+    one its run's runner had asked to kill (not yet read): the first is a success, used
+    once; the second fails as killed by the operator, not as cut short by the stop (which
+    would run it again at once, uncounted)."""
+    gate = tmp_path / "gate"
+    write(pipelines, "train.yaml", f"""
+dag_id: train
+tasks:
+  prep: {{command: 'true'}}
+  quick: {{command: 'while [ ! -e {gate}.quick ]; do sleep 0.05; done', queue: gpu,
+          deps: [prep]}}
+  held: {{command: 'while [ ! -e {gate} ]; do sleep 0.05; done', queue: gpu, deps: [prep]}}
+""")
+    pair = pair_of(pipelines)
+    trigger(pair, "train", pipelines)
+    pair.drive(lambda: sum(1 for r in pair.owner.engine.runs.values() for t in r.tasks.values()
+                           if t.remote) == 2, "both tasks to run on the gpu host")
+    owner = pair.owner.engine
+    held = next(iter(owner.runs.values())).tasks["held"]
+    owner.lifecycle.kill(held, "killed by me", pair.clock.now())  # as apply_request does
+    owner.flush()
+    quick = next(t for t in pair.gpu.engine.running.values() if t.task_id == "quick")
+    (tmp_path / "gate.quick").write_text("go")
+    wait_for(lambda: _zombie(quick.pid), 10, "quick to end, unreaped")
+    pair.gpu.engine.request_stop()
+    pair.gpu.engine.run_forever()  # its stop
+    pair.drive(lambda: q(pg_url, "SELECT state FROM dag_runs") == [("failed",)],
+               "the owner to end the run", daemons=(pair.owner,))
+    assert q(pg_url, "SELECT task_id, try_number, state, reason FROM tries WHERE task_id <> "
+                     "'prep' ORDER BY 1") == [("held", 1, "failed", "killed by me"),
+                                              ("quick", 1, "success", "")]
+    assert dict(q(pg_url, "SELECT task_id, state FROM task_instances")) == {
+        "prep": "success", "quick": "success", "held": "failed"}
