@@ -187,7 +187,7 @@ class Daemon:
             # longer configured (it marks those failed). Without either nothing is ever due,
             # and the runner spares the thread and its HTTP client.
             self._start_sender()
-        self.listener = self.store.listen(self.engine.wake)  # PostgreSQL: other hosts' calls
+        self.listener = self.store.listen(self.engine.heard)  # PostgreSQL: other hosts' calls
         if self.listener is not None:
             self.listener.start()
         self.watch = FolderWatch.open(self.config.pipelines)

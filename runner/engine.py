@@ -30,7 +30,7 @@ from flowtui.runner.live import LiveRun, LiveTask, Slots, run_context
 from flowtui.runner.remote import LOOK_INTERVAL, Remote
 from flowtui.runner.model import DagSpec
 from flowtui.store import TERMINAL, RunState, Store, TaskState
-from flowtui.store.changes import Changes
+from flowtui.store.changes import TRIES_PAYLOAD, Changes
 from flowtui.store.health import StoreUnavailable, outage
 from flowtui.store.models import Request, Run
 
@@ -204,6 +204,14 @@ class Engine:
         except BlockingIOError:
             pass
 
+    def heard(self, payload: str) -> None:
+        """A notification from the database (another runner, the CLI): one only about tries
+        across runners wakes the loop for those alone (``Remote``), any other for everything."""
+        try:
+            os.write(self._wake_w, b"t" if payload == TRIES_PAYLOAD else b"x")
+        except BlockingIOError:
+            pass
+
     def request_stop(self) -> None:
         """First call: stop (a foreground run ends its tasks); second: SIGKILL them now."""
         self._stopping += 1
@@ -374,16 +382,17 @@ class Engine:
         return max(0.0, deadline - self.now())
 
     def _drain_wake(self, now: float) -> None:
+        only_tries = True
         try:
-            while os.read(self._wake_r, 512):
-                pass
+            while data := os.read(self._wake_r, 512):
+                only_tries = only_tries and data.count(b"t") == len(data)
         except BlockingIOError:
             pass
         if self._stopping and not self._serving:
             self.lifecycle.stop_everything(now, force=self._stopping > 1)
             return
         self.remote.woken()
-        if self.on_wake is not None:
+        if self.on_wake is not None and not only_tries:
             self.hook(self.on_wake, now)
 
     def _next_at(self) -> float:

@@ -84,7 +84,11 @@ _TRY_EXITED = ("UPDATE tries SET exited_at = ?, exit_code = ?, kill = ?, progres
                "try_number = ? AND end_date IS NULL")
 _TRY_STOP = ("UPDATE tries SET stop = ? WHERE run_pk = ? AND task_id = ? AND try_number = ? "
              "AND end_date IS NULL AND exited_at IS NULL")
-_NOTIFY = "NOTIFY flowtui_wake"  # PostgreSQL: delivered to every runner when the commit lands
+# PostgreSQL: delivered to every runner when the commit lands. Its payload says it is only
+# about tries across runners (offered, claimed, ended, asked to stop): a runner then looks at
+# those alone, not at everything a wake-up makes it look at (requests, runs to adopt...).
+_NOTIFY = "NOTIFY flowtui_wake, 'tries'"
+TRIES_PAYLOAD = "tries"
 _WITHDRAW = ("UPDATE task_instances SET state = 'scheduled', reason = ?, updated_at = ? "
              "WHERE run_pk = ? AND task_id = ? AND state = 'queued'")
 _OFFERED = ("SELECT run_pk, task_id, dag_id, run_id, try_number, pool, pool_slots, first_poke_at "

@@ -359,9 +359,9 @@ class Store:
         if self.kind == "postgresql":
             self.conn.execute("NOTIFY flowtui_wake")
 
-    def listen(self, woken: Callable[[], None]) -> Any:
-        """Call ``woken`` (from a thread) whenever a runner is to look at the store now; None
-        where signals do it (SQLite)."""
+    def listen(self, woken: Callable[[str], None]) -> Any:
+        """Call ``woken(payload)`` (from a thread) whenever a runner is to look at the store
+        now; None where signals do it (SQLite)."""
         if self.kind != "postgresql":
             return None
         from flowtui.store.pg import Listener

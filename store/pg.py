@@ -266,7 +266,7 @@ except ImportError:  # pragma: no cover - without psycopg, PostgreSQL is never o
 
 class Listener(threading.Thread):
     """A runner's ear on the database: ``LISTEN flowtui_wake`` on a connection of its own;
-    each notification calls ``woken`` (which only pokes the runner's loop). A lost connection
+    each notification calls ``woken(payload)`` (which only pokes the runner's loop). A lost connection
     is opened again, a second later and then less often, until ``stop``."""
 
     CHANNEL = "flowtui_wake"
@@ -288,10 +288,10 @@ class Listener(threading.Thread):
                     conn.execute(f"LISTEN {self.CHANNEL}")
                     self.listening.set()
                     delay = 1.0
-                    self.woken()  # whatever was notified while we were not listening
+                    self.woken("")  # whatever was notified while we were not listening
                     while not self._quit.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            self.woken()
+                        for notice in conn.notifies(timeout=0.5):
+                            self.woken(notice.payload)
             except psycopg.Error:
                 self.listening.clear()
                 self._quit.wait(delay)
