@@ -18,6 +18,7 @@ import pytest
 from conftest import flowtui, write
 from daemon_support import wait_for
 
+from flowtui.runner import executor
 from flowtui.runner.clock import ManualClock
 from flowtui.runner.config import load_config
 from flowtui.runner.daemon import Daemon
@@ -78,6 +79,9 @@ def pair_of(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield make
     for pair in made:
         pair.close()
+    # a stopped runner leaves its tasks running for the next one: none comes here
+    for (mark,) in q(pg_url, "SELECT exit_path FROM tries WHERE end_date IS NULL"):
+        executor.kill_tree(None, mark)
 
 
 def answer_lost(pair: Pair, monkeypatch: pytest.MonkeyPatch, *,
