@@ -224,12 +224,13 @@ class TaskScreen(TaskActions, FlowScreen):
         table = self.query_one("#table", DataTable)
         kept = self._cursor_try(table)
         rows = []
-        now = self.app.clock.now()
         for t in reversed(tries):  # newest first: the try that matters is in view
-            took = (t.end_date or now) - t.start_date
+            # A try still running has no "took" yet: the table is painted when tries change,
+            # so a time here would freeze; the head says how long it has been running.
+            took = "-" if t.end_date is None else format_duration(t.end_date - t.start_date)
             rows.append((str(t.try_number), (
                 str(t.try_number), state_text(self.app, t.state),
-                "-" if t.exit_code is None else str(t.exit_code), format_duration(took),
+                "-" if t.exit_code is None else str(t.exit_code), took,
                 one_line(t.reason), clock(t.start_date), str(t.pid or "-"),
                 "-" if t.cpu_percent is None else f"{t.cpu_percent:.0f}%",
                 "-" if t.rss_bytes is None else f"{t.rss_bytes / 1e6:.0f} MB")))

@@ -156,3 +156,28 @@ def test_tries_cursor_stays_on_its_try(home: Path, pipelines: Path, runners) -> 
             assert str(row_key.value) == "1"
 
     run_async(go())
+
+
+def test_a_running_try_shows_no_frozen_duration(home: Path, pipelines: Path, runners) -> None:
+    """The tries table is painted when the tries change, the head every second: a running
+    try's "took" would stand still in the table while the head counts on. The table leaves it
+    to the head, which says how long the try has been running."""
+    write(pipelines, "slow.yaml", """
+        dag_id: slow
+        tasks:
+          work: {command: 'sleep 30'}
+    """)
+    start(runners, home, pipelines)
+    trigger(home, pipelines, "slow")
+    wait_for(lambda: query(home, "SELECT pid FROM tries WHERE task_id = 'work'") not in
+             ([], [(None,)]), what="the try to run")
+    ref = ref_for(home, "slow", "work")
+
+    async def go() -> None:
+        async with task_detail(home, pipelines, ref, (100, 30)) as (app, pilot):
+            await until(pilot, lambda: "running for" in on_screen(app), what="the head")
+            table = app.screen.query_one("#table")
+            await until(pilot, lambda: table.row_count == 1, what="the try's row")
+            assert str(table.get_row_at(0)[3]) == "-"
+
+    run_async(go())
