@@ -18,42 +18,50 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace, "Config"], int]
 
 
-def handlers() -> dict[str, Handler]:
-    """Each command, as its words after ``flowtui``, and the function that carries it out
-    (imported once the arguments are parsed, so --version, --help and typos answer at once)."""
-    from flowtui import (
-        commands, commands_alerts, commands_backfill, commands_datasets, commands_db,
-        commands_ops, commands_ui,
-    )
+# Each command, as its words after ``flowtui``, and the function that carries it out. Only
+# the module of the command given is imported, once the arguments are parsed (so --version,
+# --help and typos answer at once, and ``flowtui run`` does not load the alerts' sender).
+HANDLERS: dict[str, str] = {
+    "ui": "commands_ui:cmd_ui",
+    "run": "commands:cmd_run",
+    "dags list": "commands:cmd_dags_list",
+    "dags check": "commands:cmd_dags_check",
+    "dags show": "commands:cmd_dags_show",
+    "dags pause": "commands_ops:cmd_pause",
+    "dags unpause": "commands_ops:cmd_unpause",
+    "runner": "commands_ops:cmd_runner",
+    "trigger": "commands_ops:cmd_trigger",
+    "clear": "commands_ops:cmd_clear",
+    "retry": "commands_ops:cmd_retry",
+    "mark": "commands_ops:cmd_mark",
+    "kill": "commands_ops:cmd_kill",
+    "backfill": "commands_backfill:cmd_backfill",
+    "alerts list": "commands_alerts:cmd_alerts",
+    "alerts ack": "commands_alerts:cmd_alerts",
+    "alerts resolve": "commands_alerts:cmd_alerts",
+    "sla": "commands_alerts:cmd_sla",
+    "runs list": "commands:cmd_runs_list",
+    "tasks list": "commands:cmd_tasks_list",
+    "logs": "commands:cmd_logs",
+    "db clean": "commands_db:cmd_db_clean",
+    "db migrate": "commands_db:cmd_db_migrate",
+    "datasets list": "commands_datasets:cmd_datasets",
+    "datasets show": "commands_datasets:cmd_datasets",
+    "datasets emit": "commands_datasets:cmd_datasets",
+}
 
-    return {
-        "ui": commands_ui.cmd_ui,
-        "run": commands.cmd_run,
-        "dags list": commands.cmd_dags_list,
-        "dags check": commands.cmd_dags_check,
-        "dags show": commands.cmd_dags_show,
-        "dags pause": commands_ops.cmd_pause,
-        "dags unpause": commands_ops.cmd_unpause,
-        "runner": commands_ops.cmd_runner,
-        "trigger": commands_ops.cmd_trigger,
-        "clear": commands_ops.cmd_clear,
-        "retry": commands_ops.cmd_retry,
-        "mark": commands_ops.cmd_mark,
-        "kill": commands_ops.cmd_kill,
-        "backfill": commands_backfill.cmd_backfill,
-        "alerts list": commands_alerts.cmd_alerts,
-        "alerts ack": commands_alerts.cmd_alerts,
-        "alerts resolve": commands_alerts.cmd_alerts,
-        "sla": commands_alerts.cmd_sla,
-        "runs list": commands.cmd_runs_list,
-        "tasks list": commands.cmd_tasks_list,
-        "logs": commands.cmd_logs,
-        "db clean": commands_db.cmd_db_clean,
-        "db migrate": commands_db.cmd_db_migrate,
-        "datasets list": commands_datasets.cmd_datasets,
-        "datasets show": commands_datasets.cmd_datasets,
-        "datasets emit": commands_datasets.cmd_datasets,
-    }
+
+def handler(name: str) -> Handler:
+    """The function of one command (its module imported now)."""
+    import importlib
+
+    module, function = HANDLERS[name].split(":")
+    return getattr(importlib.import_module(f"flowtui.{module}"), function)
+
+
+def handlers() -> dict[str, Handler]:
+    """Every command's function (each module imported)."""
+    return {name: handler(name) for name in HANDLERS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -270,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _name_commands(parser: argparse.ArgumentParser, words: list[str]) -> None:
-    """Set ``command_name`` (its words, the key into ``handlers()``) on every command's parser."""
+    """Set ``command_name`` (its words, the key into ``HANDLERS``) on every command's parser."""
     groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not groups and words:
         parser.set_defaults(command_name=" ".join(words))
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         from flowtui.runner.config import load_config
 
         config = load_config(getattr(args, "home", None), getattr(args, "pipelines", None))
-        return int(handlers()[args.command_name](args, config))
+        return int(handler(args.command_name)(args, config))
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

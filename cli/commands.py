@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     finally:
         display.close()
     tis = store.task_instances(run.pk)
-    errors = task_errors(store, run)
+    errors = task_errors(store, run, None if args.json else {
+        ti.task_id for ti in tis if ti.state == "failed"})  # the only ones printed
     if args.json:
         document = run_json(run)
         document["tasks"] = [task_json(ti, errors.get(ti.task_id)) for ti in tis]

@@ -77,10 +77,13 @@ def latest_tries(store: Store, run: Run) -> dict[str, Try]:
     return latest
 
 
-def task_errors(store: Store, run: Run) -> dict[str, str]:
-    """The error excerpt of each task's latest try log, for the tasks that have one."""
+def task_errors(store: Store, run: Run, only: set[str] | None = None) -> dict[str, str]:
+    """The error excerpt of each task's latest try log, for the tasks that have one (of
+    ``only`` these tasks, when given: reading a thousand logs is not free)."""
     errors = {}
     for task_id, attempt in latest_tries(store, run).items():
+        if only is not None and task_id not in only:
+            continue
         excerpt = find_excerpt(attempt.log_path)
         if excerpt is not None:
             errors[task_id] = excerpt.text

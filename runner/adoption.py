@@ -100,7 +100,7 @@ def resume_running(engine: Engine, task: LiveTask, now: float) -> None:
     _resume_running(engine, task, now, attempt, leaders)
 
 
-def _start_afresh(engine: Engine, task: LiveTask, now: float) -> None:
+def start_afresh(engine: Engine, task: LiveTask, now: float) -> None:
     """A try recorded as running whose process never started: it did not happen. The task
     is recorded as scheduled again, with the try number it had before, and starts as soon as
     a slot allows (here, or offered to another runner)."""
@@ -116,7 +116,7 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
     live = task.run
     lifecycle = engine.lifecycle
     if attempt is None:  # the state says running but no try was written: start it afresh
-        _start_afresh(engine, task, now)
+        start_afresh(engine, task, now)
         return
     task.log_path, task.exit_path = attempt.log_path, attempt.exit_path
     task.started_at = attempt.start_date
@@ -148,11 +148,11 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
                                        engine.runner_id, pid, task.pid_start)
             return
     code = executor.read_exit_status(task.exit_path)
-    if code is None and not os.path.exists(task.log_path):
-        # The try was recorded but its process never started (the runner died in between: the
-        # log file is the first thing the process makes). Nothing ran: start it afresh.
+    if code is None and executor.never_started(task.exit_path, task.log_path):
+        # The try was recorded but its command never ran (the runner died before it opened
+        # the try's gate). Nothing ran: start it afresh.
         engine.changes.try_forgotten(live.pk, task.task_id, task.try_number)
-        _start_afresh(engine, task, now)
+        start_afresh(engine, task, now)
         return
     # Whatever the shell left behind (a child that outlived it) must not run beside a retry.
     executor.kill_tree(None, task.exit_path)

@@ -4,6 +4,13 @@ A task runs as ``/bin/sh -c SCRIPT`` in its own session (so its pid is the sessi
 group id), stdin from /dev/null, stdout and stderr straight to the try's log file. The script
 starts with an EXIT trap that writes the exit status to the try's ``.exit`` file, so the status
 survives the death of the runner that launched it.
+
+A try the engine launches is *gated*: its shell first waits for one byte on a pipe only the
+engine holds, and the engine writes it once the try is committed. The process is started while
+the try's row is being written (the shell's start overlaps the commit) and still runs nothing of
+its command before its try is durable. If the engine dies first, the pipe reads as ended: the
+shell writes ``unstarted`` as its status and exits, and the try (when it was recorded) is taken
+as never started.
 """
 from __future__ import annotations
 
@@ -24,20 +31,31 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _boot_time: float | None = None
 
 
+NEVER_STARTED = b"unstarted"  # what a gated shell whose engine died writes as its status
+GATE_FD = 3  # the gated shell reads its start from this descriptor
+
+
 @dataclass(slots=True)
 class Launched:
     pid: int
     pidfd: int
+    gate: int | None = None  # the write end of the gate's pipe; None when not gated
 
 
-def build_script(command: str, exit_path: str, cwd: str | None) -> str:
-    """The shell script of a try: the EXIT trap, the working folder, the command.
+def build_script(command: str, exit_path: str, cwd: str | None, gated: bool = False) -> str:
+    """The shell script of a try: the gate (when gated), the EXIT trap, the working folder,
+    the command.
 
     A command that can replace the shell (``exec``, or ``eval`` of anything) runs in a subshell,
     so the shell that owns the trap outlives it and writes its status. Others run in the shell
     itself: a fork less on every task.
     """
-    prefix = f"trap 'echo $? > {shlex.quote(exit_path)}' EXIT\n"
+    exit_file = shlex.quote(exit_path)
+    prefix = ""
+    if gated:  # the command never sees the gate's descriptor
+        prefix = (f"read -r _ <&{GATE_FD} || {{ echo {NEVER_STARTED.decode()} > {exit_file}; "
+                  f"exit 0; }}\nexec {GATE_FD}<&-\n")
+    prefix += f"trap 'echo $? > {exit_file}' EXIT\n"
     if cwd:
         prefix += f"cd -- {shlex.quote(cwd)} || exit 1\n"
     if _REPLACES_SHELL.search(command):
@@ -45,17 +63,58 @@ def build_script(command: str, exit_path: str, cwd: str | None) -> str:
     return prefix + command
 
 
-def launch(script: str, *, shell: str, log_path: str, env: dict[str, str]) -> Launched:
-    """Start one task process; raises ``OSError`` when it cannot be started."""
-    file_actions = [
+def launch(script: str, *, shell: str, log_path: str, env: dict[str, str],
+           gated: bool = False) -> Launched:
+    """Start one task process; raises ``OSError`` when it cannot be started. A gated one
+    (its script built with ``gated``) waits for ``open_gate`` before it runs its command."""
+    file_actions: list[tuple] = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
+    gate = None
+    if gated:
+        # Both ends close on exec (PEP 446): only this child gets the read end, as its fd 3;
+        # the write end stays the engine's alone, so the engine's death reads as the end.
+        read_end, gate = os.pipe()
+        if read_end == GATE_FD:  # dup2 onto itself would keep close-on-exec
+            read_end, spare = os.dup(read_end), read_end
+            os.close(spare)
+        file_actions.append((os.POSIX_SPAWN_DUP2, read_end, GATE_FD))
     executable = _SHELLS[shell]
-    pid = os.posix_spawn(executable, [shell, "-c", script], env, file_actions=file_actions,
-                         setsid=True)
-    return Launched(pid, os.pidfd_open(pid))
+    try:
+        pid = os.posix_spawn(executable, [shell, "-c", script], env, file_actions=file_actions,
+                             setsid=True)
+    except BaseException:
+        if gate is not None:
+            os.close(gate)
+        raise
+    finally:
+        if gate is not None:
+            os.close(read_end)
+    return Launched(pid, os.pidfd_open(pid), gate)
+
+
+def open_gate(gate: int) -> None:
+    """Let a gated try run its command (its try is committed)."""
+    try:
+        os.write(gate, b"\n")
+    except OSError:
+        pass  # it ended already (killed): its end is reaped as any other
+    os.close(gate)
+
+
+def never_started(exit_path: str, log_path: str) -> bool:
+    """Whether a try's process ended before it ran anything: its gate read as ended (its
+    engine died before the try was committed or before it opened the gate), or it left no log
+    (a try recorded by a version that spawned after the commit, whose runner died between)."""
+    try:
+        with open(exit_path, "rb") as fh:
+            if fh.read().strip() == NEVER_STARTED:
+                return True
+    except OSError:
+        pass
+    return not os.path.exists(log_path)
 
 
 def boot_time() -> float:

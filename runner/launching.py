@@ -5,10 +5,9 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import queue
 import shlex
+import subprocess
 import sys
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
-CLOSE_WAIT = 5.0  # seconds the engine's close waits for its folder thread
 POOL_LOOK = 0.05  # seconds between looks at a pool other hosts hold
 SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
 SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
@@ -41,55 +39,23 @@ class Launcher:
         self.base_env = task_base_env(engine.config.raw)
         self.next_scan = 0.0
         self.next_pool_look = 0.0
-        self._dirs_made: set[str] = set()
-        self._dirs_lock = threading.Lock()
-        self._dir_queue: queue.SimpleQueue[list[str] | None] | None = None
-        self._dir_thread: threading.Thread | None = None
+        self._folders: FolderMaker | None = None
 
     # -- log folders -----------------------------------------------------------------------
     def make_log_dirs(self, live: LiveRun) -> None:
-        """Create the run's log folders in a worker thread, ahead of the tasks that need them.
-
-        Creating a folder costs a few hundred microseconds on some file systems; done there it
-        overlaps with tasks running instead of adding to every launch.
-        """
-        if self._dir_queue is None:
-            self._dir_queue = queue.SimpleQueue()
-            self._dir_thread = threading.Thread(target=self._dir_worker, name="flowtui-logdirs",
-                                                daemon=True)
-            self._dir_thread.start()
-        self._dir_queue.put([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
-
-    def _dir_worker(self) -> None:
-        assert self._dir_queue is not None
-        while (paths := self._dir_queue.get()) is not None:
-            for path in paths:
-                try:
-                    os.makedirs(path, exist_ok=True)
-                    # The first try's exit-status file too, empty (read as "no status", as a
-                    # missing one is): the shell's EXIT trap then only truncates and writes it,
-                    # and the file's creation leaves the path from a task's end to the next
-                    # task's start. Never truncated here: a try may have written it already.
-                    os.close(os.open(os.path.join(path, "1.exit"), os.O_WRONLY | os.O_CREAT,
-                                     0o644))
-                except OSError:
-                    break  # the launch creates it, or reports why it cannot
-                with self._dirs_lock:
-                    self._dirs_made.add(path)
+        """Have the run's log folders made ahead of the tasks that need them, by a process of
+        their own (FolderMaker): creating a folder and its files costs up to a millisecond each
+        on a busy disk, and done there it overlaps with tasks running instead of adding to every
+        launch. A launch that finds its folder not made yet makes it."""
+        if self._folders is None:
+            self._folders = FolderMaker()
+        self._folders.make([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
 
     def close(self) -> None:
-        """End the folder thread (it held the engine, its store and runs while it lived) once
-        it has made what it was given, waiting a few seconds at most (a hung file system)."""
-        if self._dir_queue is not None and self._dir_thread is not None:
-            self._dir_queue.put(None)
-            self._dir_thread.join(CLOSE_WAIT)
-
-    def forget_log_dirs(self, live: LiveRun) -> None:
-        """A run done here: its folders leave the set (its own, not a scan of every run's:
-        a year's backfill ended 365 runs over a set of 3,650 folders)."""
-        with self._dirs_lock:  # the folder thread adds to this set
-            self._dirs_made.difference_update(os.path.join(live.log_base, t)
-                                              for t in live.dag.tasks)
+        """Let the folder maker go: it makes what it was given, then ends."""
+        if self._folders is not None:
+            self._folders.close()
+            self._folders = None
 
     # -- windows ---------------------------------------------------------------------------
     def outside_window(self, task: LiveTask, now: float) -> bool:
@@ -139,10 +105,12 @@ class Launcher:
         offers = engine.remote.enabled  # SPEC 10: what cannot start here, another runner may
         blocked: list[tuple[int, int, int, int, LiveTask]] = []
         launching: list[LiveTask] = []
+        taken: set[int] = set()  # a task's state moves once its process exists
         while ready:
             entry = heapq.heappop(ready)
             task = entry[4]
-            if task.state != S.SCHEDULED or task.run.timed_out or task.run.superseded:
+            if task.state != S.SCHEDULED or task.run.timed_out or task.run.superseded \
+                    or id(task) in taken:
                 continue
             if task.spec.window and self.outside_window(task, now):
                 continue
@@ -166,31 +134,42 @@ class Launcher:
                 continue
             self.prepare(task, now)
             launching.append(task)
+            taken.add(id(task))
         for entry in blocked:
             heapq.heappush(ready, entry)
         if not launching:
             return
-        try:
-            engine.flush()  # the tries are on disk before any process exists
-        except StoreUnavailable:
-            # The tries just prepared are queued, not written: their processes start once
-            # they are (a process never runs before its try's row is in the database).
-            def spawn(at: float, pending: list[LiveTask] = launching) -> None:
-                engine.flush()  # while it fails, the engine's hook keeps this for after
-                for task in pending:
-                    if task.state == S.RUNNING and task.pid is None:
-                        self.spawn(task, at)
-
-            engine.call_at(engine.store.health.retry_at, spawn)
-            return
+        # Each process starts gated (executor.launch): it runs nothing of its command until
+        # its try, with its pid, is committed, and starting it overlaps the commit.
         for task in launching:
-            if task.run.superseded:  # its try was refused: the run is another runner's now
-                engine.slots.give_back(task)
+            self.spawn(task, now, gated=True)
+        try:
+            engine.flush()
+        except StoreUnavailable:
+            # The tries just launched are queued, not written: their gates open once they are
+            # (a command never runs before its try's row is in the database).
+            def open_later(at: float, pending: list[LiveTask] = launching) -> None:
+                engine.flush()  # while it fails, the engine's hook keeps this for after
+                self.open_gates(pending)
+
+            engine.call_at(engine.store.health.retry_at, open_later)
+            return
+        self.open_gates(launching)
+
+    def open_gates(self, tasks: list[LiveTask]) -> None:
+        """The tries of these tasks are committed: their commands run. A try the store refused
+        (the run is another runner's now) never runs: its gate closes unopened."""
+        for task in tasks:
+            gate, task.gate = task.gate, None
+            if gate is None:
                 continue
-            self.spawn(task, now)
+            if task.run.superseded:
+                os.close(gate)
+            else:
+                executor.open_gate(gate)
 
     def prepare(self, task: LiveTask, now: float) -> None:
-        """Take the task's slots and record its new try as running (not yet spawned)."""
+        """Take the task's slots for its new try (recorded once its process exists)."""
         live = task.run
         task.try_number += 1
         log_dir = os.path.join(live.log_base, task.task_id)
@@ -201,30 +180,41 @@ class Launcher:
         task.exit_code = None
         task.started_at = now
         task.shipped = task.ship_seq = 0
-        fields: dict[str, Any] = {"try_number": task.try_number, "start_date": now,
-                                  "end_date": None, "exit_code": None, "pid": None,
-                                  "next_try_at": None}
-        if task.spec.sensor is not None and task.first_poke_at is None:
-            task.first_poke_at = now  # a sensor's timeout counts from its first poke
-            fields["first_poke_at"] = now
         self.engine.slots.take(task)
-        self.lifecycle.move(task, S.RUNNING, "scheduler", "", now, notify=False, **fields)
-        self.changes.try_started(live.pk, task.task_id, task.try_number, now, task.log_path,
-                                 task.exit_path, self.engine.runner_id)
 
-    def spawn(self, task: LiveTask, now: float) -> None:
+    def record_start(self, task: LiveTask, now: float, pid: int | None,
+                     first_poke: bool) -> None:
+        """The new try, running, with its process's pid (None: it could not start);
+        ``first_poke``: a sensor's first (its timeout counts from it)."""
+        fields: dict[str, Any] = {"try_number": task.try_number, "start_date": now,
+                                  "end_date": None, "exit_code": None, "pid": pid,
+                                  "next_try_at": None}
+        if first_poke:
+            fields["first_poke_at"] = now
+        self.lifecycle.move(task, S.RUNNING, "scheduler", "", now, notify=False, **fields)
+        self.changes.try_started(task.run.pk, task.task_id, task.try_number, now, task.log_path,
+                                 task.exit_path, self.engine.runner_id, pid)
+
+    def spawn(self, task: LiveTask, now: float, gated: bool = False) -> None:
+        """Start the try's process; ``gated``: it waits for ``open_gates`` (its try is not
+        committed yet)."""
         engine = self.engine
+        if self._folders is not None:
+            self._folders.feed()
+        first_poke = gated and task.spec.sensor is not None and task.first_poke_at is None
+        if first_poke:
+            task.first_poke_at = now  # a sensor's timeout counts from its first poke
         try:
-            log_dir = os.path.dirname(task.log_path)
-            if log_dir not in self._dirs_made:
-                os.makedirs(log_dir, exist_ok=True)
-                with self._dirs_lock:
-                    self._dirs_made.add(log_dir)
             context = self._template_context(task)
             env = self._task_env(task, context)
-            script = self._script(task, env, context)
-            launched = executor.launch(script, shell=task.spec.shell, log_path=task.log_path,
-                                       env=env)
+            script = self._script(task, env, context, gated)
+            try:
+                launched = executor.launch(script, shell=task.spec.shell,
+                                           log_path=task.log_path, env=env, gated=gated)
+            except FileNotFoundError:  # its folder is not made yet (or the shell is missing)
+                os.makedirs(os.path.dirname(task.log_path), exist_ok=True)
+                launched = executor.launch(script, shell=task.spec.shell,
+                                           log_path=task.log_path, env=env, gated=gated)
         except Exception as exc:  # cannot start (log folder, cwd template, no shell): a failed try
             message = f"could not start the task: {exc}"
             try:
@@ -232,15 +222,21 @@ class Launcher:
                     fh.write(message + "\n")
             except OSError:
                 pass  # the reason is on the try's row either way
+            if gated:
+                self.record_start(task, now, None, first_poke)
             engine.slots.give_back(task)
             self.lifecycle.end_try(task, 127, message, engine.now())
             return
         task.pid = launched.pid
         task.pidfd = launched.pidfd
+        task.gate = launched.gate
         task.pid_start = None
         task.watch = protocol.LogWatch(task.log_path, last_activity=now)
         engine.watch(task, launched.pidfd)
-        self.changes.try_pid(task.run.pk, task.task_id, task.try_number, launched.pid, now)
+        if gated:  # its try is recorded with its pid, in the commit that opens its gate
+            self.record_start(task, now, launched.pid, first_poke)
+        else:  # recorded before (a claim): its pid rides with the next commit
+            self.changes.try_pid(task.run.pk, task.task_id, task.try_number, launched.pid, now)
         if task.spec.execution_timeout:
             self.lifecycle.timeout_at(task, now + task.spec.execution_timeout)
         if self.next_scan <= now:
@@ -324,7 +320,8 @@ class Launcher:
         })
         return env
 
-    def _script(self, task: LiveTask, env: dict[str, str], context: dict[str, Any]) -> str:
+    def _script(self, task: LiveTask, env: dict[str, str], context: dict[str, Any],
+                gated: bool) -> str:
         spec = task.spec
         cwd = render(spec.cwd, context) if spec.cwd else None
         if spec.sensor is not None:
@@ -348,7 +345,89 @@ class Launcher:
         else:
             command, values = render_shell(spec.command or "", context)
             env.update(values)
-        return executor.build_script(command, task.exit_path, cwd)
+        return executor.build_script(command, task.exit_path, cwd, gated)
+
+
+# The folder maker's program: folders (NUL-separated on stdin) made in the order given, each
+# with its first try's log and exit-status files, empty (an empty status reads as "no status",
+# as a missing one does; a log is only ever read through its try). The spawn then opens the log
+# and the shell's EXIT trap writes the status without creating either. Never truncated: a try
+# may have written them already. Ends at the end of its input: when its engine closes it, or
+# dies.
+_FOLDER_MAKER = """
+import os, sys
+rest = b""
+while chunk := sys.stdin.buffer.read1(1 << 16):
+    *paths, rest = (rest + chunk).split(b"\\0")
+    for path in paths:
+        try:
+            os.makedirs(path, exist_ok=True)
+            for name in (b"1.log", b"1.exit"):
+                os.close(os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError:
+            pass  # the launch makes it, or says why it cannot
+"""
+
+
+class FolderMaker:
+    """Makes log folders ahead of the launches that need them, in a process of its own.
+
+    A thread of the engine's did this before: beside a chain of short tasks it held the
+    interpreter's lock between its file system calls often enough to slow every launch by a
+    third. Handing it folder names through a pipe costs the engine one write a run. Nothing
+    waits for it: a launch whose folder is not there yet makes it itself.
+    """
+
+    PIPE_SIZE = 1 << 20  # a 10,000-task run's folder names fit at once
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending = b""
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FOLDER_MAKER],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+        except OSError:
+            return  # launches make their folders
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, self.PIPE_SIZE)
+        except OSError:
+            pass  # the default size: what does not fit waits for the next call
+
+    def make(self, paths: list[str]) -> None:
+        if self._proc is None:
+            return
+        self._pending += b"".join(os.fsencode(p) + b"\0" for p in paths)
+        try:
+            written = os.write(self._fd, self._pending)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # it died: launches make their folders
+            self.close()
+            return
+        self._pending = self._pending[written:]
+
+    def feed(self) -> None:
+        """Hand it what did not fit in the pipe last time."""
+        if self._pending and self._proc is not None:
+            self.make([])
+
+    def close(self) -> None:
+        """End it: what it has not made yet, no launch of this engine will need."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            assert proc.stdin is not None
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
 
 def ship_log(changes: Any, task: LiveTask, now: float) -> None:

@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from flowtui.runner import executor, protocol
+from flowtui.runner.adoption import start_afresh
 from flowtui.runner.clock import local_hms
 from flowtui.runner.endings import CAUSES, UNCOUNTED, outcome, retry_delay
 from flowtui.runner.launching import ship_log
@@ -98,7 +99,6 @@ class Lifecycle:
                  else "dagrun_timeout" if live.timed_out else "scheduler")
         self.move_run(live, RunState.RUNNING, new, now, cause, end_date=now)
         engine.runs.pop(live.pk, None)
-        engine.launcher.forget_log_dirs(live)
         engine.notify(live, None, new.value, cause)
         if engine.on_run_finished is not None:
             engine.hook(engine.on_run_finished, live)
@@ -231,6 +231,9 @@ class Lifecycle:
             return  # not ended yet
         engine.unwatch(task)
         engine.slots.give_back(task)
+        if task.gate is not None:  # killed before its try was committed: nothing of it ran
+            os.close(task.gate)
+            task.gate = None
         if task.run.superseded:  # killed here; its try is the new owner's to decide
             task.pid = None
             return
@@ -239,6 +242,12 @@ class Lifecycle:
         if code is None:  # not our child (adopted): its shell wrote the status, or nothing did
             code = executor.read_exit_status(task.exit_path)
             if code is None and kill_reason is None:
+                if executor.never_started(task.exit_path, task.log_path):
+                    # Adopted before it read that its gate would never open: it ran nothing.
+                    task.pid = None
+                    self.changes.try_forgotten(task.run.pk, task.task_id, task.try_number)
+                    start_afresh(engine, task, now)
+                    return
                 kill_reason = "zombie"
         task.pid = None
         if task.kill_reason:  # whatever is left of the tree gets SIGKILL after the grace

@@ -32,6 +32,7 @@ class LiveTask:
     # The running try:
     pid: int | None = None
     pidfd: int | None = None
+    gate: int | None = None  # a launched try's gate, open once its try is committed
     pid_start: float | None = None
     started_at: float | None = None
     log_path: str = ""

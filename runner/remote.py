@@ -340,7 +340,6 @@ class Remote:
     def _drop(self, live: LiveRun) -> None:
         if not any(key[0] == live.pk for key in self.executing):
             self.foreign.pop(live.pk, None)
-            self.engine.launcher.forget_log_dirs(live)
 
     def stops_asked(self, now: float) -> None:
         """Kill the tries run here whose owner asked for it (an operator's kill, a timeout)."""
@@ -505,7 +504,7 @@ class Remote:
         code = executor.read_exit_status(orphan.exit_path)
         engine.slots.give_back(task)
         executor.kill_tree(None, orphan.exit_path)  # a child that outlived its shell
-        if code is None and not os.path.exists(orphan.log_path):
+        if code is None and executor.never_started(orphan.exit_path, orphan.log_path):
             self.exited(task, None, CLAIM_LOST, now)  # its process never started
         else:
             self.exited(task, code, None if code is not None else "zombie", now)

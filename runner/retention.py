@@ -222,8 +222,8 @@ class Cleaner:
             self.done.bytes += size
             folders.add(os.path.dirname(name))
         # The run's folders (logs/DAG/RUN/TASK), emptied, go too; never logs/ or a DAG's folder.
-        # A task that never ran left a folder with, at most, the empty exit-status file made
-        # ahead of its first try: those go with their run.
+        # A task that never ran left a folder with, at most, the empty log and exit-status
+        # files made ahead of its first try: those go with their run.
         root = os.path.abspath(self.logs_dir)
         for run_folder in {os.path.dirname(os.path.abspath(f)) for f in folders}:
             if not run_folder.startswith(root + os.sep) or os.path.dirname(run_folder) == root:
@@ -263,11 +263,11 @@ def _touched_since(folder: str, cutoff: float) -> bool:
 
 
 def _remove_if_unused(folder: str) -> None:
-    """Remove the empty exit-status files of a task folder no try wrote in (made ahead of a
-    first try that never came)."""
+    """Remove the empty log and exit-status files of a task folder no try wrote in (made
+    ahead of a first try that never came)."""
     try:
         entries = list(os.scandir(folder))
-        if all(e.name.endswith(".exit") and e.is_file() and e.stat().st_size == 0
+        if all(e.name.endswith((".exit", ".log")) and e.is_file() and e.stat().st_size == 0
                for e in entries):
             for entry in entries:
                 os.unlink(entry.path)

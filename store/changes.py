@@ -38,6 +38,9 @@ EVENT = ("INSERT INTO events (at, kind, dag_id, run_id, task_id, try_number, old
          "new_state, cause, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _TRY_START = ("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
               "exit_path, runner_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)")
+_TRY_START_PID = ("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
+                  "exit_path, runner_id, pid, heartbeat_at) "
+                  "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)")
 _TRY_END = ("UPDATE tries SET state = ?, end_date = ?, exit_code = ?, reason = ?, progress = ?, "
             "metadata = ? WHERE run_pk = ? AND task_id = ? AND try_number = ?")
 _TRY_FORGET = "DELETE FROM tries WHERE run_pk = ? AND task_id = ? AND try_number = ?"
@@ -226,9 +229,15 @@ class Changes:
                                       detail)))
 
     def try_started(self, run_pk: int, task_id: str, try_number: int, at: float,
-                    log_path: str, exit_path: str, runner_id: int | None) -> None:
-        self._op(run_pk, (_TRY_START, (run_pk, task_id, try_number, at, log_path, exit_path,
-                                      runner_id)))
+                    log_path: str, exit_path: str, runner_id: int | None,
+                    pid: int | None = None) -> None:
+        """A new try, running; with the pid of its process when it has one already."""
+        if pid is None:
+            self._op(run_pk, (_TRY_START, (run_pk, task_id, try_number, at, log_path,
+                                          exit_path, runner_id)))
+        else:
+            self._op(run_pk, (_TRY_START_PID, (run_pk, task_id, try_number, at, log_path,
+                                              exit_path, runner_id, pid, at)))
 
     def try_ended(self, run_pk: int, task_id: str, try_number: int, state: str, at: float,
                   exit_code: int | None, reason: str, progress: float | None,

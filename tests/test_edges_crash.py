@@ -8,6 +8,7 @@ from pathlib import Path
 from conftest import flowtui, write
 from daemon_support import alive, runs, start, tasks, tries, trigger, wait_for
 
+from flowtui.runner import executor
 from flowtui.runner.endings import MAX_RETRY_DELAY, retry_delay
 from flowtui.runner.model import TaskSpec
 
@@ -170,3 +171,64 @@ def test_retry_delays_never_exceed_a_day() -> None:
     assert retry_delay(spec, 2) <= 900.0
     assert retry_delay(spec, 10) <= MAX_RETRY_DELAY  # 300 * 2**9 s would be 42.7 h
     assert retry_delay(spec, 5000) <= MAX_RETRY_DELAY  # no overflow either
+
+
+def _kill_while_b_is_gated(home: Path, pipelines: Path, tmp_path: Path,
+                           runners: list) -> tuple[sqlite3.Connection, int, Path]:
+    """A runner killed -9 after it started b's process and before b's try was committed:
+    the database's write lock is held (another process) while a ends, so the runner waits to
+    commit with b's process started. Returns the lock's connection, b's pid, and ``ran``."""
+    go, ran = tmp_path / "go", tmp_path / "ran"
+    write(pipelines, "gated.yaml", f"""
+        dag_id: gated
+        tasks:
+          a: {{command: "while [ ! -e {go} ]; do sleep 0.05; done"}}
+          b: {{command: "echo ran >> {ran}", deps: [a]}}
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "gated")
+    wait_for(lambda: tasks(home, "gated").get("a", {}).get("pid"), what="a to run")
+    lock = sqlite3.connect(home / "flowtui.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # every write of the runner's waits from now
+    go.touch()
+    mark = f"{home}/logs/gated/{runs(home, 'gated')[0]['run_id']}/b/1.exit"
+    pid = wait_for(lambda: executor.find_leaders({mark}).get(mark), 20, "b's process to start")
+    assert not ran.exists()  # started, and waiting: its try is not in the database
+    first.kill9()
+    wait_for(lambda: not alive(pid), 10, "b's process to see its runner gone and end")
+    assert not ran.exists()  # its command never ran
+    return lock, pid, ran
+
+
+def test_a_task_started_but_not_yet_recorded_runs_nothing_when_its_runner_dies(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    lock, _, ran = _kill_while_b_is_gated(home, pipelines, tmp_path, runners)
+    lock.execute("ROLLBACK")
+    lock.close()
+    start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "gated")[0]["state"] == "success", 20, "the run to succeed")
+    assert [row[:3] for row in tries(home, "gated", "b")] == [(1, "success", 0)]
+    assert ran.read_text() == "ran\n"  # once
+
+
+def test_a_try_recorded_whose_gate_never_opened_starts_afresh_uncounted(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    """As above, but the runner died after committing b's try and before opening its gate:
+    the store says b runs (pid and all); its process ended having run nothing. b starts again
+    as try 1, not a zombie and no retry used (it has none)."""
+    lock, pid, ran = _kill_while_b_is_gated(home, pipelines, tmp_path, runners)
+    # What the commit would have written: b's try, running, with its pid.
+    lock.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
+                 "exit_path, runner_id, pid) SELECT run_pk, 'b', 1, 'running', start_date, "
+                 "replace(log_path, '/a/', '/b/'), replace(exit_path, '/a/', '/b/'), runner_id, "
+                 "? FROM tries WHERE task_id = 'a'", (pid,))
+    lock.execute("UPDATE task_instances SET state = 'running', try_number = 1, pid = ? "
+                 "WHERE task_id = 'b'", (pid,))
+    lock.execute("COMMIT")
+    lock.close()
+    start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "gated")[0]["state"] in ("success", "failed"), 20,
+             "the run to end")
+    assert runs(home, "gated")[0]["state"] == "success"
+    assert [row[:3] for row in tries(home, "gated", "b")] == [(1, "success", 0)]
+    assert ran.read_text() == "ran\n"

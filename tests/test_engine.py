@@ -322,21 +322,17 @@ def test_waiting_tasks_say_why(home: Path, pipelines: Path) -> None:
     engine.close()
 
 
-def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
-        home: Path, pipelines: Path, monkeypatch) -> None:
-    """A task that ends before the commit that would write its pid has the pid written by
-    its end (two statements fewer on the path from one task to the next). The try and the task
-    instance keep it."""
-    from flowtui.runner import engine as engine_module
-
+def test_every_try_is_recorded_with_its_pid_in_the_commit_that_lets_it_run(
+        home: Path, pipelines: Path) -> None:
+    """A try's process starts before its try is committed (gated: it runs nothing until
+    then), so the try's row is written once, with its pid: no statement of its own for the
+    pid on the path from one task to the next. The try and the task instance keep it."""
     write(pipelines, "c.yaml", """
         dag_id: c
         tasks:
           a: {command: "true"}
           b: {command: "true", deps: [a]}
     """)
-    # The pid waits for the next commit for as long as it takes `true` to end, on any machine.
-    monkeypatch.setattr(engine_module, "COALESCE_WINDOW", 30.0)
     store, engine, dag, run = engine_and_run(home, pipelines, "c")
     statements: list[str] = []
     store.conn.set_trace_callback(statements.append)
@@ -348,23 +344,27 @@ def test_every_try_keeps_its_pid_and_a_short_task_writes_it_with_its_end(
     assert all(pid and beat for pid, beat in tries_.values()), tries_
     assert dict(store.conn.execute("SELECT task_id, pid FROM task_instances")) == \
         {t: pid for t, (pid, _) in tries_.items()}
-    # (a is launched by the engine's first turn, whose commit is due at once for the runner's
-    # first heartbeat: its pid goes with that.)
-    assert [s for s in statements if s.startswith("UPDATE tries SET pid = ")
-            and "task_id = 'b'" in s] == []
-    end_b = next(s for s in statements if s.startswith("UPDATE tries SET state = 'success'")
-                 and "task_id = 'b'" in s)
-    assert f"pid = {tries_['b'][0]}," in end_b
+    assert [s for s in statements if s.startswith("UPDATE tries SET pid = ")] == []
+    for task_id, (pid, _) in tries_.items():
+        insert = next(s for s in statements if s.startswith("INSERT INTO tries")
+                      and f"'{task_id}', 1, 'running'" in s)
+        assert f", {pid}, " in insert
 
 
-def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) -> None:
-    """The threads an engine starts end with it: the one making a run's log folders ahead of
-    its tasks (it held the engine, its store and its runs for as long as the process lived: a
-    foreground `flowtui run`, each backfill or operator action applied in a process that goes
-    on) and the one copying the write-ahead log."""
+def test_a_closed_engine_leaves_no_thread_or_process_behind(home: Path,
+                                                          pipelines: Path) -> None:
+    """What an engine starts ends with it: the process making a run's log folders ahead of
+    its tasks (a foreground `flowtui run`, each backfill or operator action is applied in a
+    process that goes on) and the thread copying the write-ahead log."""
     import threading
 
-    mine = ("flowtui-logdirs", "flowtui-checkpoint")
+    import psutil
+
+    mine = ("flowtui-checkpoint",)
+
+    def makers() -> set[int]:
+        return {p.pid for p in psutil.Process().children() if "-c" in p.cmdline()
+                and any("os.makedirs" in a for a in p.cmdline())}
 
     write(pipelines, "c.yaml", """
         dag_id: c
@@ -375,9 +375,11 @@ def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) ->
     for _ in range(3):
         store, engine, dag, run = engine_and_run(home, pipelines, "c")
         engine.start_run(dag, run)
+        assert makers()  # making the run's folders
         engine.run_until_done()
         engine.close()
         store.close()
+    assert not makers()  # ended, and reaped: not even a zombie
     deadline = time.monotonic() + 10
     while {t for t in threading.enumerate() if t.name in mine} - before:
         assert time.monotonic() < deadline, "a thread outlived its engine"
@@ -386,18 +388,20 @@ def test_a_closed_engine_leaves_no_thread_behind(home: Path, pipelines: Path) ->
 
 def test_a_first_try_s_exit_file_is_made_ahead_read_as_no_status_and_cleaned_with_its_run(
         home: Path, pipelines: Path) -> None:
-    """Each task's first exit-status file is made, empty, with the run's log folders (ahead
-    of the task, off the path from one task's end to the next one's start): the try's shell
-    then writes its status into it; one that never ran reads as no status, as a missing file
-    does; and a run's clean removes the folders of its tasks that never ran too."""
+    """Each task's first log and exit-status files are made, empty, with the run's log
+    folders (ahead of the task, by a process of their own, off the path from one task's end
+    to the next one's start): the try's shell then writes its status into it; one that never
+    ran reads as no status, as a missing file does; and a run's clean removes the folders of
+    its tasks that never ran too."""
     from flowtui.runner import executor
     from flowtui.runner.retention import Cleaner
 
-    write(pipelines, "c.yaml", """
+    made = f'{home}/logs/c/$FLOWTUI_RUN_ID/b/1.exit'
+    write(pipelines, "c.yaml", f"""
         dag_id: c
         tasks:
-          a: {command: "exit 3"}
-          b: {command: "true", deps: [a]}
+          a: {{command: 'while [ ! -e "{made}" ]; do sleep 0.01; done; exit 3'}}
+          b: {{command: "true", deps: [a]}}
     """)
     store, engine, dag, run = engine_and_run(home, pipelines, "c")
     engine.start_run(dag, run)
@@ -406,6 +410,7 @@ def test_a_first_try_s_exit_file_is_made_ahead_read_as_no_status_and_cleaned_wit
     folder = home / "logs" / "c" / run.run_id
     assert (folder / "a" / "1.exit").read_text().strip() == "3"
     assert (folder / "b" / "1.exit").read_bytes() == b""  # made ahead; b never ran
+    assert (folder / "b" / "1.log").read_bytes() == b""
     assert executor.read_exit_status(str(folder / "b" / "1.exit")) is None
     assert {t.task_id: t.state for t in store.task_instances(run.pk)} == \
         {"a": "failed", "b": "upstream_failed"}
