@@ -42,13 +42,14 @@ def floor_chain(n: int) -> float:
 
 def floor_files_chain(n: int, folder: Path) -> float:
     """The chain floor writing what flowtui writes per try besides the database: the task's log
-    folder, its log file (opened by the spawn), its own session, and the exit-status file its
-    shell writes on exit. What this adds to ``floor_chain`` is the file system's share."""
+    folder, its log file (opened by the spawn), its own session, and the line its shell appends
+    to the run's exit-status file on exit. What this adds to ``floor_chain`` is the file
+    system's share."""
     start = time.perf_counter()
     for i in range(n):
         task_dir = folder / f"t{i}"
         task_dir.mkdir()
-        script = f"trap 'echo $? > {task_dir}/1.exit' EXIT\ntrue"
+        script = f"trap 'echo t{i}/1 $? >> {folder}/exits' EXIT\ntrue"
         pid = os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ, setsid=True,
                              file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                            (os.POSIX_SPAWN_OPEN, 1, str(task_dir / "1.log"),
@@ -56,6 +57,15 @@ def floor_files_chain(n: int, folder: Path) -> float:
                                            (os.POSIX_SPAWN_DUP2, 1, 2)])
         os.waitpid(pid, 0)
     return time.perf_counter() - start
+
+
+def create_ms(folder: Path, n: int = 300) -> float:
+    """What creating one empty file costs on this disk right now, in ms (its state varies it
+    thirtyfold through a day: 0.02 ms quiet, up to 0.7 ms of kernel time after many deletions)."""
+    start = time.perf_counter()
+    for i in range(n):
+        os.close(os.open(folder / f"c{i}", os.O_WRONLY | os.O_CREAT, 0o644))
+    return (time.perf_counter() - start) / n * 1000
 
 
 def floor_threads(n: int, width: int) -> float:
@@ -215,7 +225,7 @@ def main() -> int:
     n = args.tasks
     results: dict[str, list[float]] = {k: [] for k in (
         "floor_chain", "floor_files_chain", "chain", "floor_pool", "pool", "peak_rss_mb", "yaml_load", "py_load",
-        "version", "floor_backfill", "backfill", "luigi_chain", "luigi_wide")}
+        "version", "floor_backfill", "backfill", "luigi_chain", "luigi_wide", "create_ms")}
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="flowtui-bench-") as tmp:
         base = Path(tmp)
@@ -235,6 +245,7 @@ def main() -> int:
             files_floor = base / f"files{round_no}"
             files_floor.mkdir()
             results["floor_files_chain"].append(floor_files_chain(n, files_floor))
+            results["create_ms"].append(create_ms(files_floor))
             took, _, rss = _flowtui(home, pipes, "run", "chain")
             results["chain"].append(took)
             results["peak_rss_mb"].append(rss / 1024)
@@ -280,7 +291,7 @@ def main() -> int:
          f"{med['floor_chain']:.2f} s ({med['floor_chain'] / n * 1000:.2f} ms/task)",
          f"{chain_ratio:.2f}x", "<= 1.5x",
          f"{med['luigi_chain']:.2f} s ({luigi_chain:.2f}x)"),
-        ("the chain floor writing the same files (log folder, log, exit status), no database",
+        ("the chain floor writing the same files (log folder, log, a status line), no database",
          f"{med['floor_files_chain']:.2f} s", f"{med['floor_chain']:.2f} s", f"{files_ratio:.2f}x",
          "", ""),
         ("1000 independent `true`, parallelism 8", f"{med['pool']:.2f} s",
@@ -308,7 +319,8 @@ def main() -> int:
         f"loop that makes the same folder and files per task takes {files_ratio:.2f}x the "
         f"floor, and flowtui takes {chain_over_files:.2f}x that loop (its database, "
         "interpreter start and pipeline load). Creating files is slow and uneven on this "
-        "machine's disk: 0.02 ms a file on a quiet disk, up to 0.7 ms after many deletions.\n")
+        "machine's disk: 0.02 ms a file on a quiet disk, up to 0.7 ms after many deletions; "
+        f"in this run {med['create_ms']:.2f} ms (median of the rounds).\n")
     print(table)
     print(files_note)
     if args.write:
@@ -320,7 +332,8 @@ def main() -> int:
                 "(4- or 8-wide pool), writing nothing. flowtui's figures are the whole command "
                 "as a user types it (`flowtui run`, `flowtui backfill --wait`): interpreter "
                 "start, loading the pipeline, every state, try and event committed to SQLite "
-                "(WAL), a log file and an exit-status file per try. The pool floor is the "
+                "(WAL), a log folder per task, a log file per try, a line per try in the "
+                "run's exit-status file. The pool floor is the "
                 "faster of that loop and eight threads each running `subprocess.run`. Luigi runs the same "
                 "processes from its own virtual environment (bench/peers.py), local scheduler, "
                 "one worker for the chain and eight for the fan-out, each task's completion a "

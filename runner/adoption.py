@@ -159,10 +159,8 @@ def _resume_running(engine: Engine, task: LiveTask, now: float, attempt: Any,
     task.watch = protocol.LogWatch(task.log_path, last_activity=now)
     if code is not None:
         # It ended while no runner watched: its real code, and the time its shell wrote it.
-        try:
-            ended = min(now, os.stat(task.exit_path).st_mtime)
-        except OSError:
-            ended = now
+        written = executor.status_written_at(task.exit_path)
+        ended = now if written is None else min(now, written)
         lifecycle.end_try(task, code, None, ended)
     else:
         lifecycle.end_try(task, None, "zombie", now)

@@ -2,8 +2,12 @@
 
 A task runs as ``/bin/sh -c SCRIPT`` in its own session (so its pid is the session and process
 group id), stdin from /dev/null, stdout and stderr straight to the try's log file. The script
-starts with an EXIT trap that writes the exit status to the try's ``.exit`` file, so the status
-survives the death of the runner that launched it.
+starts with an EXIT trap that writes the exit status as a line of its run's ``exits`` file
+(``TASK/TRY CODE``; one file a run, appended to, rather than a file a try: creating a file
+costs up to a millisecond of the kernel's time on a busy disk), so the status survives the
+death of the runner that launched it. A try's ``exit_path`` names both:
+``RUN_FOLDER/exits#TASK/TRY``; one without ``#`` (recorded by an earlier version) is a file of
+its own holding the code alone.
 
 A try the engine launches is *gated*: its shell first waits for one byte on a pipe only the
 engine holds, and the engine writes it once the try is committed. The process is started while
@@ -31,7 +35,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _boot_time: float | None = None
 
 
-NEVER_STARTED = b"unstarted"  # what a gated shell whose engine died writes as its status
+NEVER_STARTED = "unstarted"  # what a gated shell whose engine died writes as its status
 GATE_FD = 3  # the gated shell reads its start from this descriptor
 
 
@@ -42,6 +46,31 @@ class Launched:
     gate: int | None = None  # the write end of the gate's pipe; None when not gated
 
 
+EXITS_FILE = "exits"
+
+
+def exit_path_of(run_folder: str, task_id: str, try_number: int) -> str:
+    """Where a try's shell writes its exit status (see the module's doc); also the try's mark."""
+    return f"{run_folder}/{EXITS_FILE}#{task_id}/{try_number}"
+
+
+def _status_file(exit_path: str) -> tuple[str, str | None]:
+    """The file a try's status is written to, and the key of its line (None: the file is the
+    try's own)."""
+    folder, sep, key = exit_path.rpartition("#")
+    if sep and os.path.basename(folder) == EXITS_FILE:
+        return folder, key
+    return exit_path, None
+
+
+def _write_status(exit_path: str, word: str) -> str:
+    """The shell command writing ``word`` (``$?``: the exit status) as the try's status."""
+    path, key = _status_file(exit_path)
+    if key is None:
+        return f"echo {word} > {shlex.quote(path)}"
+    return f"echo {shlex.quote(key)} {word} >> {shlex.quote(path)}"
+
+
 def build_script(command: str, exit_path: str, cwd: str | None, gated: bool = False) -> str:
     """The shell script of a try: the gate (when gated), the EXIT trap, the working folder,
     the command.
@@ -50,12 +79,11 @@ def build_script(command: str, exit_path: str, cwd: str | None, gated: bool = Fa
     so the shell that owns the trap outlives it and writes its status. Others run in the shell
     itself: a fork less on every task.
     """
-    exit_file = shlex.quote(exit_path)
     prefix = ""
     if gated:  # the command never sees the gate's descriptor
-        prefix = (f"read -r _ <&{GATE_FD} || {{ echo {NEVER_STARTED.decode()} > {exit_file}; "
+        prefix = (f"read -r _ <&{GATE_FD} || {{ {_write_status(exit_path, NEVER_STARTED)}; "
                   f"exit 0; }}\nexec {GATE_FD}<&-\n")
-    prefix += f"trap 'echo $? > {exit_file}' EXIT\n"
+    prefix += f"trap {shlex.quote(_write_status(exit_path, '$?'))} EXIT\n"
     if cwd:
         prefix += f"cd -- {shlex.quote(cwd)} || exit 1\n"
     if _REPLACES_SHELL.search(command):
@@ -107,14 +135,39 @@ def open_gate(gate: int) -> None:
 def never_started(exit_path: str, log_path: str) -> bool:
     """Whether a try's process ended before it ran anything: its gate read as ended (its
     engine died before the try was committed or before it opened the gate), or it left no log
-    (a try recorded by a version that spawned after the commit, whose runner died between)."""
+    (a try claimed for another host's run whose runner died before starting it)."""
+    return _status(exit_path) == NEVER_STARTED or not os.path.exists(log_path)
+
+
+def _status(exit_path: str) -> str | None:
+    """What a try's shell wrote as its status (the last line for it), None when nothing."""
+    path, key = _status_file(exit_path)
     try:
-        with open(exit_path, "rb") as fh:
-            if fh.read().strip() == NEVER_STARTED:
-                return True
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError:
-        pass
-    return not os.path.exists(log_path)
+        return None
+    if key is None:
+        return data.decode(errors="replace").strip() or None
+    prefix = key.encode() + b" "
+    for line in reversed(data.splitlines()):
+        if line.startswith(prefix):
+            return line[len(prefix):].decode(errors="replace").strip()
+    return None
+
+
+def status_written_at(exit_path: str) -> float | None:
+    """When a try's status file was last written (for a run's shared file: when the last of
+    its tries wrote, at or after this one's end)."""
+    try:
+        return os.stat(_status_file(exit_path)[0]).st_mtime
+    except OSError:
+        return None
+
+
+def status_files(exit_paths: list[str]) -> list[str]:
+    """The files these tries' statuses are in (a run's shared file once)."""
+    return list(dict.fromkeys(_status_file(p)[0] for p in exit_paths))
 
 
 def boot_time() -> float:
@@ -303,12 +356,11 @@ def end_tree(pid: int | None, mark: str | None, grace: float, *,
 
 
 def read_exit_status(path: str) -> int | None:
-    """The status a try's shell wrote on exit; None when it wrote none (or could not: an empty
-    file is what a full disk leaves)."""
+    """The status a try's shell wrote on exit; None when it wrote none (or could not: nothing
+    is what a full disk leaves)."""
     try:
-        with open(path, "rb") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
+        return int(_status(path) or "")
+    except ValueError:
         return None
 
 

@@ -172,9 +172,8 @@ class Launcher:
         """Take the task's slots for its new try (recorded once its process exists)."""
         live = task.run
         task.try_number += 1
-        log_dir = os.path.join(live.log_base, task.task_id)
-        task.log_path = f"{log_dir}/{task.try_number}.log"
-        task.exit_path = f"{log_dir}/{task.try_number}.exit"
+        task.log_path = f"{live.log_base}/{task.task_id}/{task.try_number}.log"
+        task.exit_path = executor.exit_path_of(live.log_base, task.task_id, task.try_number)
         task.kill_reason = None
         task.kill_members = set()
         task.exit_code = None
@@ -349,11 +348,9 @@ class Launcher:
 
 
 # The folder maker's program: folders (NUL-separated on stdin) made in the order given, each
-# with its first try's log and exit-status files, empty (an empty status reads as "no status",
-# as a missing one does; a log is only ever read through its try). The spawn then opens the log
-# and the shell's EXIT trap writes the status without creating either. Never truncated: a try
-# may have written them already. Ends at the end of its input: when its engine closes it, or
-# dies.
+# with its first try's log file, empty (a log is only ever read through its try): the spawn
+# then opens the log without creating it. Never truncated: a try may have written it already.
+# Ends at the end of its input: when its engine closes it, or dies.
 _FOLDER_MAKER = """
 import os, sys
 rest = b""
@@ -362,8 +359,7 @@ while chunk := sys.stdin.buffer.read1(1 << 16):
     for path in paths:
         try:
             os.makedirs(path, exist_ok=True)
-            for name in (b"1.log", b"1.exit"):
-                os.close(os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT, 0o644))
+            os.close(os.open(os.path.join(path, b"1.log"), os.O_WRONLY | os.O_CREAT, 0o644))
         except OSError:
             pass  # the launch makes it, or says why it cannot
 """

@@ -18,13 +18,12 @@ from flowtui.runner import executor, protocol
 from flowtui.runner.endings import CLAIM_LOST, RUNNER_STOPPED, UNCOUNTED
 from flowtui.runner.launching import ship_log
 from flowtui.store import TaskState, host_name
-from flowtui.store.offers import Elsewhere, Orphan, TryKey
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the offers' records are only loaded where several hosts share a store)
     from flowtui.runner.engine import Engine
     from flowtui.runner.live import LiveRun, LiveTask
     from flowtui.runner.model import DagSpec
-    from flowtui.store.offers import Claimed
+    from flowtui.store.offers import Claimed, Elsewhere, Orphan, TryKey
 
 S = TaskState
 LOOK_INTERVAL = 1.0  # seconds between looks at the store when no notification came
@@ -250,8 +249,9 @@ class Remote:
         logs = str(engine.config.logs_dir)
 
         def paths(dag_id: str, run_id: str, task_id: str, number: int) -> tuple[str, str]:
-            folder = os.path.join(logs, dag_id, run_id, task_id)
-            return f"{folder}/{number}.log", f"{folder}/{number}.exit"
+            run_folder = os.path.join(logs, dag_id, run_id)
+            return (f"{run_folder}/{task_id}/{number}.log",
+                    executor.exit_path_of(run_folder, task_id, number))
 
         config = engine.config
         claimed = store.offers.claim(

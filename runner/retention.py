@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowtui.runner import executor
 from flowtui.runner.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ class Cleaner:
 
     def _delete_files(self, files: list[str]) -> None:
         folders: set[str] = set()
-        for name in files:
+        for name in executor.status_files(files):  # a run's shared exit-status file once
             try:
                 size = os.stat(name).st_size
                 os.unlink(name)

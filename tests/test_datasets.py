@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import flowtui, write
 
+from flowtui.runner import executor
 from flowtui.runner.clock import ManualClock
 from flowtui.runner.config import load_config
 from flowtui.runner.daemon import Daemon
@@ -473,8 +474,9 @@ def test_kill_9_of_the_runner_around_a_producer_end_creates_the_consumer_run_onc
              "the producer to run")
     runner.kill9()  # the producer's task lives on; its end is for the next runner to record
     gate.write_text("open")
-    exit_file = Path(table_rows(home, "SELECT exit_path FROM tries")[0][0])
-    wait_for(exit_file.exists, 20, "the producer to end while no runner lives")
+    mark = table_rows(home, "SELECT exit_path FROM tries")[0][0]
+    wait_for(lambda: executor.read_exit_status(mark) is not None, 20,
+             "the producer to end while no runner lives")
     runner = start(runners, home, pipelines)
     wait_for(lambda: runs(home, "report") and runs(home, "report")[0][1] == "success", 30,
              "the consumer run")

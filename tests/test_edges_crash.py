@@ -191,7 +191,7 @@ def _kill_while_b_is_gated(home: Path, pipelines: Path, tmp_path: Path,
     lock = sqlite3.connect(home / "flowtui.db", isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # every write of the runner's waits from now
     go.touch()
-    mark = f"{home}/logs/gated/{runs(home, 'gated')[0]['run_id']}/b/1.exit"
+    mark = executor.exit_path_of(f"{home}/logs/gated/{runs(home, 'gated')[0]['run_id']}", "b", 1)
     pid = wait_for(lambda: executor.find_leaders({mark}).get(mark), 20, "b's process to start")
     assert not ran.exists()  # started, and waiting: its try is not in the database
     first.kill9()
@@ -220,7 +220,7 @@ def test_a_try_recorded_whose_gate_never_opened_starts_afresh_uncounted(
     # What the commit would have written: b's try, running, with its pid.
     lock.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
                  "exit_path, runner_id, pid) SELECT run_pk, 'b', 1, 'running', start_date, "
-                 "replace(log_path, '/a/', '/b/'), replace(exit_path, '/a/', '/b/'), runner_id, "
+                 "replace(log_path, '/a/', '/b/'), replace(exit_path, '#a/', '#b/'), runner_id, "
                  "? FROM tries WHERE task_id = 'a'", (pid,))
     lock.execute("UPDATE task_instances SET state = 'running', try_number = 1, pid = ? "
                  "WHERE task_id = 'b'", (pid,))

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import flowtui, write
 from daemon_support import runs, start, trigger, wait_for
+
+from flowtui.runner import executor
 from flowtui.runner.config import load_config
 from flowtui.runner.loader import LoadError, LoadResult, load_folder
 
@@ -363,7 +365,7 @@ def test_a_relative_home_records_absolute_paths_that_work_from_anywhere(tmp_path
     log_path, exit_path = conn.execute("SELECT log_path, exit_path FROM tries").fetchone()
     conn.close()
     assert Path(log_path).is_absolute() and Path(exit_path).is_absolute()
-    assert Path(exit_path).read_text().strip() == "0"  # written by a task in another folder
+    assert executor.read_exit_status(exit_path) == 0  # written by a task in another folder
     logs = flowtui("logs", "d", "latest", "x", home=work / "home")
     assert logs.returncode == 0, logs.stderr
     assert "written from elsewhere" in logs.stdout

@@ -140,8 +140,12 @@ def test_every_try_has_its_own_log_and_row(home: Path, pipelines: Path) -> None:
     assert log_text(store, run, "t", 2) == "try 2\n"
     expected = home / "logs" / "l" / run.run_id / "t" / "2.log"
     assert attempts[1].log_path == str(expected)
-    # The exit code survives in the .exit file written by the task's own shell.
-    assert Path(attempts[0].exit_path).read_text().strip() == "1"
+    # The exit code survives in the run's exit-status file, written by the task's own shell.
+    from flowtui.runner import executor
+
+    assert executor.read_exit_status(attempts[0].exit_path) == 1
+    assert executor.read_exit_status(attempts[1].exit_path) == 0
+    assert (home / "logs" / "l" / run.run_id / "exits").read_text() == "t/1 1\nt/2 0\n"
 
 
 def test_output_protocol_progress_and_metadata(home: Path, pipelines: Path) -> None:
@@ -386,17 +390,17 @@ def test_a_closed_engine_leaves_no_thread_or_process_behind(home: Path,
         time.sleep(0.01)
 
 
-def test_a_first_try_s_exit_file_is_made_ahead_read_as_no_status_and_cleaned_with_its_run(
+def test_a_first_try_s_log_is_made_ahead_and_its_status_goes_to_the_run_s_file(
         home: Path, pipelines: Path) -> None:
-    """Each task's first log and exit-status files are made, empty, with the run's log
-    folders (ahead of the task, by a process of their own, off the path from one task's end
-    to the next one's start): the try's shell then writes its status into it; one that never
-    ran reads as no status, as a missing file does; and a run's clean removes the folders of
-    its tasks that never ran too."""
+    """Each task's folder and first log file are made, empty, ahead of the task (by a process
+    of their own, off the path from one task's end to the next one's start); each try's shell
+    appends its status to its run's one exit-status file (no file a try is created: each costs
+    the kernel up to a millisecond on a busy disk); a try that never ran reads as no status;
+    and a run's clean removes the folders of its tasks that never ran too."""
     from flowtui.runner import executor
     from flowtui.runner.retention import Cleaner
 
-    made = f'{home}/logs/c/$FLOWTUI_RUN_ID/b/1.exit'
+    made = f'{home}/logs/c/$FLOWTUI_RUN_ID/b/1.log'
     write(pipelines, "c.yaml", f"""
         dag_id: c
         tasks:
@@ -408,13 +412,13 @@ def test_a_first_try_s_exit_file_is_made_ahead_read_as_no_status_and_cleaned_wit
     engine.run_until_done()
     engine.close()
     folder = home / "logs" / "c" / run.run_id
-    assert (folder / "a" / "1.exit").read_text().strip() == "3"
-    assert (folder / "b" / "1.exit").read_bytes() == b""  # made ahead; b never ran
-    assert (folder / "b" / "1.log").read_bytes() == b""
-    assert executor.read_exit_status(str(folder / "b" / "1.exit")) is None
+    assert sorted(p.name for p in folder.iterdir()) == ["a", "b", "exits"]
+    assert (folder / "exits").read_text() == "a/1 3\n"
+    assert sorted(p.name for p in (folder / "a").iterdir()) == ["1.log"]
+    assert (folder / "b" / "1.log").read_bytes() == b""  # made ahead; b never ran
+    assert executor.read_exit_status(executor.exit_path_of(str(folder), "b", 1)) is None
     assert {t.task_id: t.state for t in store.task_instances(run.pk)} == \
         {"a": "failed", "b": "upstream_failed"}
     cleaned = Cleaner(store, home / "logs", time.time() + 86400).run()
     assert cleaned.runs == 1 and not folder.exists()
     store.close()
-

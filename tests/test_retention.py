@@ -96,7 +96,7 @@ def test_clean_removes_exactly_the_old_finished_runs_with_their_logs(aged) -> No
     kept = {r[0] for r in runs} - old
     assert len(old) == 3 and len(kept) == 4  # two recent, the stuck one, the queued one
     old_logs = {f for f in log_files(home) if f.split("/")[1] in old}
-    assert len(old_logs) == 12  # a log and an exit file for each of 6 tries
+    assert len(old_logs) == 9  # a log for each of 6 tries, each run's exit-status file
     audit_before = table(home, "SELECT count(*) FROM audit_log")[0][0]
     done = flowtui("db", "clean", "--older-than", "90d", home=home, pipelines=pipelines)
     assert done.returncode == 0, done.stderr
@@ -256,7 +256,7 @@ def test_each_host_s_clean_removes_its_logs_of_runs_another_host_s_clean_removed
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["runs"], report["removed_runs_log_folders"],
-            report["removed_runs_log_files"]) == (0, 1, 4), report
+            report["removed_runs_log_files"]) == (0, 1, 3), report  # 2 logs, 1 status file
     assert not oldest.exists()
     assert (middle / "extract" / "notes.txt").exists()  # touched since: put back as it was
     assert recent.exists() and unknown.exists() and odd.exists()
