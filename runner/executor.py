@@ -3,11 +3,11 @@
 A task runs as ``/bin/sh -c SCRIPT`` in its own session (so its pid is the session and process
 group id), stdin from /dev/null, stdout and stderr straight to the try's log file. The script
 starts with an EXIT trap that writes the exit status as a line of its run's ``exits`` file
-(``TASK/TRY CODE``; one file a run, appended to, rather than a file a try: creating a file
-costs up to a millisecond of the kernel's time on a busy disk), so the status survives the
+(``TASK/TRY/RUNNER CODE``; one file a run, appended to, rather than a file a try: creating a
+file costs up to a millisecond of the kernel's time on a busy disk), so the status survives the
 death of the runner that launched it. A try's ``exit_path`` names both:
-``RUN_FOLDER/exits#TASK/TRY``; one without ``#`` (recorded by an earlier version) is a file of
-its own holding the code alone.
+``RUN_FOLDER/exits#TASK/TRY/RUNNER``; one without ``#`` (recorded by an earlier version) is a
+file of its own holding the code alone.
 
 A try the engine launches is *gated*: its shell first waits for one byte on a pipe only the
 engine holds, and the engine writes it once the try is committed. The process is started while
@@ -49,9 +49,12 @@ class Launched:
 EXITS_FILE = "exits"
 
 
-def exit_path_of(run_folder: str, task_id: str, try_number: int) -> str:
-    """Where a try's shell writes its exit status (see the module's doc); also the try's mark."""
-    return f"{run_folder}/{EXITS_FILE}#{task_id}/{try_number}"
+def exit_path_of(run_folder: str, task_id: str, try_number: int, runner_id: int | None) -> str:
+    """Where a try's shell writes its exit status (see the module's doc); also the try's mark.
+    The key names the runner that starts the try: a try forgotten as never started is started
+    again under the same number by another runner, and the forgotten one's ``unstarted`` line
+    must never be read as the new one's."""
+    return f"{run_folder}/{EXITS_FILE}#{task_id}/{try_number}/{runner_id or os.getpid()}"
 
 
 def _status_file(exit_path: str) -> tuple[str, str | None]:

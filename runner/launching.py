@@ -159,6 +159,7 @@ class Launcher:
     def open_gates(self, tasks: list[LiveTask]) -> None:
         """The tries of these tasks are committed: their commands run. A try the store refused
         (the run is another runner's now) never runs: its gate closes unopened."""
+        now = self.engine.now()
         for task in tasks:
             gate, task.gate = task.gate, None
             if gate is None:
@@ -167,13 +168,23 @@ class Launcher:
                 os.close(gate)
             else:
                 executor.open_gate(gate)
+                self.started(task, now)
+
+    def started(self, task: LiveTask, now: float) -> None:
+        """The try's command runs from now: its execution timeout and its silence count from
+        here, not from its process's start (a gate held through a database outage)."""
+        if task.watch is not None:
+            task.watch.last_activity = now
+        if task.spec.execution_timeout:
+            self.lifecycle.timeout_at(task, now + task.spec.execution_timeout)
 
     def prepare(self, task: LiveTask, now: float) -> None:
         """Take the task's slots for its new try (recorded once its process exists)."""
         live = task.run
         task.try_number += 1
         task.log_path = f"{live.log_base}/{task.task_id}/{task.try_number}.log"
-        task.exit_path = executor.exit_path_of(live.log_base, task.task_id, task.try_number)
+        task.exit_path = executor.exit_path_of(live.log_base, task.task_id, task.try_number,
+                                               self.engine.runner_id)
         task.kill_reason = None
         task.kill_members = set()
         task.exit_code = None
@@ -236,8 +247,7 @@ class Launcher:
             self.record_start(task, now, launched.pid, first_poke)
         else:  # recorded before (a claim): its pid rides with the next commit
             self.changes.try_pid(task.run.pk, task.task_id, task.try_number, launched.pid, now)
-        if task.spec.execution_timeout:
-            self.lifecycle.timeout_at(task, now + task.spec.execution_timeout)
+            self.started(task, now)
         if self.next_scan <= now:
             self.next_scan = now + LOG_SCAN_INTERVAL
         engine.notify(task.run, task, "running", "")
@@ -251,7 +261,7 @@ class Launcher:
                 continue
             alive = protocol.scan(watch, now)
             limit = task.spec.heartbeat_timeout
-            if limit and not alive and task.kill_reason is None \
+            if limit and not alive and task.kill_reason is None and task.gate is None \
                     and now - watch.last_activity >= limit:
                 self.lifecycle.kill(task, "hung", now)
             if task.pid_start is None and task.pid is not None:

@@ -2,7 +2,10 @@
 the whole kill sequence reaches every process of a try, with or without a runner alive."""
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import time
 from pathlib import Path
 
 from conftest import flowtui, write
@@ -173,31 +176,58 @@ def test_retry_delays_never_exceed_a_day() -> None:
     assert retry_delay(spec, 5000) <= MAX_RETRY_DELAY  # no overflow either
 
 
-def _kill_while_b_is_gated(home: Path, pipelines: Path, tmp_path: Path,
-                           runners: list) -> tuple[sqlite3.Connection, int, Path]:
-    """A runner killed -9 after it started b's process and before b's try was committed:
-    the database's write lock is held (another process) while a ends, so the runner waits to
-    commit with b's process started. Returns the lock's connection, b's pid, and ``ran``."""
+def _mark_of(home: Path, runner, task_id: str, try_number: int = 1) -> str:
+    """The mark (and status key) of a try of the `gated` DAG's latest run started by ``runner``."""
+    conn = sqlite3.connect(home / "flowtui.db")
+    runner_id = conn.execute("SELECT id FROM runners WHERE pid = ?",
+                             (runner.proc.pid,)).fetchone()[0]
+    conn.close()
+    run_folder = f"{home}/logs/gated/{runs(home, 'gated')[0]['run_id']}"
+    return executor.exit_path_of(run_folder, task_id, try_number, runner_id)
+
+
+def _gated(pipelines: Path, tmp_path: Path, b_command: str) -> tuple[Path, Path]:
     go, ran = tmp_path / "go", tmp_path / "ran"
     write(pipelines, "gated.yaml", f"""
         dag_id: gated
         tasks:
           a: {{command: "while [ ! -e {go} ]; do sleep 0.05; done"}}
-          b: {{command: "echo ran >> {ran}", deps: [a]}}
+          b: {{command: "echo ran >> {ran}{b_command}", deps: [a], execution_timeout: 2s}}
     """)
+    return go, ran
+
+
+def _kill_while_b_is_gated(home: Path, pipelines: Path, tmp_path: Path, runners: list,
+                           b_command: str = "") -> tuple[sqlite3.Connection, int, Path]:
+    """A runner killed -9 after it started b's process and before b's try was committed:
+    the database's write lock is held (another process) while a ends, so the runner waits to
+    commit with b's process started. Returns the lock's connection, b's pid, and ``ran``."""
+    go, ran = _gated(pipelines, tmp_path, b_command)
     first = start(runners, home, pipelines)
     trigger(home, pipelines, "gated")
     wait_for(lambda: tasks(home, "gated").get("a", {}).get("pid"), what="a to run")
     lock = sqlite3.connect(home / "flowtui.db", isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # every write of the runner's waits from now
     go.touch()
-    mark = executor.exit_path_of(f"{home}/logs/gated/{runs(home, 'gated')[0]['run_id']}", "b", 1)
+    mark = _mark_of(home, first, "b")
     pid = wait_for(lambda: executor.find_leaders({mark}).get(mark), 20, "b's process to start")
     assert not ran.exists()  # started, and waiting: its try is not in the database
     first.kill9()
     wait_for(lambda: not alive(pid), 10, "b's process to see its runner gone and end")
     assert not ran.exists()  # its command never ran
     return lock, pid, ran
+
+
+def _record_b_as_committed(lock: sqlite3.Connection, pid: int) -> None:
+    """What the dead runner's commit would have written: b's try, running, with its pid."""
+    lock.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
+                 "exit_path, runner_id, pid) SELECT run_pk, 'b', 1, 'running', start_date, "
+                 "replace(log_path, '/a/', '/b/'), replace(exit_path, '#a/', '#b/'), runner_id, "
+                 "? FROM tries WHERE task_id = 'a'", (pid,))
+    lock.execute("UPDATE task_instances SET state = 'running', try_number = 1, pid = ? "
+                 "WHERE task_id = 'b'", (pid,))
+    lock.execute("COMMIT")
+    lock.close()
 
 
 def test_a_task_started_but_not_yet_recorded_runs_nothing_when_its_runner_dies(
@@ -217,18 +247,63 @@ def test_a_try_recorded_whose_gate_never_opened_starts_afresh_uncounted(
     the store says b runs (pid and all); its process ended having run nothing. b starts again
     as try 1, not a zombie and no retry used (it has none)."""
     lock, pid, ran = _kill_while_b_is_gated(home, pipelines, tmp_path, runners)
-    # What the commit would have written: b's try, running, with its pid.
-    lock.execute("INSERT INTO tries (run_pk, task_id, try_number, state, start_date, log_path, "
-                 "exit_path, runner_id, pid) SELECT run_pk, 'b', 1, 'running', start_date, "
-                 "replace(log_path, '/a/', '/b/'), replace(exit_path, '#a/', '#b/'), runner_id, "
-                 "? FROM tries WHERE task_id = 'a'", (pid,))
-    lock.execute("UPDATE task_instances SET state = 'running', try_number = 1, pid = ? "
-                 "WHERE task_id = 'b'", (pid,))
-    lock.execute("COMMIT")
-    lock.close()
+    _record_b_as_committed(lock, pid)
     start(runners, home, pipelines)
     wait_for(lambda: runs(home, "gated")[0]["state"] in ("success", "failed"), 20,
              "the run to end")
     assert runs(home, "gated")[0]["state"] == "success"
+    assert [row[:3] for row in tries(home, "gated", "b")] == [(1, "success", 0)]
+    assert ran.read_text() == "ran\n"
+
+
+def test_a_forgotten_try_s_unstarted_status_is_never_read_as_its_restart_s(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    """b's try 1 is forgotten as never started (above) and started again, as try 1, by the
+    next runner; it runs, and dies with its runner (kill -9 of both: no status written). The
+    runner after that must find a try that ran and died (a zombie: b has no retries, the run
+    fails), not the forgotten one's "unstarted" and run b's command a second time."""
+    go2 = tmp_path / "go2"
+    lock, pid, ran = _kill_while_b_is_gated(home, pipelines, tmp_path, runners,
+                                            f"; while [ ! -e {go2} ]; do sleep 0.05; done")
+    _record_b_as_committed(lock, pid)
+    second = start(runners, home, pipelines)
+    wait_for(ran.exists, 20, "b to run again as try 1")
+    mark = _mark_of(home, second, "b")
+    again = wait_for(lambda: executor.find_leaders({mark}).get(mark), 20, "b's shell")
+    wait_for(lambda: tries(home, "gated", "b") and tries(home, "gated", "b")[0][6] == again, 20,
+             "b's new try recorded")
+    second.kill9()
+    os.killpg(again, signal.SIGKILL)  # b dies unwatched, with no status written
+    wait_for(lambda: not alive(again), 10, "b to be gone")
+    go2.touch()
+    start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "gated")[0]["state"] in ("success", "failed"), 20,
+             "the run to end")
+    assert ran.read_text() == "ran\n"  # once: the try that ran is not forgotten
+    (number, state, code, reason, *_), = tries(home, "gated", "b")
+    assert (number, state, code) == (1, "failed", None) and "zombie" in reason
+
+
+def test_a_task_s_timeout_counts_from_its_command_s_start_not_from_a_wait_for_the_database(
+        home: Path, pipelines: Path, tmp_path: Path, runners: list) -> None:
+    """b's process starts while the database is locked (a long `db clean`, a backup) and waits
+    there, longer than b's 2 s execution_timeout, for its try to be recorded. Its command then
+    runs and succeeds: the wait is not the task's time."""
+    go, ran = _gated(pipelines, tmp_path, "")
+    runner = start(runners, home, pipelines)
+    trigger(home, pipelines, "gated")
+    wait_for(lambda: tasks(home, "gated").get("a", {}).get("pid"), what="a to run")
+    lock = sqlite3.connect(home / "flowtui.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    go.touch()
+    mark = _mark_of(home, runner, "b")
+    pid = wait_for(lambda: executor.find_leaders({mark}).get(mark), 20, "b's process to start")
+    born = executor.process_start_time(pid)
+    wait_for(lambda: time.time() - born > 3.0, 10, "b to have waited past its timeout")
+    assert alive(pid) and not ran.exists()
+    lock.execute("ROLLBACK")
+    lock.close()
+    wait_for(lambda: runs(home, "gated")[0]["state"] in ("success", "failed"), 30,
+             "the run to end")
     assert [row[:3] for row in tries(home, "gated", "b")] == [(1, "success", 0)]
     assert ran.read_text() == "ran\n"

@@ -145,7 +145,9 @@ def test_every_try_has_its_own_log_and_row(home: Path, pipelines: Path) -> None:
 
     assert executor.read_exit_status(attempts[0].exit_path) == 1
     assert executor.read_exit_status(attempts[1].exit_path) == 0
-    assert (home / "logs" / "l" / run.run_id / "exits").read_text() == "t/1 1\nt/2 0\n"
+    key = [a.exit_path.rpartition("#")[2] for a in attempts]
+    assert (home / "logs" / "l" / run.run_id / "exits").read_text() == \
+        f"{key[0]} 1\n{key[1]} 0\n"
 
 
 def test_output_protocol_progress_and_metadata(home: Path, pipelines: Path) -> None:
@@ -413,10 +415,11 @@ def test_a_first_try_s_log_is_made_ahead_and_its_status_goes_to_the_run_s_file(
     engine.close()
     folder = home / "logs" / "c" / run.run_id
     assert sorted(p.name for p in folder.iterdir()) == ["a", "b", "exits"]
-    assert (folder / "exits").read_text() == "a/1 3\n"
+    (attempt,) = store.tries(run.pk, "a")
+    assert (folder / "exits").read_text() == f"{attempt.exit_path.rpartition('#')[2]} 3\n"
     assert sorted(p.name for p in (folder / "a").iterdir()) == ["1.log"]
     assert (folder / "b" / "1.log").read_bytes() == b""  # made ahead; b never ran
-    assert executor.read_exit_status(executor.exit_path_of(str(folder), "b", 1)) is None
+    assert executor.read_exit_status(executor.exit_path_of(str(folder), "b", 1, 1)) is None
     assert {t.task_id: t.state for t in store.task_instances(run.pk)} == \
         {"a": "failed", "b": "upstream_failed"}
     cleaned = Cleaner(store, home / "logs", time.time() + 86400).run()
