@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 S = TaskState
 LOG_SCAN_INTERVAL = 1.0
 POOL_LOOK = 0.05  # seconds between looks at a pool other hosts hold
+FIRST_FOLDERS = 8  # a run's first tasks' folders made by the engine itself (make_log_dirs)
 SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
 SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
 
@@ -49,7 +50,18 @@ class Launcher:
         launch. A launch that finds its folder not made yet makes it."""
         if self._folders is None:
             self._folders = FolderMaker()
-        self._folders.make([os.path.join(live.log_base, t) for t in live.dag.topological_order()])
+        order = live.dag.topological_order()
+        # The run's first tasks start at once, before the maker could have made their folders
+        # (a launch that finds none pays a failed spawn first: a year's backfill paid one a
+        # run): a few of those are made here.
+        here = 0
+        while here < min(len(order), FIRST_FOLDERS) and not live.dag.tasks[order[here]].deps:
+            try:
+                os.makedirs(os.path.join(live.log_base, order[here]), exist_ok=True)
+            except OSError:
+                break  # the launch says why
+            here += 1
+        self._folders.make([os.path.join(live.log_base, t) for t in order[here:]])
 
     def close(self) -> None:
         """Let the folder maker go: it makes what it was given, then ends."""
