@@ -31,6 +31,7 @@ _SHELLS = {"sh": "/bin/sh", "bash": "/bin/bash"}
 # recorded, or after they left its session and parentage.
 MARK_VAR = "FLOWTUI_TRY_MARK"
 _REPLACES_SHELL = re.compile(r"\b(exec|eval)\b")
+_SIGNALS = (("TERM", signal.SIGTERM), ("INT", signal.SIGINT), ("HUP", signal.SIGHUP))
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _boot_time: float | None = None
 
@@ -46,7 +47,7 @@ class Launched:
     gate: int | None = None  # the write end of the gate's pipe; None when not gated
 
 
-EXITS_FILE = "exits"
+EXITS_FILE = ".exits"  # a task id never starts with "."
 
 
 def exit_path_of(run_folder: str, task_id: str, try_number: int, runner_id: int | None) -> str:
@@ -87,6 +88,12 @@ def build_script(command: str, exit_path: str, cwd: str | None, gated: bool = Fa
         prefix = (f"read -r _ <&{GATE_FD} || {{ {_write_status(exit_path, NEVER_STARTED)}; "
                   f"exit 0; }}\nexec {GATE_FD}<&-\n")
     prefix += f"trap {shlex.quote(_write_status(exit_path, '$?'))} EXIT\n"
+    # Killed by a signal, bash would run the EXIT trap with the last command's status (often
+    # 0: a killed task read back as a success by a runner that adopts it) and dash runs none:
+    # the status is the signal's (128 + its number), then the shell dies of the signal.
+    for name, number in _SIGNALS:
+        died = f"{_write_status(exit_path, str(128 + number))}; trap - EXIT {name}; kill -{name} $$"
+        prefix += f"trap {shlex.quote(died)} {name}\n"
     if cwd:
         prefix += f"cd -- {shlex.quote(cwd)} || exit 1\n"
     if _REPLACES_SHELL.search(command):

@@ -25,6 +25,7 @@ S = TaskState
 LOG_SCAN_INTERVAL = 1.0
 POOL_LOOK = 0.05  # seconds between looks at a pool other hosts hold
 FIRST_FOLDERS = 8  # a run's first tasks' folders made by the engine itself (make_log_dirs)
+LATE_GATE = 1.0  # seconds after its process's start a try's command starting moves its start
 SHIP_CHUNK = 1 << 16  # bytes of log a database row holds
 SHIP_LIMIT = 8 << 20  # bytes of one try's log the database keeps; the file has all of it
 
@@ -184,7 +185,11 @@ class Launcher:
 
     def started(self, task: LiveTask, now: float) -> None:
         """The try's command runs from now: its execution timeout and its silence count from
-        here, not from its process's start (a gate held through a database outage)."""
+        here, not from its process's start (a gate held through a database outage; then the
+        try's recorded start moves too, for a runner that adopts it to count from)."""
+        if now - task.started_at > LATE_GATE:
+            task.started_at = now
+            self.changes.try_command_started(task.run.pk, task.task_id, task.try_number, now)
         if task.watch is not None:
             task.watch.last_activity = now
         if task.spec.execution_timeout:

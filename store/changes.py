@@ -58,6 +58,9 @@ _TRY_SAMPLE = ("UPDATE tries SET cpu_percent = ?, rss_bytes = ? WHERE run_pk = ?
 _TRY_HEARTBEAT = "UPDATE tries SET heartbeat_at = ? WHERE runner_id = ? AND end_date IS NULL"
 _TI_REASON = "UPDATE task_instances SET reason = ?, updated_at = ? WHERE run_pk = ? AND task_id = ?"
 _TI_PID = "UPDATE task_instances SET pid = ? WHERE run_pk = ? AND task_id = ?"
+_TRY_STARTED_AT = ("UPDATE tries SET start_date = ? WHERE run_pk = ? AND task_id = ? AND "
+                   "try_number = ?")
+_TI_STARTED_AT = "UPDATE task_instances SET start_date = ? WHERE run_pk = ? AND task_id = ?"
 _TI_MAX_TRIES = "UPDATE task_instances SET max_tries = ? WHERE run_pk = ? AND task_id = ?"
 _TI_RETRY_AT = "UPDATE task_instances SET next_try_at = ? WHERE run_pk = ? AND task_id = ?"
 _TI_FIRST_POKE = "UPDATE task_instances SET first_poke_at = ? WHERE run_pk = ? AND task_id = ?"
@@ -315,6 +318,14 @@ class Changes:
         assert op is not None and op[0] == _TRY_PID
         self.ops[index] = self.ops[index + 1] = None
         return op[1][0], op[1][1]
+
+    def try_command_started(self, run_pk: int, task_id: str, try_number: int,
+                            at: float) -> None:
+        """A try's command started well after its process (its gate held through a database
+        outage): its start is the command's, which its timeout counts from."""
+        attempt = (run_pk, task_id, try_number)
+        self._op(run_pk, (_TRY_STARTED_AT, (at, run_pk, task_id, try_number)), attempt)
+        self._op(run_pk, (_TI_STARTED_AT, (at, run_pk, task_id)), attempt)
 
     def try_pid_start(self, run_pk: int, task_id: str, try_number: int,
                       pid_start: float | None) -> None:

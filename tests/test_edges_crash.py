@@ -301,9 +301,36 @@ def test_a_task_s_timeout_counts_from_its_command_s_start_not_from_a_wait_for_th
     born = executor.process_start_time(pid)
     wait_for(lambda: time.time() - born > 3.0, 10, "b to have waited past its timeout")
     assert alive(pid) and not ran.exists()
+    released = time.time()
     lock.execute("ROLLBACK")
     lock.close()
     wait_for(lambda: runs(home, "gated")[0]["state"] in ("success", "failed"), 30,
              "the run to end")
     assert [row[:3] for row in tries(home, "gated", "b")] == [(1, "success", 0)]
     assert ran.read_text() == "ran\n"
+    # Its recorded start is its command's (a runner adopting it would count from there).
+    assert tries(home, "gated", "b")[0][4] >= released
+
+
+def test_a_task_killed_by_a_signal_while_no_runner_watches_is_not_read_as_a_success(
+        home: Path, pipelines: Path, runners: list) -> None:
+    """bash runs its EXIT trap when SIGTERM ends it, with the status of the last command that
+    finished (0 here): the next runner read the killed task as a success and ran its
+    downstream. Its status is now the signal's, 143."""
+    write(pipelines, "killed.yaml", """
+        dag_id: killed
+        tasks:
+          t: {command: "true; sleep 30", shell: bash, retries: 0}
+          after: {command: "true", deps: [t]}
+    """)
+    first = start(runners, home, pipelines)
+    trigger(home, pipelines, "killed")
+    pid = wait_for(lambda: tasks(home, "killed").get("t", {}).get("pid"), what="t to run")
+    first.kill9()
+    os.killpg(pid, signal.SIGTERM)  # a service manager stopping everything, say
+    wait_for(lambda: not alive(pid), 10, "t to end")
+    start(runners, home, pipelines)
+    wait_for(lambda: runs(home, "killed")[0]["state"] in ("success", "failed"), 20,
+             "the run to end")
+    assert [row[:3] for row in tries(home, "killed", "t")] == [(1, "failed", 143)]
+    assert tasks(home, "killed")["after"]["state"] == "upstream_failed"

@@ -146,7 +146,7 @@ def test_every_try_has_its_own_log_and_row(home: Path, pipelines: Path) -> None:
     assert executor.read_exit_status(attempts[0].exit_path) == 1
     assert executor.read_exit_status(attempts[1].exit_path) == 0
     key = [a.exit_path.rpartition("#")[2] for a in attempts]
-    assert (home / "logs" / "l" / run.run_id / "exits").read_text() == \
+    assert (home / "logs" / "l" / run.run_id / ".exits").read_text() == \
         f"{key[0]} 1\n{key[1]} 0\n"
 
 
@@ -414,9 +414,9 @@ def test_a_first_try_s_log_is_made_ahead_and_its_status_goes_to_the_run_s_file(
     engine.run_until_done()
     engine.close()
     folder = home / "logs" / "c" / run.run_id
-    assert sorted(p.name for p in folder.iterdir()) == ["a", "b", "exits"]
+    assert sorted(p.name for p in folder.iterdir()) == [".exits", "a", "b"]
     (attempt,) = store.tries(run.pk, "a")
-    assert (folder / "exits").read_text() == f"{attempt.exit_path.rpartition('#')[2]} 3\n"
+    assert (folder / ".exits").read_text() == f"{attempt.exit_path.rpartition('#')[2]} 3\n"
     assert sorted(p.name for p in (folder / "a").iterdir()) == ["1.log"]
     assert (folder / "b" / "1.log").read_bytes() == b""  # made ahead; b never ran
     assert executor.read_exit_status(executor.exit_path_of(str(folder), "b", 1, 1)) is None
@@ -424,4 +424,25 @@ def test_a_first_try_s_log_is_made_ahead_and_its_status_goes_to_the_run_s_file(
         {"a": "failed", "b": "upstream_failed"}
     cleaned = Cleaner(store, home / "logs", time.time() + 86400).run()
     assert cleaned.runs == 1 and not folder.exists()
+    store.close()
+
+
+def test_a_task_may_be_named_like_the_run_s_status_file(home: Path, pipelines: Path) -> None:
+    """A task id is any name of letters, digits, '_', '.', '-' not starting with '.': one
+    called `exits` has its folder beside the run's status file, not in its place."""
+    from flowtui.runner import executor
+
+    write(pipelines, "c.yaml", """
+        dag_id: c
+        tasks:
+          exits: {command: "exit 4", retries: 0}
+          b: {command: "true", deps: [exits], trigger_rule: all_done}
+    """)
+    store, engine, dag, run = engine_and_run(home, pipelines, "c")
+    engine.start_run(dag, run)
+    engine.run_until_done()
+    engine.close()
+    assert {t.task_id: t.state for t in store.task_instances(run.pk)} == \
+        {"exits": "failed", "b": "success"}
+    assert sorted(executor.read_exit_status(a.exit_path) for a in store.tries(run.pk)) == [0, 4]
     store.close()
