@@ -65,7 +65,7 @@ class Launcher:
         self._folders.make([os.path.join(live.log_base, t) for t in order[here:]])
 
     def close(self) -> None:
-        """Let the folder maker go: it makes what it was given, then ends."""
+        """End the folder maker: what it has not made yet, no launch of this engine needs."""
         if self._folders is not None:
             self._folders.close()
             self._folders = None
