@@ -50,12 +50,19 @@ class Launched:
 EXITS_FILE = ".exits"  # a task id never starts with "."
 
 
-def exit_path_of(run_folder: str, task_id: str, try_number: int, runner_id: int | None) -> str:
+CLAIMED = "/claimed"  # a key's end for a try claimed from another runner's offer (SPEC 10)
+STARTED = "started"  # what a claimed try's shell writes first
+
+
+def exit_path_of(run_folder: str, task_id: str, try_number: int, runner_id: int | None,
+                 claimed: bool = False) -> str:
     """Where a try's shell writes its exit status (see the module's doc); also the try's mark.
     The key names the runner that starts the try: a try forgotten as never started is started
     again under the same number by another runner, and the forgotten one's ``unstarted`` line
-    must never be read as the new one's."""
-    return f"{run_folder}/{EXITS_FILE}#{task_id}/{try_number}/{runner_id or os.getpid()}"
+    must never be read as the new one's. A claimed try is recorded before its process starts
+    (not gated): its shell says ``started`` first, so that no line at all means it never did."""
+    key = f"{task_id}/{try_number}/{runner_id or os.getpid()}{CLAIMED if claimed else ''}"
+    return f"{run_folder}/{EXITS_FILE}#{key}"
 
 
 def _status_file(exit_path: str) -> tuple[str, str | None]:
@@ -87,6 +94,8 @@ def build_script(command: str, exit_path: str, cwd: str | None, gated: bool = Fa
     if gated:  # the command never sees the gate's descriptor
         prefix = (f"read -r _ <&{GATE_FD} || {{ {_write_status(exit_path, NEVER_STARTED)}; "
                   f"exit 0; }}\nexec {GATE_FD}<&-\n")
+    elif exit_path.endswith(CLAIMED):
+        prefix = f"{_write_status(exit_path, STARTED)}\n"
     prefix += f"trap {shlex.quote(_write_status(exit_path, '$?'))} EXIT\n"
     # Killed by a signal, bash would run the EXIT trap with the last command's status (often
     # 0: a killed task read back as a success by a runner that adopts it) and dash runs none:
@@ -144,9 +153,15 @@ def open_gate(gate: int) -> None:
 
 def never_started(exit_path: str, log_path: str) -> bool:
     """Whether a try's process ended before it ran anything: its gate read as ended (its
-    engine died before the try was committed or before it opened the gate), or it left no log
-    (a try claimed for another host's run whose runner died before starting it)."""
-    return _status(exit_path) == NEVER_STARTED or not os.path.exists(log_path)
+    engine died before the try was committed or before it opened the gate); a claimed try
+    whose shell never said it started (its claimer died between the claim and the spawn); a
+    try recorded by an earlier version that left no log."""
+    status = _status(exit_path)
+    if status == NEVER_STARTED:
+        return True
+    if exit_path.endswith(CLAIMED):
+        return status is None
+    return "#" not in exit_path and not os.path.exists(log_path)
 
 
 def _status(exit_path: str) -> str | None:

@@ -251,7 +251,8 @@ class Remote:
         def paths(dag_id: str, run_id: str, task_id: str, number: int) -> tuple[str, str]:
             run_folder = os.path.join(logs, dag_id, run_id)
             return (f"{run_folder}/{task_id}/{number}.log",
-                    executor.exit_path_of(run_folder, task_id, number, engine.runner_id))
+                    executor.exit_path_of(run_folder, task_id, number, engine.runner_id,
+                                          claimed=True))
 
         config = engine.config
         claimed = store.offers.claim(

@@ -246,12 +246,15 @@ tasks:
     assert q(pg_url, "SELECT max_tries FROM task_instances WHERE task_id = 'fit'") == [(2,)]
 
 
+@pytest.mark.parametrize("log_made_ahead", [False, True])
 def test_a_claim_whose_claimer_died_before_starting_it_starts_again(
         pair_of: Callable[..., Pair], pg_url: str, pipelines: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, log_made_ahead: bool) -> None:
     """The claimer (on the owner's host) claimed the task and died before its process
-    started. The owner finds the try never started (no process, no log), forgets it, and
-    offers the task again, its try number back where it was."""
+    started. The owner finds the try never started (no process, and its shell never said it
+    started), forgets it, and offers the task again, its try number back where it was. Also
+    when the try's log file is there already: a runner claiming its own offer finds its first
+    log made ahead with its run's folders."""
     write(pipelines, "train.yaml", """
 dag_id: train
 tasks:
@@ -262,6 +265,10 @@ tasks:
     claimed = answer_lost(pair, monkeypatch, claims_after=False)
     trigger(pair, "train", pipelines)
     pair.drive(lambda: claimed, "the claim")
+    if log_made_ahead:
+        (log_path,), = q(pg_url, "SELECT log_path FROM tries WHERE task_id = 'fit'")
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).touch()
     gone = subprocess.Popen(["true"])
     gone.wait()  # the claimer's row now names a process that no longer exists
     q(pg_url, "UPDATE runners SET pid = %s WHERE id = %s RETURNING id", gone.pid,
